@@ -1,0 +1,1 @@
+"""Real devices (installed as ``halsim.backends``). See :mod:`halsim.registry`."""

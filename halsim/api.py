@@ -1,0 +1,263 @@
+"""The Python API: ``halsim.upload``, ``halsim.simulate``, ``Upload.download``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from halsim.device import Device, DeviceBuffer
+from halsim.engine import CancelToken, Engine, Mode, RunResult
+from halsim.errors import FileAccessError, HalsimError, UploadFailed
+from halsim.files import Access, HalFile, MemoryFile, copy_bytes, open_file
+from halsim.formats import ParamIndex, read_index
+from halsim.plan import Plan
+from halsim.policies import Policy, parse_policy, resolve_policy
+from halsim.registry import get_device
+from halsim.report import Report
+from halsim.request import Direction, SourceInfo, UploadRequest, request_from_tensors
+
+DeviceLike = "str | Device"
+
+
+def _devices(device, devices) -> list[Device]:
+    chosen = devices if devices is not None else [device]
+    return [get_device(d) if isinstance(d, str) else d for d in chosen]
+
+
+def _open_source(source, index: ParamIndex | None) -> tuple[HalFile, ParamIndex, bool]:
+    """(file, index, we_opened_it)."""
+    if isinstance(source, HalFile):
+        if index is None:
+            from halsim.formats.index import ParamIndex as _Index
+            from halsim.formats.index import TensorInfo
+
+            index = _Index(source.name, "raw", source.length,
+                           (TensorInfo(Path(source.name).stem or "data", "U8", (source.length,), 0, source.length),), {})
+        return source, index, False
+    path = os.fspath(source)
+    index = index or read_index(path)
+    return open_file(path, "r"), index, True
+
+
+class Upload:
+    """Tensors in device memory, and how they got there.
+
+    Use as a context manager, or call :meth:`free`, to release device buffers.
+    """
+
+    def __init__(self, result: RunResult, report: Report, file: HalFile, index: ParamIndex, owns_file: bool):
+        self.result = result
+        self.report = report
+        self.file = file
+        self.index = index
+        self._owns_file = owns_file
+        self._freed = False
+
+    @property
+    def plan(self) -> Plan:
+        return self.result.plan
+
+    def buffers(self) -> dict[str, DeviceBuffer]:
+        specs = self.result.plan.request.buffers
+        return {specs[i].name: buffer for i, buffer in sorted(self.result.buffers.items())}
+
+    def tensors(self) -> dict[str, Any]:
+        """Each tensor by name as the device's native array (numpy, CUDA...), no copy."""
+        return {name: buffer.tensor() for name, buffer in self.buffers().items()}
+
+    def verify(self) -> int:
+        """Compare every buffer with the file, byte for byte; returns bytes checked."""
+        request = self.result.plan.request
+        checked = 0
+        for t in request.transfers:
+            if not t.length:
+                continue
+            expected = bytearray(t.length)
+            self.file.read_into(t.file_offset, expected)
+            got = self.result.buffers[t.buffer].to_bytes()[t.buffer_offset : t.buffer_offset + t.length]
+            if got != expected:
+                bad = next(i for i in range(t.length) if got[i] != expected[i])
+                raise HalsimError(
+                    f"{self.file.name}: buffer {request.buffers[t.buffer].name!r} differs from the file "
+                    f"at file offset {t.file_offset + bad}"
+                )
+            checked += t.length
+        return checked
+
+    def download(self, path: str | os.PathLike, policy: "str | Policy | None" = None, *,
+                 mode: Mode = "overlapped", progress=None, cancel: CancelToken | None = None) -> Report:
+        """Write the buffers back into a file laid out like the source (``queue_write``).
+
+        The file is written beside ``path`` and renamed into place only when
+        every byte is there: a failed download leaves no half-written file.
+        """
+        path = os.fspath(path)
+        partial = path + ".partial"
+        source = self.result.plan.request
+        devices = [e.device for _, e in sorted(self.result.executions.items())]
+        caps = [d.caps for d in devices]
+        chosen = parse_policy(policy) if policy is not None else parse_policy("streaming")
+        target = open_file(partial, "rw", kind="fd", length=self.file.length)
+        try:
+            # Bytes outside the tensors (headers, padding) come from the source file.
+            _copy_gaps(self.file, target, source)
+            request = UploadRequest(SourceInfo(path, self.file.length, 0), source.buffers, source.transfers,
+                                    Direction.DOWNLOAD)
+            plan = chosen.plan(request, caps)
+            engine = Engine(mode)
+            runs = _DownloadRun(self.result)
+            result = engine.run(plan, target, runs.devices(devices), progress=progress, cancel=cancel)
+            target.flush()
+            target.close()
+            os.replace(partial, path)
+        except BaseException:
+            target.close()
+            try:
+                os.unlink(partial)
+            except FileNotFoundError:
+                pass
+            raise
+        names = ", ".join(result.device_names)
+        return Report.from_run(plan, result.trace, result.seconds, names, mode, simulated=False)
+
+    def free(self) -> None:
+        if not self._freed:
+            self._freed = True
+            self.result.free()
+            if self._owns_file:
+                self.file.close()
+
+    def __enter__(self) -> "Upload":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.free()
+
+
+def _copy_gaps(source: HalFile, target: HalFile, request: UploadRequest) -> None:
+    covered = sorted((t.file_offset, t.file_offset + t.length) for t in request.transfers if t.length)
+    position = 0
+    gaps = []
+    for start, end in covered:
+        if start > position:
+            gaps.append((position, start))
+        position = max(position, end)
+    if position < source.length:
+        gaps.append((position, source.length))
+    for start, end in gaps:
+        for offset in range(start, end, 1 << 24):
+            piece = bytearray(min(1 << 24, end - offset))
+            source.read_into(offset, piece)
+            target.write_from(offset, piece)
+
+
+class _DownloadRun:
+    """Devices whose executions read from an upload's existing buffers."""
+
+    def __init__(self, upload_result: RunResult):
+        self.upload_result = upload_result
+
+    def devices(self, devices: Sequence[Device]) -> list[Device]:
+        return [_ExistingBuffers(d, self.upload_result) for d in devices]
+
+
+class _ExistingBuffers(Device):
+    """Wraps a device so a download's execution uses the buffers an upload made."""
+
+    def __init__(self, inner: Device, upload_result: RunResult):
+        self.inner = inner
+        self.name = inner.name
+        self.caps = inner.caps
+        self.upload_result = upload_result
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def wait(self, pending, timeout=None):
+        return self.inner.wait(pending, timeout)
+
+    def open(self, plan, file, trace, index=0, faults=None):
+        execution = self.inner.open(plan, file, trace, index, faults)
+        execution.adopt_buffers(self.upload_result.executions[index].buffers())
+        return execution
+
+
+def upload(
+    source: "str | os.PathLike | HalFile",
+    device: "str | Device" = "cpu",
+    policy: "str | Policy | None" = None,
+    *,
+    devices: "Sequence[str | Device] | None" = None,
+    index: ParamIndex | None = None,
+    shard: str = "whole",
+    mode: Mode = "overlapped",
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+    verify: bool = False,
+    faults=None,
+) -> Upload:
+    """Upload every tensor of ``source`` to ``device`` (or ``devices``, sharded).
+
+    ``policy`` is a Policy or a spec string (``"streaming:chunk=16MiB,slots=4"``);
+    the default, ``auto``, picks from the device's capabilities.
+    """
+    targets = _devices(device, devices)
+    file, index, owns = _open_source(source, index)
+    try:
+        request = request_from_tensors(SourceInfo.of(file), index.tensors, devices=len(targets), shard=shard)
+        plan = resolve_policy(policy).plan(request, [d.caps for d in targets])
+        result = Engine(mode).run(plan, file, targets, progress=progress, cancel=cancel, faults=faults)
+    except BaseException:
+        if owns:
+            file.close()
+        raise
+    names = ", ".join(result.device_names)
+    done = Upload(result, Report.from_run(plan, result.trace, result.seconds, names, mode, simulated=False),
+                  file, index, owns)
+    if verify:
+        try:
+            done.verify()
+        except BaseException:
+            done.free()
+            raise
+    return done
+
+
+def simulate(
+    source: "str | os.PathLike | UploadRequest",
+    platform: Any = "h100-pcie5",
+    policy: "str | Policy | None" = None,
+    *,
+    page_cached: bool = True,
+    gpus: int = 1,
+    shard: str = "whole",
+    mode: Mode = "overlapped",
+) -> Report:
+    """Simulate uploading ``source`` — a workload name, a model file (only its
+    index is read) or an UploadRequest — on ``platform`` under ``policy``."""
+    from halsim.sim import Simulator
+
+    simulator = Simulator(platform)
+    targets = [simulator.device(i) for i in range(gpus)]
+    request = _request_for(source, page_cached, gpus, shard)
+    plan = resolve_policy(policy).plan(request, [d.caps for d in targets])
+    result = Engine(mode).run(plan, None, targets)
+    names = ", ".join(result.device_names)
+    report = Report.from_run(plan, result.trace, result.seconds, names, mode, simulated=True)
+    result.free()
+    return report
+
+
+def _request_for(source, page_cached: bool, gpus: int, shard: str) -> UploadRequest:
+    if isinstance(source, UploadRequest):
+        return source
+    text = os.fspath(source)
+    if os.path.exists(text):
+        index = read_index(text)
+        # A mapped file's base is page-aligned, so the simulator may import it.
+        info = SourceInfo(text, index.file_length, 4096, page_cached)
+        return request_from_tensors(info, index.tensors, devices=gpus, shard=shard)
+    from halsim.workloads import load_workload
+
+    return load_workload(text).request(devices=gpus, shard=shard, page_cached=page_cached)

@@ -1,0 +1,139 @@
+"""The device trait: what every device — simulated or real — provides.
+
+A device turns plan steps into its own API calls; it never decides the order
+(the engine does). One run opens an :class:`Execution` on each device it
+targets; the engine then submits steps and waits for them.
+
+To add a backend: subclass :class:`Device` (``name``, ``caps``, ``open``, and
+``wait`` if its pendings are not futures) and :class:`Execution`. Real host
+devices can start from :class:`halsim.hostexec.HostExecution`, which does the
+file I/O, the threads and the bookkeeping, leaving only memory and copies.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from halsim.caps import DeviceCaps
+
+if TYPE_CHECKING:
+    from halsim.faults import FaultInjector
+    from halsim.files import HalFile
+    from halsim.plan import Plan, Step
+    from halsim.request import BufferSpec
+    from halsim.trace import Trace
+
+
+class Pending:
+    """A submitted step. ``error`` is set when it failed."""
+
+    __slots__ = ("step", "handle", "error")
+
+    def __init__(self, step: "Step", handle: Any):
+        self.step = step
+        self.handle = handle
+        self.error: BaseException | None = None
+
+
+class DeviceBuffer(ABC):
+    """A destination buffer in device memory, holding one tensor (or a slice)."""
+
+    def __init__(self, spec: "BufferSpec", device_name: str):
+        self.spec = spec
+        self.device_name = device_name
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def size(self) -> int:
+        return self.spec.size
+
+    @abstractmethod
+    def to_bytes(self) -> bytes:
+        """The buffer's contents, copied to the host (for verification)."""
+
+    def tensor(self) -> Any:
+        """The buffer as the backend's native array (numpy, CUDA array...), no copy."""
+        raise NotImplementedError(f"{type(self).__name__} has no tensor view")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.size} bytes on {self.device_name})"
+
+
+class Execution(ABC):
+    """One device's share of one run: its buffers, its staging, its steps."""
+
+    def __init__(self, device: "Device", plan: "Plan", file: "HalFile | None", trace: "Trace",
+                 index: int, faults: "FaultInjector | None" = None):
+        self.device = device
+        self.plan = plan
+        self.file = file
+        self.trace = trace
+        self.index = index  # device index within the request
+        self.faults = faults
+
+    @abstractmethod
+    def allocate(self) -> None:
+        """Allocate this device's buffers and staging pool. Frees what it got on failure."""
+
+    @abstractmethod
+    def submit(self, step: "Step") -> Pending:
+        """Start ``step``; return at once (or after finishing it, on a serial backend)."""
+
+    @abstractmethod
+    def release(self, keep_buffers: bool) -> None:
+        """Free staging and imports; free buffers too unless ``keep_buffers``. Idempotent."""
+
+    @abstractmethod
+    def buffers(self) -> dict[int, DeviceBuffer]:
+        """Buffers of this device, by index into ``plan.request.buffers``."""
+
+    def adopt_buffers(self, buffers: dict[int, DeviceBuffer]) -> None:
+        """Use buffers an earlier run made (a download reads an upload's buffers);
+        ``allocate`` then allocates only staging and ``release`` never frees them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot adopt buffers")
+
+    def free_buffers(self) -> None:
+        """Free buffers kept by ``release(keep_buffers=True)``."""
+        self.release(keep_buffers=False)
+
+
+class Device(ABC):
+    """A place buffers live. ``caps`` is everything a policy may know of it."""
+
+    name: str = "device"
+    caps: DeviceCaps
+
+    def now(self) -> float:
+        """The device's clock in seconds (simulated time for the simulator)."""
+        return time.perf_counter()
+
+    @abstractmethod
+    def open(self, plan: "Plan", file: "HalFile | None", trace: "Trace", index: int = 0,
+             faults: "FaultInjector | None" = None) -> Execution:
+        """Prepare to run this device's steps of ``plan``."""
+
+    def wait(self, pending: Sequence[Pending], timeout: float | None = None) -> list[Pending]:
+        """Block until at least one of ``pending`` is done; return those done.
+
+        The default handles pendings whose handle is a ``concurrent.futures.Future``.
+        """
+        futures = {p.handle: p for p in pending}
+        done, _ = cf.wait(list(futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        finished = []
+        for future in done:
+            p = futures[future]
+            p.error = future.exception()
+            finished.append(p)
+        return finished
+
+    def close(self) -> None:
+        """Release long-lived resources (contexts, threads)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

@@ -1,0 +1,212 @@
+"""The engine: the only scheduler.
+
+It walks a Plan on one or more devices, submitting each step once its
+dependencies are done and its limit (readers, copy queues, imports) has room,
+and waits on the devices for completions. ``mode="serial"`` keeps one step in
+flight — IREE's inline loop; ``"overlapped"`` lets reads, copies and imports
+run together. Devices never schedule on their own.
+
+On an error or a cancel the engine stops submitting, drains what is in flight,
+releases staging, imports and buffers, and raises — nothing stays allocated.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+from halsim.device import Device, DeviceBuffer, Execution, Pending
+from halsim.errors import HalsimError, UploadCancelled, UploadFailed
+from halsim.files import HalFile
+from halsim.plan import COPY_OPS, DELIVERING_OPS, HOST_OPS, IO_OPS, Plan, Step
+from halsim.trace import Trace
+
+Mode = Literal["overlapped", "serial"]
+ProgressFn = Callable[[int, int], None]  # (bytes delivered so far, total bytes)
+
+
+class CancelToken:
+    """Set from any thread to stop a run; the engine cleans up and raises UploadCancelled."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    trace: Trace
+    executions: dict[int, Execution]
+    buffers: dict[int, DeviceBuffer]  # by index into plan.request.buffers
+    seconds: float
+    device_names: list[str] = field(default_factory=list)
+
+    def free(self) -> None:
+        """Free the device buffers (the upload's output)."""
+        for execution in self.executions.values():
+            execution.free_buffers()
+
+
+def _lane_key(step: Step) -> tuple:
+    if step.op in IO_OPS:
+        return ("io",)
+    if step.op in COPY_OPS:
+        return ("copy", step.device, step.queue)
+    return ("host", step.device)
+
+
+class Engine:
+    def __init__(self, mode: Mode = "overlapped"):
+        if mode not in ("overlapped", "serial"):
+            raise ValueError(f"mode must be 'overlapped' or 'serial', not {mode!r}")
+        self.mode = mode
+
+    def _limit(self, plan: Plan, key: tuple) -> int:
+        if key[0] == "io":
+            return plan.limits.readers
+        if key[0] == "copy":
+            return plan.limits.copies_per_queue
+        return plan.limits.imports
+
+    def run(
+        self,
+        plan: Plan,
+        file: HalFile | None,
+        devices: Sequence[Device],
+        *,
+        trace: Trace | None = None,
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+        faults=None,
+    ) -> RunResult:
+        """Run ``plan``: ``devices[i]`` is device ``i`` of the request."""
+        request = plan.request
+        needed = request.devices
+        if not devices:
+            raise ValueError("no devices given")
+        if max(needed) >= len(devices):
+            raise ValueError(f"the plan targets device {max(needed)} but only {len(devices)} device(s) were given")
+        clock = devices[0]
+        trace = trace if trace is not None else Trace()
+        trace.origin = clock.now()
+        trace.meta.update(policy=plan.policy.spec(), requested=plan.requested.spec(),
+                          devices=[devices[d].name for d in needed], mode=self.mode)
+        executions: dict[int, Execution] = {}
+        try:
+            for d in needed:
+                executions[d] = devices[d].open(plan, file, trace, d, faults)
+                executions[d].allocate()
+        except BaseException:
+            for execution in executions.values():
+                execution.release(keep_buffers=False)
+            raise
+        try:
+            self._walk(plan, executions, clock, progress, cancel)
+        except BaseException:
+            for execution in executions.values():
+                execution.release(keep_buffers=False)
+            raise
+        for execution in executions.values():
+            execution.release(keep_buffers=True)
+        buffers: dict[int, DeviceBuffer] = {}
+        for execution in executions.values():
+            buffers.update(execution.buffers())
+        seconds = clock.now() - trace.origin
+        return RunResult(plan, trace, executions, buffers, seconds, [devices[d].name for d in needed])
+
+    def _walk(self, plan: Plan, executions: dict[int, Execution], clock: Device,
+              progress: ProgressFn | None, cancel: CancelToken | None) -> None:
+        steps = plan.steps
+        waiting = [len(s.deps) for s in steps]
+        dependents: list[list[int]] = [[] for _ in steps]
+        for s in steps:
+            for d in s.deps:
+                dependents[d].append(s.id)
+        ready: dict[tuple, list[int]] = {}
+        for s in steps:
+            if not s.deps:
+                heapq.heappush(ready.setdefault(_lane_key(s), []), s.id)
+        in_lane: dict[tuple, int] = {}
+        in_flight: dict[int, Pending] = {}
+        serial = self.mode == "serial"
+        done = delivered = 0
+        total = plan.request.total_bytes
+        failure: BaseException | None = None
+        failed_step: Step | None = None
+
+        while done < len(steps):
+            if failure is None and cancel is not None and cancel.cancelled:
+                failure = UploadCancelled(f"{plan.request.source.name}: upload cancelled")
+            if failure is None:
+                try:
+                    self._submit_ready(plan, steps, ready, in_lane, in_flight, executions, serial)
+                except BaseException as err:  # a submit itself failed
+                    failure = err
+            if not in_flight:
+                if failure is not None:
+                    break
+                raise HalsimError(
+                    f"{plan.request.source.name}: plan is stuck with {len(steps) - done} steps left "
+                    "(a dependency cycle in the plan)"
+                )
+            try:
+                finished = clock.wait(list(in_flight.values()))
+            except KeyboardInterrupt:
+                failure = failure or UploadCancelled(f"{plan.request.source.name}: upload interrupted")
+                continue
+            for p in finished:
+                step = p.step
+                del in_flight[step.id]
+                key = _lane_key(step)
+                in_lane[key] -= 1
+                if p.error is not None:
+                    if failure is None:
+                        failure, failed_step = p.error, step
+                    continue
+                done += 1
+                if step.op in DELIVERING_OPS:
+                    delivered += step.length
+                for n in dependents[step.id]:
+                    waiting[n] -= 1
+                    if waiting[n] == 0:
+                        heapq.heappush(ready.setdefault(_lane_key(steps[n]), []), n)
+            if progress is not None and finished:
+                progress(delivered, total)
+            if failure is not None and not in_flight:
+                break
+
+        if failure is not None:
+            if isinstance(failure, UploadCancelled):
+                raise failure
+            where = failed_step.describe(plan.request) if failed_step else "submit"
+            if isinstance(failure, HalsimError):
+                raise failure
+            raise UploadFailed(f"{plan.request.source.name}: {where} failed: {failure}") from failure
+
+    def _submit_ready(self, plan, steps, ready, in_lane, in_flight, executions, serial) -> None:
+        if serial:
+            if in_flight:
+                return
+            candidates = [(heap[0], key) for key, heap in ready.items() if heap]
+            if not candidates:
+                return
+            _, key = min(candidates)
+            step = steps[heapq.heappop(ready[key])]
+            in_lane[key] = in_lane.get(key, 0) + 1
+            in_flight[step.id] = executions[step.device].submit(step)
+            return
+        for key, heap in ready.items():
+            limit = self._limit(plan, key)
+            while heap and in_lane.get(key, 0) < limit:
+                step = steps[heapq.heappop(heap)]
+                in_lane[key] = in_lane.get(key, 0) + 1
+                in_flight[step.id] = executions[step.device].submit(step)
