@@ -233,6 +233,7 @@ def simulate(
     gpus: int = 1,
     shard: str = "whole",
     mode: Mode = "overlapped",
+    progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Simulate uploading ``source`` — a workload name, a model file (only its
     index is read) or an UploadRequest — on ``platform`` under ``policy``."""
@@ -242,7 +243,7 @@ def simulate(
     targets = [simulator.device(i) for i in range(gpus)]
     request = _request_for(source, page_cached, gpus, shard)
     plan = resolve_policy(policy).plan(request, [d.caps for d in targets])
-    result = Engine(mode).run(plan, None, targets)
+    result = Engine(mode).run(plan, None, targets, progress=progress)
     names = ", ".join(result.device_names)
     report = Report.from_run(plan, result.trace, result.seconds, names, mode, simulated=True)
     result.free()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,8 @@ class Report:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("trace")
-        data.pop("plan")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trace", "plan")}
+        data["notes"] = list(self.notes)
         if data["gb_per_s"] == float("inf"):
             data["gb_per_s"] = None
         return data

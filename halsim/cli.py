@@ -1,0 +1,267 @@
+"""The ``halsim`` command line (typer + rich).
+
+A failing command prints one line naming the file and the problem and exits
+non-zero; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from halsim.errors import HalsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Decide how model weights move from a file into GPU memory.")
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """One line per failure unless --debug."""
+    if _state["debug"]:
+        yield
+        return
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    except (HalsimError, OSError, ValueError) as e:
+        _fail(str(e) or type(e).__name__)
+
+
+@contextmanager
+def _progress(description: str, enabled: bool) -> Iterator[Callable[[int, int], None]]:
+    """A byte progress bar on stderr; shows only if the work takes more than a moment."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+               TransferSpeedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _report_table(reports, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("case")
+    for label in ("policy", "device", "seconds", "GB/s", "peak staging", "peak device", "copies", "imported"):
+        table.add_column(label, justify="right" if label not in ("policy", "device") else "left")
+    from halsim.units import format_size
+
+    for case, r in reports:
+        table.add_row(case, r.policy, r.device + (" (sim)" if r.simulated else ""), f"{r.seconds:.4f}",
+                      f"{r.gb_per_s:.2f}", format_size(r.peak_staging_bytes), format_size(r.peak_device_bytes),
+                      str(r.copies), format_size(r.imported_bytes))
+    return table
+
+
+def _print_report(report, as_json: bool, explain: bool = False) -> None:
+    if as_json:
+        out.print_json(report.to_json()) if out.is_terminal else print(report.to_json())
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in report.rows():
+        table.add_row(f"[bold]{key}[/]", value)
+    out.print(table)
+    for note in report.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    if explain:
+        out.print(f"[bold]bounded by:[/] {report.explain()}")
+
+
+def _exports(report, plot: Optional[Path], trace: Optional[Path], json_path: Optional[Path] = None) -> None:
+    if plot:
+        report.plot(plot)
+        err.print(f"wrote {plot}")
+    if trace:
+        report.to_perfetto(trace)
+        err.print(f"wrote {trace}")
+    if json_path:
+        report.save_json(json_path)
+        err.print(f"wrote {json_path}")
+
+
+@app.command()
+def simulate(
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", help="A named workload (see `halsim workloads`)."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="A model file; only its index is read."),
+    platform: str = typer.Option("h100-pcie5", "--platform", "-p", help="A named platform or a .toml file."),
+    policy: str = typer.Option("auto", "--policy", help="Policy spec, e.g. streaming:chunk=16MiB,slots=4."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Shard the weights over this many GPUs."),
+    shard: str = typer.Option("whole", "--shard", help="whole (tensors dealt to GPUs) or rows."),
+    cold: bool = typer.Option(False, "--cold", help="The file is not in the page cache."),
+    mode: str = typer.Option("overlapped", "--mode", help="overlapped or serial (one step at a time)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: timeline and memory over time."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto (Chrome trace) JSON."),
+) -> None:
+    """Simulate an upload on a model of the hardware."""
+    import halsim
+
+    with _errors():
+        if (workload is None) == (file is None):
+            _fail("give exactly one of --workload NAME or --file PATH")
+        policy_spec = _policy_arg(policy)
+        source = workload if workload is not None else str(file)
+        with _progress("simulating", not as_json) as update:
+            report = halsim.simulate(source, platform, policy_spec, page_cached=not cold, gpus=gpus, shard=shard,
+                                     mode=mode, progress=update)
+        _print_report(report, as_json, explain=not as_json)
+        _exports(report, plot, trace)
+
+
+def _policy_arg(policy: str):
+    from halsim.policies import load_policy, parse_policy
+
+    if policy.endswith((".toml", ".json")) and Path(policy).exists():
+        return load_policy(policy)
+    return parse_policy(policy)
+
+
+@app.command()
+def upload(
+    path: Path = typer.Argument(..., help="Model file: .safetensors, .npy, .npz, or any file (raw)."),
+    device: List[str] = typer.Option(["cpu"], "--device", "-d", help="cpu, cuda:N, vulkan:N, sim:PLATFORM; repeat to shard."),
+    policy: str = typer.Option("auto", "--policy", help="Policy spec or a policy .toml/.json file."),
+    shard: str = typer.Option("whole", "--shard", help="With several devices: whole or rows."),
+    mode: str = typer.Option("overlapped", "--mode", help="overlapped or serial."),
+    verify: bool = typer.Option(False, "--verify", help="Compare every byte on the device with the file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the run."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto JSON of the run."),
+) -> None:
+    """Upload a model file to a device for real."""
+    import halsim
+
+    with _errors():
+        with _progress(f"uploading {path.name}", not as_json) as update:
+            done = halsim.upload(path, devices=device, policy=_policy_arg(policy), shard=shard, mode=mode,
+                                 progress=update, verify=verify)
+        with done:
+            report = done.report
+            if verify and not as_json:
+                out.print(f"[green]verified[/] {report.bytes} bytes")
+            _print_report(report, as_json)
+            _exports(report, plot, trace)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="Model file."),
+    as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(50, "--limit", help="Show at most this many tensors (0: all)."),
+) -> None:
+    """Show a model file's parameter index (no tensor data is read)."""
+    from halsim.formats import read_index
+    from halsim.units import format_size
+
+    with _errors():
+        index = read_index(path)
+        if as_json:
+            body = {"path": index.path, "format": index.format, "file_length": index.file_length,
+                    "metadata": index.metadata,
+                    "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "offset": t.offset,
+                                 "nbytes": t.nbytes} for t in index.tensors]}
+            print(json.dumps(body))
+            return
+        out.print(f"[bold]{index.path}[/]: {index.format}, {len(index.tensors)} tensors, "
+                  f"{format_size(index.total_bytes)} of {format_size(index.file_length)}")
+        table = Table()
+        for column in ("name", "dtype", "shape", "offset", "bytes"):
+            table.add_column(column, justify="right" if column in ("offset", "bytes") else "left")
+        shown = index.tensors if limit == 0 else index.tensors[:limit]
+        for t in shown:
+            table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", str(t.offset), str(t.nbytes))
+        out.print(table)
+        if len(shown) < len(index.tensors):
+            out.print(f"... {len(index.tensors) - len(shown)} more (--limit 0 shows all)")
+
+
+@app.command()
+def devices(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List each backend, whether it can run here (and why not), and its devices' caps."""
+    from halsim.registry import backends
+
+    with _errors():
+        statuses = backends()
+        if as_json:
+            print(json.dumps([{"backend": s.name, "available": s.available, "reason": s.reason,
+                               "devices": [{"name": n, "caps": c.model_dump()} for n, c in s.devices]}
+                              for s in statuses]))
+            return
+        for s in statuses:
+            if not s.available:
+                out.print(f"{s.name}: [yellow]unavailable[/] ({s.reason})", highlight=False)
+                continue
+            for name, caps in s.devices:
+                out.print(f"{name}: [green]available[/] — {caps.describe()}", highlight=False)
+
+
+@app.command()
+def platforms() -> None:
+    """List the named platforms."""
+    from halsim.platform import list_platforms, load_platform
+
+    with _errors():
+        for name in list_platforms():
+            out.print(f"[bold]{name}[/]: {load_platform(name).description}", highlight=False)
+
+
+@app.command()
+def workloads() -> None:
+    """List the named workloads."""
+    from halsim.units import format_size
+    from halsim.workloads import list_workloads, load_workload
+
+    with _errors():
+        for name in list_workloads():
+            w = load_workload(name)
+            out.print(f"[bold]{name}[/]: {len(w.tensors)} tensors, {format_size(w.total_bytes)} — {w.description}",
+                      highlight=False)
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("halsim-demo"), "--out", "-o", help="Folder for the model and the reports."),
+    size: str = typer.Option("1GiB", "--size", help="Size of the synthetic model (the IREE case is 1GiB)."),
+    real: bool = typer.Option(True, "--real/--no-real", help="Also upload for real on every available device."),
+) -> None:
+    """The IREE #14665 cases, simulated side by side, then uploaded for real and verified."""
+    from halsim.demo import run_demo
+
+    with _errors():
+        run_demo(output, size, real, out, err)
+
+
+def main() -> None:  # pragma: no cover
+    app()
