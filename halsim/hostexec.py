@@ -97,10 +97,14 @@ class HostExecution(Execution):
             for index, spec in enumerate(self.request.buffers):
                 if spec.device != self.index or index in self._bound or self._adopted:
                     continue
+                if self.faults is not None:
+                    self.faults.on_allocate("device", spec.size, self)
                 self._buffers[index] = self.alloc_buffer(spec)
                 trace.change(device_counter(self.index), now(), spec.size)
             pool = self.plan.pool(self.index)
             if pool is not None:
+                if self.faults is not None:
+                    self.faults.on_allocate("staging", pool.bytes, self)
                 self._slots = self.alloc_staging(pool.slots, pool.slot_bytes)
                 self._staging_bytes = pool.bytes
                 trace.change(STAGING, now(), pool.bytes)
