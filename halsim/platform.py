@@ -1,0 +1,294 @@
+"""Hardware descriptions for the simulator: the pydantic ``Platform`` schema.
+
+A platform is data, like a policy: storage, host memory, link kinds, PCIe
+switches and GPUs. Humans write sizes, rates and durations as strings
+("64MiB", "54.5GB/s", "20us"); inside they are ints (bytes) and floats
+(bytes per second, seconds). Named platforms live in ``models/platforms/``
+(installed as ``halsim.models``); :func:`load_platform` reads one by name or
+from any ``.toml`` path, and :meth:`Platform.to_toml` writes one back.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from halsim.caps import DeviceCaps
+from halsim.errors import PlatformError
+from halsim.units import parse_duration, parse_rate, parse_size
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _rates(*names: str):
+    return field_validator(*names, mode="before")(lambda cls, v: None if v is None else parse_rate(v))
+
+
+def _sizes(*names: str):
+    return field_validator(*names, mode="before")(lambda cls, v: parse_size(v))
+
+
+def _durations(*names: str):
+    return field_validator(*names, mode="before")(lambda cls, v: parse_duration(v))
+
+
+class Storage(_Part):
+    """The drive the weights file lives on, and the kernel's page cache in front of it."""
+
+    name: str = "nvme"
+    bandwidth: float = Field(description="sequential read bandwidth of the drive, bytes/s")
+    write_bandwidth: float | None = Field(None, description="sequential write bandwidth; defaults to bandwidth")
+    latency: float = Field(0.0, ge=0, description="per request, seconds, before the first byte")
+    queue_depth: int = Field(32, ge=1, description="requests the drive serves at once; more wait")
+    page_cache_bandwidth: float = Field(description="read from the page cache by one thread, bytes/s")
+    page_cache_hit_rate: float = Field(1.0, ge=0, le=1, description="fraction of a warm file found in the cache")
+    o_direct: bool = Field(False, description="reads bypass the page cache (DMA from the drive into the buffer)")
+
+    _r = _rates("bandwidth", "write_bandwidth", "page_cache_bandwidth")
+    _d = _durations("latency")
+
+    @property
+    def write_rate(self) -> float:
+        return self.write_bandwidth or self.bandwidth
+
+
+class HostMemory(_Part):
+    """Host DRAM: copy bandwidth per thread, a total traffic cap, capacity, pinning costs.
+
+    ``total_bandwidth`` counts memory traffic (reads plus writes): a memcpy of
+    n bytes moves 2n, a DMA read or write of host memory n. Every thread and
+    every DMA engine touching host memory shares it.
+    """
+
+    memcpy_per_thread: float = Field(description="memcpy by one thread, bytes/s")
+    total_bandwidth: float = Field(description="read+write traffic of the whole memory system, bytes/s")
+    capacity: int = Field(description="bytes of host memory")
+    pin_bandwidth: float = Field(description="bytes per second of pinned (page-locked) allocation")
+    pin_per_call: float = Field(0.0, ge=0, description="seconds per pinned allocation call")
+    register_bandwidth: float = Field(description="bytes per second of registering existing memory for DMA")
+    register_per_call: float = Field(0.0, ge=0, description="seconds per register (and per unregister) call")
+
+    _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "register_bandwidth")
+    _s = _sizes("capacity")
+    _d = _durations("pin_per_call", "register_per_call")
+
+
+class Link(_Part):
+    """A kind of host<->GPU link. Each GPU naming it gets its own (links are point to point)."""
+
+    name: str
+    generation: int | None = Field(None, description="PCIe generation (informational)")
+    lanes: int | None = Field(None, description="PCIe lanes (informational)")
+    h2d: float = Field(description="host to device, pinned source, bytes/s")
+    d2h: float = Field(description="device to host, pinned destination, bytes/s")
+    overhead: float = Field(0.0, ge=0, description="fixed cost of one transfer, seconds")
+    pageable: float | None = Field(
+        None, description="bytes/s from pageable host memory (driver bounce copy); default: one memcpy thread")
+
+    _r = _rates("h2d", "d2h", "pageable")
+    _d = _durations("overhead")
+
+
+class Switch(_Part):
+    """A PCIe switch: its uplink to the host is shared by every GPU behind it."""
+
+    name: str
+    h2d: float = Field(description="uplink host to switch, bytes/s")
+    d2h: float = Field(description="uplink switch to host, bytes/s")
+
+    _r = _rates("h2d", "d2h")
+
+
+class Gpu(_Part):
+    name: str
+    kind: Literal["dedicated", "integrated"] = "dedicated"
+    memory: int = Field(description="bytes of device memory (integrated: the share of host memory it may use)")
+    copy_engines: int = Field(1, ge=1, description="DMA engines; copies on one run in order")
+    import_alignment: int = Field(4096, ge=1, description="host import needs this address alignment")
+    can_import: bool = Field(True, description="can map host memory for DMA (or use it in place)")
+    direct_storage: bool = Field(False, description="storage can DMA straight into device memory")
+    link: str = Field(description="name of an entry of links")
+    switch: str | None = Field(None, description="name of an entry of switches, if behind one")
+
+    _s = _sizes("memory", "import_alignment")
+
+
+class Platform(_Part):
+    name: str
+    description: str = ""
+    storage: Storage
+    host: HostMemory
+    links: tuple[Link, ...]
+    switches: tuple[Switch, ...] = ()
+    gpus: tuple[Gpu, ...]
+
+    @model_validator(mode="after")
+    def _references(self) -> "Platform":
+        if not self.gpus:
+            raise ValueError("a platform needs at least one GPU")
+        for kind, items in (("link", self.links), ("switch", self.switches), ("gpu", self.gpus)):
+            names = [item.name for item in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"two {kind}s are named {dupes[0]!r}")
+        links = {link.name for link in self.links}
+        switches = {s.name for s in self.switches}
+        for gpu in self.gpus:
+            if gpu.link not in links:
+                raise ValueError(f"gpu {gpu.name!r} names link {gpu.link!r}; links are {sorted(links)}")
+            if gpu.switch is not None and gpu.switch not in switches:
+                raise ValueError(f"gpu {gpu.name!r} names switch {gpu.switch!r}; switches are {sorted(switches)}")
+            if gpu.kind == "integrated" and gpu.memory > self.host.capacity:
+                raise ValueError(f"integrated gpu {gpu.name!r} has more memory than the host")
+        return self
+
+    def link_of(self, gpu_index: int) -> Link:
+        name = self.gpus[gpu_index].link
+        return next(link for link in self.links if link.name == name)
+
+    def switch_of(self, gpu_index: int) -> Switch | None:
+        name = self.gpus[gpu_index].switch
+        return next((s for s in self.switches if s.name == name), None)
+
+    def caps(self, gpu_index: int = 0) -> DeviceCaps:
+        """What a policy may know of GPU ``gpu_index``."""
+        if not 0 <= gpu_index < len(self.gpus):
+            raise PlatformError(f"platform {self.name!r} has {len(self.gpus)} GPU(s); no GPU {gpu_index}")
+        gpu = self.gpus[gpu_index]
+        return DeviceCaps(
+            kind=gpu.kind,
+            unified_memory=gpu.kind == "integrated",
+            can_import_host=gpu.can_import,
+            import_alignment=gpu.import_alignment,
+            direct_storage=gpu.direct_storage,
+            copy_queues=gpu.copy_engines,
+            memory_bytes=gpu.memory,
+            max_allocation=gpu.memory,
+        )
+
+    def all_caps(self) -> list[DeviceCaps]:
+        return [self.caps(i) for i in range(len(self.gpus))]
+
+    def to_toml(self) -> str:
+        """TOML that :func:`load_platform` reads back to an equal Platform."""
+        return _to_toml(self)
+
+
+# ---------------------------------------------------------------- TOML writing
+
+_RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "memcpy_per_thread", "total_bandwidth",
+                "pin_bandwidth", "register_bandwidth", "h2d", "d2h", "pageable"}
+_SIZE_FIELDS = {"capacity", "memory", "import_alignment"}
+_DURATION_FIELDS = {"latency", "pin_per_call", "register_per_call", "overhead"}
+
+
+def _human(key: str, value: Any) -> Any:
+    """A readable string when it parses back to exactly ``value``; else the number."""
+    if key in _RATE_FIELDS and isinstance(value, float):
+        for scale, unit in ((1e9, "GB/s"), (1e6, "MB/s")):
+            text = f"{value / scale:.12g}{unit}"
+            if parse_rate(text) == value:
+                return text
+    if key in _SIZE_FIELDS and isinstance(value, int):
+        for scale, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if value and value % scale == 0:
+                return f"{value // scale}{unit}"
+    if key in _DURATION_FIELDS and isinstance(value, float):
+        for scale, unit in ((1e-6, "us"), (1e-3, "ms"), (1.0, "s")):
+            text = f"{value / scale:.12g}{unit}"
+            if "e" not in text and parse_duration(text) == value:
+                return text
+    return value
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PlatformError(f"cannot write {value} to TOML")
+    return json.dumps(value)
+
+
+def _table(data: dict[str, Any]) -> list[str]:
+    return [f"{k} = {_value(_human(k, v))}" for k, v in data.items() if v is not None]
+
+
+def _to_toml(platform: Platform) -> str:
+    data = platform.model_dump()
+    lines = [f"name = {_value(data['name'])}"]
+    if data["description"]:
+        lines.append(f"description = {_value(data['description'])}")
+    for section in ("storage", "host"):
+        lines += ["", f"[{section}]"] + _table(data[section])
+    for section in ("links", "switches", "gpus"):
+        for item in data[section]:
+            lines += ["", f"[[{section}]]"] + _table(item)
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _catalogue_dir() -> Path | None:
+    try:
+        root = importlib.resources.files("halsim.models") / "platforms"
+        if root.is_dir():
+            return Path(str(root))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    # Not installed: the repository keeps models/ next to halsim/.
+    local = Path(__file__).resolve().parent.parent / "models" / "platforms"
+    return local if local.is_dir() else None
+
+
+def list_platforms() -> list[str]:
+    """Names of the platforms in the catalogue."""
+    root = _catalogue_dir()
+    return sorted(p.stem for p in root.glob("*.toml")) if root else []
+
+
+def platform_from_dict(data: dict[str, Any], source: str = "platform") -> Platform:
+    try:
+        return Platform.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg}" if where else msg)
+        raise PlatformError(f"{source}: {'; '.join(problems)}") from None
+
+
+def load_platform(name_or_path: "str | Path | Platform") -> Platform:
+    """A platform by catalogue name (``"h100-pcie5"``) or from a ``.toml`` path."""
+    if isinstance(name_or_path, Platform):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if not (path.suffix == ".toml" or path.exists()):
+        root = _catalogue_dir()
+        candidate = root / f"{text}.toml" if root else None
+        if candidate is None or not candidate.is_file():
+            known = ", ".join(list_platforms()) or "(none installed)"
+            raise PlatformError(f"unknown platform {text!r}; known platforms: {known}")
+        path = candidate
+    try:
+        body = path.read_text()
+    except OSError as err:
+        known = ", ".join(list_platforms())
+        raise PlatformError(f"{path}: cannot read platform file: {err.strerror}; known platforms: {known}") from None
+    try:
+        data = tomllib.loads(body)
+    except tomllib.TOMLDecodeError as err:
+        raise PlatformError(f"{path}: not valid TOML: {err}") from None
+    return platform_from_dict(data, source=str(path))
+
+
+__all__ = ["Storage", "HostMemory", "Link", "Switch", "Gpu", "Platform", "load_platform", "list_platforms",
+           "platform_from_dict"]

@@ -1,0 +1,381 @@
+"""``SimDevice``: a GPU of a simulated machine, driven by the one engine.
+
+Each submitted step becomes a coroutine on simpy events that goes through the machine's
+resources — a reader thread, the drive's queue, flows on the network, a copy
+engine, the import lane — and records what it did in the Trace: one span on
+the step's lane (``read/<k>``, ``copy/d<i>q<q>``, ``import/d<i>``,
+``direct/d<i>``, as real devices do) and one per resource it crossed
+(``storage``, ``memcpy``, ``link/d<g>/h2d``...).
+
+Given a real file, an execution also moves the real bytes (numpy buffers), so
+a simulated upload can be compared byte for byte with a real one. Without a
+file it only accounts for ranges.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generator
+
+import numpy as np
+
+from halsim.device import Device, DeviceBuffer, Execution, Pending
+from halsim.errors import DeviceError, HalsimError
+from halsim.files import copy_bytes
+from halsim.plan import Op, Step
+from halsim.request import BufferSpec
+from halsim.sim.tasks import Task
+from halsim.trace import IMPORTED, STAGING, device_counter
+
+if TYPE_CHECKING:
+    from halsim.sim.simulator import Simulator
+
+# Keys of the time a step spent not moving bytes, for explain().
+LATENCY = "storage latency"
+QUEUE = "storage queue"
+OVERHEAD = "copy overhead"
+REGISTER = "registration"
+BOUND_META = "sim_bound"  # trace.meta key: step id -> {what limited it: seconds}
+
+
+class SimBuffer(DeviceBuffer):
+    def __init__(self, spec: BufferSpec, device_name: str, array: np.ndarray | None):
+        super().__init__(spec, device_name)
+        self.array = array  # None when simulating without a file: no bytes to hold
+
+    def to_bytes(self) -> bytes:
+        if self.array is None:
+            raise DeviceError(f"buffer {self.name!r} holds no bytes: it was simulated without a file "
+                              "(pass a HalFile to move real bytes)", device=self.device_name)
+        return self.array.tobytes()
+
+    def tensor(self) -> np.ndarray:
+        if self.array is None:
+            raise DeviceError(f"buffer {self.name!r} holds no bytes (simulated without a file)",
+                              device=self.device_name)
+        return self.array
+
+
+class SimExecution(Execution):
+    def __init__(self, device: "SimDevice", *args, **kwargs):
+        super().__init__(device, *args, **kwargs)
+        self.sim = device.simulator
+        self.machine = device.simulator.machine
+        self.gpu = device.gpu
+        self.request = self.plan.request
+        self.routes = self.machine.gpu_routes[self.gpu]
+        self._bound = {s.buffer for s in self.plan.steps if s.op is Op.BIND and s.device == self.index}
+        self._buffers: dict[int, SimBuffer] = {}
+        self._device_bytes: dict[int, int] = {}  # buffers this execution allocated
+        self._staging_bytes = 0
+        self._slots: list[np.ndarray] = []
+        self._windows: dict[int, memoryview | None] = {}
+        self._adopted = False
+        self._real = self.file is not None
+        self._meta = self.trace.meta.setdefault(BOUND_META, {})
+        self.trace.meta.setdefault("platform", self.machine.platform.name)
+        self._perform = {
+            Op.READ: self._read, Op.WRITE: self._write, Op.COPY: self._copy, Op.COPY_BACK: self._copy,
+            Op.COPY_IMPORTED: self._copy, Op.IMPORT: self._import, Op.UNIMPORT: self._unimport,
+            Op.BIND: self._bind, Op.DIRECT: self._direct,
+        }
+        host = self.machine.platform
+        self._overhead = host.link_of(self.gpu).overhead
+        self._latency = host.storage.latency
+
+    # ---------------------------------------------------------------- memory
+    def adopt_buffers(self, buffers: dict[int, DeviceBuffer]) -> None:
+        """Use an earlier upload's buffers (a download reads them back)."""
+        self._buffers = dict(buffers)  # type: ignore[arg-type]
+        self._adopted = True
+
+    def allocate(self) -> None:
+        machine, trace, name = self.machine, self.trace, self.device.name
+        pool = machine.device_memory[self.gpu]
+        try:
+            for index, spec in enumerate(self.request.buffers):
+                if spec.device != self.index or index in self._bound or self._adopted:
+                    continue
+                if self.faults is not None:
+                    self.faults.on_allocate("device", spec.size, self)
+                pool.take(spec.size, f"buffer {spec.name!r}", name)
+                self._device_bytes[index] = spec.size
+                array = np.zeros(spec.size, dtype=np.uint8) if self._real else None
+                self._buffers[index] = SimBuffer(spec, name, array)
+                trace.change(device_counter(self.index), machine.now, spec.size)
+            staging = self.plan.pool(self.index)
+            if staging is not None and staging.bytes:
+                if self.faults is not None:
+                    self.faults.on_allocate("staging", staging.bytes, self)
+                machine.host_memory.take(staging.bytes, f"{staging.slots} staging slot(s) of "
+                                         f"{staging.slot_bytes} bytes", name)
+                self._staging_bytes = staging.bytes
+                trace.change(STAGING, machine.now, staging.bytes)
+                if self._real:
+                    self._slots = [np.empty(staging.slot_bytes, dtype=np.uint8) for _ in range(staging.slots)]
+                calls = staging.slots if machine.pinned_staging else 0
+                seconds = machine.pin_seconds(staging.bytes, calls) if machine.pinned_staging else 0.0
+                if seconds > 0:
+                    start = machine.now
+                    self.sim.advance(seconds)
+                    trace.span(f"alloc/d{self.index}", "pin", start, machine.now, staging.bytes, -1, self.index)
+        except BaseException:
+            self.release(keep_buffers=False)
+            raise
+
+    def release(self, keep_buffers: bool) -> None:
+        machine, trace = self.machine, self.trace
+        now = machine.now
+        if self._staging_bytes:
+            machine.host_memory.give(self._staging_bytes)
+            trace.change(STAGING, now, -self._staging_bytes)
+            self._staging_bytes = 0
+            self._slots = []
+        for window_id in list(self._windows):
+            window = self.plan.windows[window_id]
+            if keep_buffers and window.in_place:
+                continue  # it *is* a buffer the caller keeps
+            del self._windows[window_id]
+            trace.change(IMPORTED, now, -window.length)
+        if not keep_buffers:
+            pool = machine.device_memory[self.gpu]
+            for index, size in self._device_bytes.items():
+                pool.give(size)
+                trace.change(device_counter(self.index), now, -size)
+            self._device_bytes.clear()
+            if not self._adopted:
+                self._buffers.clear()
+
+    def buffers(self) -> dict[int, DeviceBuffer]:
+        return dict(self._buffers)
+
+    # ---------------------------------------------------------------- steps
+    def submit(self, step: Step) -> Pending:
+        pending = Pending(step, None)
+        pending.handle = Task(self._run(step, pending))
+        return pending
+
+    def _run(self, step: Step, pending: Pending) -> Generator:
+        try:
+            if self.faults is not None:
+                self.faults.before(step, self)
+            bound: dict[str, float] = {}
+            yield from self._perform[step.op](step, bound)
+            if bound:
+                self._meta[step.id] = bound
+        except HalsimError as err:
+            pending.error = err
+        except Exception as err:
+            pending.error = DeviceError(f"{type(err).__name__}: {err}", device=self.device.name,
+                                        step=step.describe(self.request))
+        self.sim.finished(pending)
+
+    def _flow(self, cls: int, nbytes: int, bound: dict[str, float]) -> Generator:
+        flow = self.machine.net.start(cls, nbytes)
+        yield flow.done
+        for key, seconds in flow.bound.items():
+            bound[key] = bound.get(key, 0.0) + seconds
+
+    def _storage(self, cls: int, nbytes: int, op: str, bound: dict[str, float]) -> Generator:
+        """A transfer that starts at the drive: wait for a queue place, the latency, then the bytes."""
+        machine, env = self.machine, self.machine.env
+        queue = machine.storage_queue
+        waited = queue.acquire()
+        t0 = env.now
+        if waited is not None:
+            yield waited
+            bound[QUEUE] = bound.get(QUEUE, 0.0) + env.now - t0
+        try:
+            start = env.now
+            if self._latency:
+                yield env.timeout(self._latency)
+                bound[LATENCY] = bound.get(LATENCY, 0.0) + self._latency
+            yield from self._flow(cls, nbytes, bound)
+        finally:
+            queue.release()
+        self.trace.span("storage", op, start, env.now, nbytes, -1, self.index)
+
+    def _split(self, nbytes: int) -> tuple[int, int]:
+        """(bytes from the drive, bytes from the page cache) of a buffered read."""
+        if not self.request.source.page_cached:
+            return nbytes, 0
+        hit = self.machine.platform.storage.page_cache_hit_rate
+        cached = int(round(nbytes * hit))
+        return nbytes - cached, cached
+
+    def _read(self, step: Step, bound: dict) -> Generator:
+        machine, env, host = self.machine, self.machine.env, self.machine.host_routes
+        k = machine.readers.take()
+        start = env.now
+        try:
+            if machine.platform.storage.o_direct:
+                yield from self._storage(host.direct_read, step.length, "read", bound)
+            else:
+                cold, cached = self._split(step.length)
+                if cold:
+                    yield from self._storage(host.cold_read, cold, "read", bound)
+                if cached:
+                    t0 = env.now
+                    yield from self._flow(host.cached_read, cached, bound)
+                    self.trace.span("memcpy", "read", t0, env.now, cached, step.id, self.index)
+            if self._real:
+                self.file.read_into(step.file_offset, self._slot(step))
+        finally:
+            machine.readers.give(k)
+        self.trace.span(f"read/{k}", "read", start, env.now, step.length, step.id, self.index)
+
+    def _write(self, step: Step, bound: dict) -> Generator:
+        machine, env, host = self.machine, self.machine.env, self.machine.host_routes
+        k = machine.readers.take()
+        start = env.now
+        try:
+            if machine.platform.storage.o_direct:
+                yield from self._storage(host.direct_write, step.length, "write", bound)
+            else:
+                yield from self._flow(host.cached_write, step.length, bound)
+                self.trace.span("memcpy", "write", start, env.now, step.length, step.id, self.index)
+            if self._real:
+                self.file.write_from(step.file_offset, self._slot(step))
+        finally:
+            machine.readers.give(k)
+        self.trace.span(f"read/{k}", "write", start, env.now, step.length, step.id, self.index)
+
+    def _copy(self, step: Step, bound: dict) -> Generator:
+        machine, env, routes = self.machine, self.machine.env, self.routes
+        engines = machine.copy_engines[self.gpu]
+        engine = engines[step.queue % len(engines)]
+        waited = engine.acquire()
+        if waited is not None:
+            yield waited  # copies on one engine run in order
+        start = env.now
+        try:
+            if self._overhead:
+                yield env.timeout(self._overhead)
+                bound[OVERHEAD] = self._overhead
+            t0 = env.now
+            if step.op is Op.COPY_BACK:
+                cls, lane = (routes.d2h if machine.pinned_staging else routes.d2h_pageable), "d2h"
+            elif step.op is Op.COPY:
+                cls, lane = (routes.h2d if machine.pinned_staging else routes.h2d_pageable), "h2d"
+            else:  # from registered host memory: pinned by definition
+                cls, lane = routes.h2d, "h2d"
+            yield from self._flow(cls, step.length, bound)
+            self.trace.span(f"link/d{self.gpu}/{lane}", step.op.value, t0, env.now, step.length, step.id, self.index)
+            if self._real:
+                self._move_copy(step)
+        finally:
+            engine.release()
+        self.trace.span(f"copy/d{self.index}q{step.queue}", step.op.value, start, env.now, step.length,
+                        step.id, self.index)
+
+    def _import(self, step: Step, bound: dict) -> Generator:
+        machine, env = self.machine, self.machine.env
+        window = self.plan.windows[step.window]
+        lane = machine.import_lanes[self.gpu]
+        waited = lane.acquire()
+        if waited is not None:
+            yield waited
+        start = env.now
+        try:
+            # Pinning pages makes them resident: the cold part of the file is read in first.
+            cold, _ = self._split(window.length)
+            if cold:
+                yield from self._storage(machine.host_routes.fault_in, cold, "import", bound)
+            seconds = machine.register_seconds(window.length) if not window.in_place \
+                else machine.unregister_seconds()  # in place: only map, one call
+            yield env.timeout(seconds)
+            bound[REGISTER] = bound.get(REGISTER, 0.0) + seconds
+            self._windows[window.id] = self._host_window(step, window) if self._real else None
+            self.trace.change(IMPORTED, env.now, window.length)
+        finally:
+            lane.release()
+        self.trace.span(f"import/d{self.index}", "import", start, env.now, window.length, step.id, self.index)
+
+    def _unimport(self, step: Step, bound: dict) -> Generator:
+        machine, env = self.machine, self.machine.env
+        window = self.plan.windows[step.window]
+        start = env.now
+        seconds = machine.unregister_seconds()
+        if seconds:
+            yield env.timeout(seconds)
+            bound[REGISTER] = seconds
+        if self._windows.pop(window.id, False) is not False:
+            self.trace.change(IMPORTED, env.now, -window.length)
+        self.trace.span(f"import/d{self.index}", "unimport", start, env.now, window.length, step.id, self.index)
+
+    def _bind(self, step: Step, bound: dict) -> Generator:
+        # The buffer is the imported memory: nothing moves, nothing takes time.
+        if step.window not in self._windows:
+            raise DeviceError("bind before its window was imported", device=self.device.name,
+                              step=step.describe(self.request))
+        spec = self.request.buffers[step.buffer]
+        array = None
+        if self._real:
+            window = self.plan.windows[step.window]
+            view = self._windows[step.window]
+            lo = step.file_offset - window.file_offset
+            array = np.frombuffer(view[lo : lo + step.length], dtype=np.uint8)
+        self._buffers[step.buffer] = SimBuffer(spec, self.device.name, array)
+        now = self.machine.env.now
+        self.trace.span(f"import/d{self.index}", "bind", now, now, step.length, step.id, self.index)
+        return
+        yield  # a generator like every step
+
+    def _direct(self, step: Step, bound: dict) -> Generator:
+        machine, env = self.machine, self.machine.env
+        start = env.now
+        yield from self._storage(self.routes.storage_h2d, step.length, "direct", bound)
+        if self._real:
+            buffer = self._buffers[step.buffer].array
+            self.file.read_into(step.file_offset, memoryview(buffer)[step.buffer_offset : step.buffer_offset + step.length])
+        self.trace.span(f"link/d{self.gpu}/h2d", "direct", start, env.now, step.length, step.id, self.index)
+        self.trace.span(f"direct/d{self.index}", "direct", start, env.now, step.length, step.id, self.index)
+
+    # ---------------------------------------------------------------- real bytes
+    def _slot(self, step: Step) -> memoryview:
+        return memoryview(self._slots[step.slot])[step.slot_offset : step.slot_offset + step.length]
+
+    def _host_window(self, step: Step, window) -> memoryview:
+        view = self.file.host_view()
+        if view is None:
+            raise DeviceError("the source has no host memory to import", device=self.device.name,
+                              step=step.describe(self.request))
+        checker = getattr(self.file, "check_unchanged", None)
+        if checker is not None:
+            checker()
+        return view[window.file_offset : min(window.file_offset + window.length, len(view))]
+
+    def _move_copy(self, step: Step) -> None:
+        buffer = memoryview(self._buffers[step.buffer].array)[step.buffer_offset : step.buffer_offset + step.length]
+        if step.op is Op.COPY:
+            copy_bytes(buffer, self._slot(step))
+        elif step.op is Op.COPY_BACK:
+            copy_bytes(self._slot(step), buffer)
+        else:
+            window = self.plan.windows[step.window]
+            lo = step.file_offset - window.file_offset
+            copy_bytes(buffer, self._windows[step.window][lo : lo + step.length])
+
+
+class SimDevice(Device):
+    """GPU ``gpu`` of a :class:`~halsim.sim.Simulator`'s machine."""
+
+    def __init__(self, simulator: "Simulator", gpu: int):
+        platform = simulator.platform
+        self.simulator = simulator
+        self.gpu = gpu
+        self.caps = platform.caps(gpu)
+        many = len(platform.gpus) > 1
+        self.name = f"sim:{platform.name}" + (f"/{gpu}" if many else "")
+
+    def now(self) -> float:
+        return self.simulator.env.now
+
+    def open(self, plan, file, trace, index: int = 0, faults=None) -> SimExecution:
+        return SimExecution(self, plan, file, trace, index, faults)
+
+    def wait(self, pending, timeout: float | None = None) -> list[Pending]:
+        return self.simulator.wait(pending)
+
+    def describe(self) -> dict[str, Any]:
+        gpu = self.simulator.platform.gpus[self.gpu]
+        return {"name": self.name, "gpu": gpu.name, "caps": self.caps.describe()}

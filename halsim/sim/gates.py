@@ -1,0 +1,56 @@
+"""First-come first-served admission: a drive's queue depth, a copy engine.
+
+Lighter than ``simpy.Resource``: ``acquire`` returns ``None`` when a place is
+free at once (no event to wait on), else an event that fires when one is.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+from simpy.events import Event
+
+
+class Gate:
+    def __init__(self, env: simpy.Environment, places: int):
+        self.env = env
+        self.places = places
+        self._free = places
+        self._waiting: deque[Event] = deque()
+
+    def acquire(self) -> Event | None:
+        if self._free:
+            self._free -= 1
+            return None
+        event = Event(self.env)
+        self._waiting.append(event)
+        return event
+
+    def release(self) -> None:
+        if self._waiting:
+            self._waiting.popleft().succeed()  # the place passes straight to the next in line
+        else:
+            self._free += 1
+
+    @property
+    def busy(self) -> int:
+        return self.places - self._free
+
+
+class Ids:
+    """Lowest free small integer: which reader thread runs a step (``read/<k>``)."""
+
+    def __init__(self) -> None:
+        self._free: list[int] = []
+        self._next = 0
+
+    def take(self) -> int:
+        if self._free:
+            self._free.sort()
+            return self._free.pop(0)
+        self._next += 1
+        return self._next - 1
+
+    def give(self, k: int) -> None:
+        self._free.append(k)

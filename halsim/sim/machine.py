@@ -1,0 +1,53 @@
+"""The simulated machine: one simpy environment, built from a Platform.
+
+Everything that several devices or runs share lives here — the flow network
+(storage, host memory, links, switches), host and device memory, the reader
+threads, the drive's queue, each GPU's copy engines and import lane — so GPUs
+of one machine contend as they do on hardware.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from halsim.platform import Platform
+from halsim.sim.flows import FlowNetwork
+from halsim.sim.gates import Gate, Ids
+from halsim.sim.memory import MemoryPool
+from halsim.sim.routes import GpuRoutes, HostRoutes, build_resources
+
+
+class Machine:
+    def __init__(self, platform: Platform, env: simpy.Environment | None = None, *, pinned_staging: bool = True):
+        self.platform = platform
+        self.env = env or simpy.Environment()
+        self.pinned_staging = pinned_staging
+        self.net = FlowNetwork(self.env)
+        build_resources(self.net, platform)
+        self.host_routes = HostRoutes.build(self.net, platform)
+        self.gpu_routes = [GpuRoutes.build(self.net, platform, i) for i in range(len(platform.gpus))]
+        self.host_memory = MemoryPool("host memory", platform.host.capacity)
+        self.device_memory = [
+            MemoryPool(f"device {i} memory", gpu.memory,
+                       parent=self.host_memory if gpu.kind == "integrated" else None)
+            for i, gpu in enumerate(platform.gpus)
+        ]
+        self.readers = Ids()
+        self.storage_queue = Gate(self.env, platform.storage.queue_depth)
+        self.copy_engines = [[Gate(self.env, 1) for _ in range(gpu.copy_engines)] for gpu in platform.gpus]
+        self.import_lanes = [Gate(self.env, 1) for _ in platform.gpus]
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def pin_seconds(self, nbytes: int, calls: int) -> float:
+        host = self.platform.host
+        return calls * host.pin_per_call + nbytes / host.pin_bandwidth
+
+    def register_seconds(self, nbytes: int) -> float:
+        host = self.platform.host
+        return host.register_per_call + nbytes / host.register_bandwidth
+
+    def unregister_seconds(self) -> float:
+        return self.platform.host.register_per_call
