@@ -50,7 +50,8 @@ def critical_path(trace: Trace, plan: "Plan | None" = None) -> list[Span]:
         if i == 0:
             break
         latest = ends[i - 1]
-        # Every span that ended at that same moment could have released this one; prefer a dependency.
+        # Every span that ended at that same moment could have released this one: prefer a
+        # dependency, then the previous step on the same lane (a copy engine, a reader thread).
         j = i - 1
         candidates = []
         while j >= 0 and ends[j] >= latest - _EPS - latest * 1e-12:
@@ -60,7 +61,7 @@ def critical_path(trace: Trace, plan: "Plan | None" = None) -> list[Span]:
         if not candidates:
             break
         wanted = deps.get(current.step, ())
-        candidates.sort(key=lambda s: (s.step not in wanted, s.start, s.lane))
+        candidates.sort(key=lambda s: (s.step not in wanted, s.lane != current.lane, s.start, s.lane))
         current = candidates[0]
         used.add(id(current))
         path.append(current)

@@ -90,7 +90,7 @@ def simulate(
     platform: "str | os.PathLike | Platform" = "h100-pcie5",
     policy: Any = None,
     *,
-    page_cached: bool = True,
+    page_cached: bool | None = None,
     mode: str = "overlapped",
     gpus: int = 1,
     shard: str = "whole",
@@ -100,7 +100,7 @@ def simulate(
 
     ``source`` is an UploadRequest, a Workload, a workload name (``"iree-1gib"``)
     or a model file (only its index is read). ``page_cached=False`` reads the
-    file from the drive.
+    file from the drive; ``None`` keeps a request's own flag (else: cached).
     """
     from halsim.engine import Engine
     from halsim.policies import resolve_policy
@@ -117,12 +117,13 @@ def simulate(
     return report
 
 
-def _request(source, page_cached: bool, gpus: int, shard: str) -> UploadRequest:
+def _request(source, page_cached: bool | None, gpus: int, shard: str) -> UploadRequest:
     if isinstance(source, UploadRequest):
-        if source.source.page_cached != page_cached:
+        if page_cached is not None and source.source.page_cached != page_cached:
             info = dataclasses.replace(source.source, page_cached=page_cached)
             return UploadRequest(info, source.buffers, source.transfers, source.direction)
         return source
+    page_cached = True if page_cached is None else page_cached
     if hasattr(source, "request") and callable(source.request):  # a Workload
         return source.request(devices=gpus, shard=shard, page_cached=page_cached)
     text = os.fspath(source)
