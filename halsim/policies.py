@@ -39,7 +39,7 @@ class _PolicyBase(BaseModel):
             if name == "fallback":
                 fields.append(f"fallback={getattr(self, 'fallback').spec_nested()}")
             elif name in _SIZE_FIELDS:
-                fields.append(f"{name}={format_size(value)}")
+                fields.append(f"{name}={_exact_size(value)}")
             else:
                 fields.append(f"{name}={value}")
         return self.kind + (":" + ",".join(fields) if fields else "")
@@ -57,6 +57,12 @@ _SIZE_FIELDS = {"chunk", "piece", "budget"}
 
 def _size(value: Any) -> int:
     return parse_size(value)
+
+
+def _exact_size(value: int) -> str:
+    """``64MiB`` where that is exact; plain bytes otherwise (``format_size`` rounds)."""
+    text = format_size(value)
+    return text if "." not in text else str(value)
 
 
 class StagedPolicy(_PolicyBase):
