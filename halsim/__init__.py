@@ -6,6 +6,7 @@ property-test it, then run the same policy object on a real device.
 
 from halsim.api import Upload, simulate, upload
 from halsim.caps import DeviceCaps
+from halsim.choose import choose  # the function shadows the module name; import from halsim.choose still works
 from halsim.engine import CancelToken, Engine
 from halsim.errors import (
     DeviceError,
@@ -36,7 +37,7 @@ from halsim.request import BufferSpec, Direction, SourceInfo, Transfer, UploadRe
 __version__ = "0.1.0"
 
 __all__ = [
-    "upload", "simulate", "Upload", "Report", "Engine", "CancelToken", "DeviceCaps",
+    "upload", "simulate", "choose", "Upload", "Report", "Engine", "CancelToken", "DeviceCaps",
     "parse_policy", "load_policy", "StagedPolicy", "StreamingPolicy", "ImportPolicy", "DirectPolicy",
     "AutoPolicy", "Plan", "Step", "Op", "open_file", "MemoryFile", "MappedFile", "FdFile",
     "UploadRequest", "SourceInfo", "BufferSpec", "Transfer", "Direction", "request_from_tensors",

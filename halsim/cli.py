@@ -159,13 +159,23 @@ def upload(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the run."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto JSON of the run."),
+    platform: Optional[str] = typer.Option(None, "--platform", "-p",
+                                           help="With --policy auto: choose by simulating this platform."),
 ) -> None:
     """Upload a model file to a device for real."""
     import halsim
 
     with _errors():
+        chosen, targets = _policy_arg(policy), device
+        if platform is not None:
+            from halsim.choose import auto_on_platform, choose_for_file
+
+            chosen, targets = auto_on_platform(chosen, platform), [halsim.get_device(d) for d in device]
+            choice = choose_for_file(path, chosen, [t.caps for t in targets], shard)
+            (err if as_json else out).print(f"[bold]auto chose[/] {choice.policy.spec()}: {choice.why()}",
+                                            highlight=False)
         with _progress(f"uploading {path.name}", not as_json) as update:
-            done = halsim.upload(path, devices=device, policy=_policy_arg(policy), shard=shard, mode=mode,
+            done = halsim.upload(path, devices=targets, policy=chosen, shard=shard, mode=mode,
                                  progress=update, verify=verify)
         with done:
             report = done.report
@@ -173,6 +183,52 @@ def upload(
                 out.print(f"[green]verified[/] {report.bytes} bytes")
             _print_report(report, as_json)
             _exports(report, plot, trace)
+
+
+@app.command()
+def sweep(
+    workload: List[str] = typer.Option([], "--workload", "-w", help="A named workload; repeat for several."),
+    file: List[Path] = typer.Option([], "--file", "-f", help="A model file (only its index is read); repeatable."),
+    platform: List[str] = typer.Option(["h100-pcie5"], "--platform", "-p", help="A platform; repeat for several."),
+    grid: List[str] = typer.Option([], "--grid", "-g",
+                                   help="Grid spec, e.g. 'streaming:chunk=[4MiB,16MiB],slots=[2,4]'; repeatable."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Staging budget for the best configurations."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Use the Dask cluster at tcp://HOST:PORT."),
+    executor: str = typer.Option("processes", "--executor", help="processes, dask (a LocalCluster) or serial."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local workers (default: one per core)."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Shard the weights over this many GPUs."),
+    shard: str = typer.Option("whole", "--shard", help="whole or rows."),
+    cold: bool = typer.Option(False, "--cold", help="The file is not in the page cache."),
+    mode: str = typer.Option("overlapped", "--mode", help="overlapped or serial."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write every row to .parquet or .csv."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of time against staging, IREE's default marked."),
+    top: int = typer.Option(5, "--top", min=1, help="How many best configurations to list."),
+) -> None:
+    """Simulate every configuration of a grid; print the best within the budget and the Pareto front."""
+    from rich.progress import MofNCompleteColumn
+
+    from halsim import sweep as sweeps
+
+    with _errors():
+        configs = sweeps.parse_grids(grid or sweeps.DEFAULT_GRIDS)
+        sweeps.parse_budget(budget)  # a bad budget fails before the sweep, not after
+        if output is not None and output.suffix.lower() not in (".parquet", ".csv"):
+            _fail(f"{output}: results go to a .parquet or .csv file")
+        targets = sweeps.make_targets(platform, workload, file, gpus=gpus, shard=shard, page_cached=not cold)
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task(f"simulating {len(configs) * len(targets)} runs", total=None)
+            result = sweeps.run_sweep(configs, targets, executor=executor, workers=workers, scheduler=scheduler,
+                                      mode=mode, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                         total=total))
+        for table in sweeps.summary_tables(result, budget, top):
+            out.print(table)
+        if output:
+            result.save(output)
+            err.print(f"wrote {output} ({len(result.frame)} rows)")
+        if plot:
+            result.plot(plot)
+            err.print(f"wrote {plot}")
 
 
 @app.command()

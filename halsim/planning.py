@@ -266,9 +266,13 @@ def _plan_direct(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
 
 
 def _plan_auto(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) -> Plan:
-    from halsim.choose import choose_by_caps
+    from halsim.choose import choose_by_caps, choose_by_simulation
 
-    chosen = choose_by_caps(request, caps, budget=policy.budget)
+    if policy.platform is not None:
+        choice = choose_by_simulation(request, policy.platform, policy.budget, caps=_caps_list(caps))
+        chosen, note = choice.policy, f"auto chose {choice.policy.spec()}: {choice.why()}"
+    else:
+        chosen = choose_by_caps(request, caps, budget=policy.budget)
+        note = f"auto chose {chosen.spec()}"
     plan = make_plan(chosen, request, _caps_list(caps))
-    note = f"auto chose {chosen.spec()}"
     return Plan(plan.policy, policy, plan.request, plan.steps, plan.pools, plan.windows, plan.limits, plan.notes + (note,))

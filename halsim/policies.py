@@ -34,7 +34,7 @@ class _PolicyBase(BaseModel):
         """The canonical CLI spec; ``parse_policy(p.spec()) == p``."""
         fields = []
         for name, value in self.model_dump().items():
-            if name == "kind":
+            if name == "kind" or value is None:
                 continue
             if name == "fallback":
                 fields.append(f"fallback={getattr(self, 'fallback').spec_nested()}")
@@ -133,6 +133,8 @@ class AutoPolicy(_PolicyBase):
     kind: Literal["auto"] = "auto"
     budget: int = Field(256 * MiB, ge=1, description="most staging bytes the choice may use")
     objective: Literal["time"] = "time"
+    # Named here, not found at plan time, so plan() stays a function of its inputs.
+    platform: str | None = Field(None, description="choose by simulating this platform (name or .toml)")
 
     _budget = field_validator("budget", mode="before")(lambda cls, v: _size(v))
 
@@ -238,7 +240,7 @@ def policy_to_toml(policy: Policy) -> str:
     """TOML for ``policy``; ``load_policy`` reads it back."""
     lines = []
     nested = {}
-    for key, value in policy.model_dump().items():
+    for key, value in policy.model_dump(exclude_none=True).items():
         if isinstance(value, dict):
             nested[key] = value
         else:
