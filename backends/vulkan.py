@@ -42,17 +42,9 @@ from halsim.hostexec import HostExecution
 from halsim.plan import ImportWindow, Step
 from halsim.request import BufferSpec
 
-from .vulkan_driver import (
-    Allocation,
-    CommandContext,
-    Extent,
-    Instance,
-    LogicalDevice,
-    PhysicalInfo,
-    align_up,
-    copy_regions,
-    messages,
-)
+from .vulkan_driver import Allocation, CommandContext, LogicalDevice
+from .vulkan_extent import Extent, align_up, copy_regions
+from .vulkan_instance import Instance, PhysicalInfo, messages
 
 __all__ = ["VulkanBuffer", "VulkanDevice", "VulkanExecution", "enumerate_devices", "open_device", "messages"]
 

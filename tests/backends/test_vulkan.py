@@ -26,7 +26,7 @@ from halsim.formats.index import ParamIndex, TensorInfo
 from halsim.plan import Op
 
 vulkan = pytest.importorskip("halsim.backends.vulkan")
-from halsim.backends import vulkan_driver  # noqa: E402
+from halsim.backends import vulkan_driver, vulkan_extent, vulkan_instance  # noqa: E402
 
 
 def _must_run() -> bool:
@@ -127,10 +127,10 @@ def test_unavailable_without_loader(monkeypatch):
             raise OSError("libvulkan.so.1: cannot open shared object file")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(vulkan_driver, "_vk", None)
+    monkeypatch.setattr(vulkan_instance, "_vk", None)
     monkeypatch.setattr(builtins, "__import__", no_loader)
     with pytest.raises(DeviceUnavailableError, match=r"vulkan: unavailable \(no Vulkan loader"):
-        vulkan_driver.binding()
+        vulkan_instance.binding()
 
 
 # ----- uploads and downloads ---------------------------------------------------------------
@@ -376,10 +376,10 @@ def test_buffers_split_over_allocations(model, tmp_path):
 
 def test_copy_regions_cross_pieces():
     a, b = object(), object()
-    src = vulkan_driver.Extent([vulkan_driver.Piece(a, 10, 5), vulkan_driver.Piece(b, 0, 5)])
+    src = vulkan_extent.Extent([vulkan_extent.Piece(a, 10, 5), vulkan_extent.Piece(b, 0, 5)])
     c, d = object(), object()
-    dst = vulkan_driver.Extent([vulkan_driver.Piece(c, 0, 3), vulkan_driver.Piece(d, 100, 20)])
-    groups = vulkan_driver.copy_regions(src, 1, dst, 0, 8)
+    dst = vulkan_extent.Extent([vulkan_extent.Piece(c, 0, 3), vulkan_extent.Piece(d, 100, 20)])
+    groups = vulkan_extent.copy_regions(src, 1, dst, 0, 8)
     assert groups == [(a, c, [(11, 0, 3)]), (a, d, [(14, 100, 1)]), (b, d, [(0, 101, 4)])]
     assert sum(n for _, _, r in groups for _, _, n in r) == 8
     with pytest.raises(HalsimError):
@@ -485,7 +485,7 @@ def _validation_enabled() -> bool:
 @pytest.mark.skipif(not _validation_enabled(), reason="set VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation")
 def test_validation_messages_are_captured(device):
     """The messenger really hears the layer: a zero-size VkBuffer is invalid usage."""
-    instance = vulkan_driver.Instance.get()
+    instance = vulkan_instance.Instance.get()
     before = len(instance.messages)
     buffer = device.logical.create_buffer(0)
     device.logical.destroy_buffer(buffer)
