@@ -72,8 +72,11 @@ def _draw_memory(ax, trace: Trace, tscale: float, tunit: str, peak: float | None
     top = peak or max((max(ys) for _, ys in series.values()), default=1)
     mscale, munit = _size_unit(top)
     for name, (xs, ys) in series.items():
+        device = name.startswith("device")
+        # Device memory dashed and on top: it often equals staging (staged) and would hide behind it.
         ax.step([x * tscale for x in xs], [y / mscale for y in ys], where="post", label=name,
-                color=_COUNTER_COLOURS.get(name))
+                color=_COUNTER_COLOURS.get(name), linestyle="--" if device else "-",
+                linewidth=1.2 if device else 2.0, zorder=3 if device else 2)
     ax.set_ylabel(f"memory ({munit})")
     ax.set_xlabel(f"time ({tunit})")
     ax.set_ylim(0, top / mscale * 1.1 if top else 1)

@@ -37,6 +37,11 @@ REGISTER = "registration"
 BOUND_META = "sim_bound"  # trace.meta key: step id -> {what limited it: seconds}
 
 
+def _merge(into: dict[str, float], more: dict[str, float]) -> None:
+    for key, seconds in more.items():
+        into[key] = into.get(key, 0.0) + seconds
+
+
 class SimBuffer(DeviceBuffer):
     def __init__(self, spec: BufferSpec, device_name: str, array: np.ndarray | None):
         super().__init__(spec, device_name)
@@ -78,9 +83,18 @@ class SimExecution(Execution):
             Op.COPY_IMPORTED: self._copy, Op.IMPORT: self._import, Op.UNIMPORT: self._unimport,
             Op.BIND: self._bind, Op.DIRECT: self._direct,
         }
-        host = self.machine.platform
-        self._overhead = host.link_of(self.gpu).overhead
-        self._latency = host.storage.latency
+        platform, machine, routes = self.machine.platform, self.machine, self.routes
+        self._overhead = platform.link_of(self.gpu).overhead
+        self._latency = platform.storage.latency
+        self._engines = machine.copy_engines[self.gpu]
+        h2d, d2h = (routes.h2d, routes.d2h) if machine.pinned_staging else (routes.h2d_pageable, routes.d2h_pageable)
+        # Registered (imported) memory is pinned whatever the staging is.
+        self._copy_routes = {Op.COPY: (h2d, f"link/d{self.gpu}/h2d"), Op.COPY_BACK: (d2h, f"link/d{self.gpu}/d2h"),
+                             Op.COPY_IMPORTED: (routes.h2d, f"link/d{self.gpu}/h2d")}
+        self._o_direct = platform.storage.o_direct
+        self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
+        self._cached_read = machine.host_routes.cached_read
+        self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
 
     # ---------------------------------------------------------------- memory
     def adopt_buffers(self, buffers: dict[int, DeviceBuffer]) -> None:
@@ -172,8 +186,7 @@ class SimExecution(Execution):
     def _flow(self, cls: int, nbytes: int, bound: dict[str, float]) -> Generator:
         flow = self.machine.net.start(cls, nbytes)
         yield flow.done
-        for key, seconds in flow.bound.items():
-            bound[key] = bound.get(key, 0.0) + seconds
+        _merge(bound, flow.bound)
 
     def _storage(self, cls: int, nbytes: int, op: str, bound: dict[str, float]) -> Generator:
         """A transfer that starts at the drive: wait for a queue place, the latency, then the bytes."""
@@ -196,32 +209,37 @@ class SimExecution(Execution):
 
     def _split(self, nbytes: int) -> tuple[int, int]:
         """(bytes from the drive, bytes from the page cache) of a buffered read."""
-        if not self.request.source.page_cached:
-            return nbytes, 0
-        hit = self.machine.platform.storage.page_cache_hit_rate
+        hit = self._hit_rate
+        if hit == 1.0:
+            return 0, nbytes
         cached = int(round(nbytes * hit))
         return nbytes - cached, cached
 
     def _read(self, step: Step, bound: dict) -> Generator:
-        machine, env, host = self.machine, self.machine.env, self.machine.host_routes
+        machine = self.machine
+        env = machine.env
         k = machine.readers.take()
-        start = env.now
+        start = env._now
         try:
-            if machine.platform.storage.o_direct:
-                yield from self._storage(host.direct_read, step.length, "read", bound)
+            if self._o_direct:
+                yield from self._storage(machine.host_routes.direct_read, step.length, "read", bound)
             else:
                 cold, cached = self._split(step.length)
                 if cold:
-                    yield from self._storage(host.cold_read, cold, "read", bound)
+                    yield from self._storage(machine.host_routes.cold_read, cold, "read", bound)
                 if cached:
-                    t0 = env.now
-                    yield from self._flow(host.cached_read, cached, bound)
-                    self.trace.span("memcpy", "read", t0, env.now, cached, step.id, self.index)
+                    flow = machine.net.start(self._cached_read, cached)
+                    yield flow.done
+                    if bound:
+                        _merge(bound, flow.bound)
+                    else:
+                        bound.update(flow.bound)
+                    self.trace.span("memcpy", "read", flow.started, env._now, cached, step.id, self.index)
             if self._real:
                 self.file.read_into(step.file_offset, self._slot(step))
         finally:
             machine.readers.give(k)
-        self.trace.span(f"read/{k}", "read", start, env.now, step.length, step.id, self.index)
+        self.trace.span(f"read/{k}", "read", start, env._now, step.length, step.id, self.index)
 
     def _write(self, step: Step, bound: dict) -> Generator:
         machine, env, host = self.machine, self.machine.env, self.machine.host_routes
@@ -240,32 +258,31 @@ class SimExecution(Execution):
         self.trace.span(f"read/{k}", "write", start, env.now, step.length, step.id, self.index)
 
     def _copy(self, step: Step, bound: dict) -> Generator:
-        machine, env, routes = self.machine, self.machine.env, self.routes
-        engines = machine.copy_engines[self.gpu]
+        engines = self._engines
         engine = engines[step.queue % len(engines)]
         waited = engine.acquire()
         if waited is not None:
             yield waited  # copies on one engine run in order
-        start = env.now
+        env = self.machine.env
+        start = env._now
+        cls, lane = self._copy_routes[step.op]
+        # The per-transfer overhead delays the bytes but uses no bandwidth.
+        flow = self.machine.net.start(cls, step.length, self._overhead)
         try:
-            if self._overhead:
-                yield env.timeout(self._overhead)
-                bound[OVERHEAD] = self._overhead
-            t0 = env.now
-            if step.op is Op.COPY_BACK:
-                cls, lane = (routes.d2h if machine.pinned_staging else routes.d2h_pageable), "d2h"
-            elif step.op is Op.COPY:
-                cls, lane = (routes.h2d if machine.pinned_staging else routes.h2d_pageable), "h2d"
-            else:  # from registered host memory: pinned by definition
-                cls, lane = routes.h2d, "h2d"
-            yield from self._flow(cls, step.length, bound)
-            self.trace.span(f"link/d{self.gpu}/{lane}", step.op.value, t0, env.now, step.length, step.id, self.index)
-            if self._real:
-                self._move_copy(step)
+            yield flow.done
         finally:
             engine.release()
-        self.trace.span(f"copy/d{self.index}q{step.queue}", step.op.value, start, env.now, step.length,
-                        step.id, self.index)
+        if self._overhead:
+            bound[OVERHEAD] = flow.started - start
+        bound.update(flow.bound)
+        end = env._now
+        op = step.op.value
+        span = self.trace.span
+        span(lane, op, flow.started, end, step.length, step.id, self.index)
+        if self._real:
+            self._move_copy(step)
+        lane = self._queue_lanes.get(step.queue) or f"copy/d{self.index}q{step.queue}"
+        span(lane, op, start, end, step.length, step.id, self.index)
 
     def _import(self, step: Step, bound: dict) -> Generator:
         machine, env = self.machine, self.machine.env
@@ -310,6 +327,9 @@ class SimExecution(Execution):
         spec = self.request.buffers[step.buffer]
         array = None
         if self._real:
+            checker = getattr(self.file, "check_unchanged", None)
+            if checker is not None:
+                checker()  # a buffer over a truncated mapping would SIGBUS when read
             window = self.plan.windows[step.window]
             view = self._windows[step.window]
             lo = step.file_offset - window.file_offset
@@ -351,6 +371,9 @@ class SimExecution(Execution):
         elif step.op is Op.COPY_BACK:
             copy_bytes(self._slot(step), buffer)
         else:
+            checker = getattr(self.file, "check_unchanged", None)
+            if checker is not None:
+                checker()  # the file may have shrunk since its import: copying out of the map would SIGBUS
             window = self.plan.windows[step.window]
             lo = step.file_offset - window.file_offset
             copy_bytes(buffer, self._windows[step.window][lo : lo + step.length])

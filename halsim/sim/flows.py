@@ -28,6 +28,7 @@ import simpy
 from simpy.events import Event
 
 from halsim.sim.fairshare import max_min_rates
+from halsim.sim.tasks import fire
 
 # A flow this close to done (in seconds at its rate) counts as done; this
 # also guarantees progress when float rounding leaves a few bytes behind.
@@ -39,15 +40,15 @@ class Flow:
 
     __slots__ = ("cls", "size", "remaining", "rate", "done", "started", "binding", "since", "bound")
 
-    def __init__(self, cls: int, size: float, done: Event, now: float):
+    def __init__(self, cls: int, size: float, done: Event, started: float):
         self.cls = cls
         self.size = size
         self.remaining = float(size)
         self.rate = 0.0
         self.done = done
-        self.started = now
+        self.started = started
         self.binding = ""  # what limits the flow now (a resource name or its class's cap label)
-        self.since = now
+        self.since = started
         self.bound: dict[str, float] = {}  # seconds spent limited by each, filled as it runs
 
     def _rebind(self, label: str, now: float) -> None:
@@ -68,12 +69,13 @@ class FlowNetwork:
         self._class_cap: list[float] = []
         self._class_label: list[str] = []
         self._solved: dict[tuple[int, ...], dict[int, tuple[float, str]]] = {}
-        self.flows: list[Flow] = []
+        self.flows: list[Flow] = []  # moving bytes
+        self.waiting: list[Flow] = []  # started with a delay that has not passed yet
         self._last = env.now  # flows' progress is accounted up to here
         self.dirty = False  # flows started or ended since the last solve
         self._timer: Event | None = None
         self._timer_at = math.inf
-        self.bytes_through: list[float] = []  # weighted bytes each resource carried
+        self._class_bytes: list[float] = []  # bytes moved by finished flows of each class
 
     # ---------------------------------------------------------------- building
     def resource(self, name: str, capacity: float) -> int:
@@ -85,7 +87,6 @@ class FlowNetwork:
         self._resource_index[name] = len(self.names)
         self.names.append(name)
         self.capacity.append(float(capacity))
-        self.bytes_through.append(0.0)
         return self._resource_index[name]
 
     def flow_class(self, uses: Sequence[tuple[str, float]], cap: float = math.inf, label: str = "") -> int:
@@ -99,20 +100,41 @@ class FlowNetwork:
             self._class_uses.append(pairs)
             self._class_cap.append(float(cap))
             self._class_label.append(label or "own limit")
+            self._class_bytes.append(0.0)
         return self._class_index[key]
+
+    @property
+    def bytes_through(self) -> list[float]:
+        """Weighted bytes each resource has carried (a memcpy's bytes count twice on host memory)."""
+        through = [0.0] * len(self.names)
+        for cls, moved in enumerate(self._class_bytes):
+            for r, w in self._class_uses[cls]:
+                through[r] += w * moved
+        return through
 
     def solo_rate(self, cls: int) -> float:
         """The rate of a flow of class ``cls`` running alone."""
         return self._solve((cls,))[cls][0]
 
     # ---------------------------------------------------------------- running
-    def start(self, cls: int, nbytes: float) -> Flow:
-        """Start moving ``nbytes``; the returned flow's ``done`` event fires when they are through."""
+    def start(self, cls: int, nbytes: float, delay: float = 0.0) -> Flow:
+        """Move ``nbytes`` after ``delay`` seconds (a fixed per-transfer cost that uses no bandwidth).
+
+        The returned flow's ``done`` event fires when the bytes are through;
+        ``flow.started`` is when they began to move.
+        """
         env = self.env
+        now = env._now
         done = Event(env)
-        flow = Flow(cls, nbytes, done, env.now)
+        flow = Flow(cls, nbytes, done, now + delay)
+        if delay > 0:
+            # Waiting flows join at their start time; the timer wakes the network then.
+            self.waiting.append(flow)
+            if flow.started < self._timer_at:
+                self._arm(flow.started)
+            return flow
         if nbytes <= 0:
-            done.succeed()
+            done.succeed(flow)
             return flow
         self._advance()
         self.flows.append(flow)
@@ -120,7 +142,7 @@ class FlowNetwork:
         return flow
 
     def _advance(self) -> None:
-        now = self.env.now
+        now = self.env._now
         dt = now - self._last
         if dt > 0:
             for f in self.flows:
@@ -164,54 +186,78 @@ class FlowNetwork:
             self._solved[key] = solved
         return solved
 
+    def _arm(self, when: float) -> None:
+        """Wake the network at ``when`` (replacing the current timer, which goes stale)."""
+        env = self.env
+        timer = Event(env)
+        timer._ok = True
+        timer._value = None
+        timer.callbacks.append(self._tick)
+        env.schedule(timer, delay=max(when - env._now, 0.0))
+        self._timer, self._timer_at = timer, when
+
     def settle(self) -> None:
-        """Solve the rates of the running flows and set the timer for the next completion."""
+        """Solve the rates of the running flows and set the timer for the next event."""
         self.dirty = False
         self._advance()
         flows = self.flows
-        if not flows:
+        now = self.env._now
+        when = math.inf
+        if flows:
+            key = [f.cls for f in flows]
+            key.sort()
+            key = tuple(key)
+            solved = self._solved.get(key) or self._solve(key)
+            soonest = math.inf
+            for f in flows:
+                rate, label = solved[f.cls]
+                f.rate = rate
+                if label != f.binding:
+                    f._rebind(label, now)
+                left = f.remaining / rate
+                if left < soonest:
+                    soonest = left
+            when = now + (soonest if soonest > 0 else 0.0)
+        for f in self.waiting:
+            if f.started < when:
+                when = f.started
+        if when == math.inf:
             self._timer, self._timer_at = None, math.inf
-            return
-        solved = self._solve(tuple(sorted(f.cls for f in flows)))
-        now = self.env.now
-        soonest = math.inf
-        for f in flows:
-            rate, label = solved[f.cls]
-            f.rate = rate
-            if label != f.binding:
-                f._rebind(label, now)
-            left = f.remaining / rate
-            if left < soonest:
-                soonest = left
-        when = now + max(soonest, 0.0)
-        if when != self._timer_at or self._timer is None:
-            timer = Event(self.env)
-            timer._ok = True
-            timer._value = None
-            timer.callbacks.append(self._tick)
-            self.env.schedule(timer, delay=when - now)
-            self._timer, self._timer_at = timer, when
+        elif when != self._timer_at or self._timer is None:
+            self._arm(when)
 
     def _tick(self, event: Event) -> None:
         if event is not self._timer:
-            return  # a later solve moved the next completion
+            return  # a later solve moved the next event
         self._timer, self._timer_at = None, math.inf
         self._advance()
-        now = self.env.now
-        running = []
-        uses = self._class_uses
-        through = self.bytes_through
+        now = self.env._now
+        running, finished = [], []
+        carried = self._class_bytes
         for f in self.flows:
             if f.remaining <= f.rate * _DONE_WITHIN:
                 f.remaining = 0.0
                 f._rebind("", now)
-                for r, w in uses[f.cls]:
-                    through[r] += w * f.size
-                f.done.succeed(f)
+                carried[f.cls] += f.size
+                finished.append(f)
             else:
                 running.append(f)
+        if self.waiting:
+            still = []
+            for f in self.waiting:
+                if f.started > now:
+                    still.append(f)
+                elif f.remaining > 0:
+                    f.since = now
+                    running.append(f)
+                else:
+                    finished.append(f)
+            self.waiting = still
         self.flows = running
         self.dirty = True
+        # Resume the waiters last: they may start new flows right away.
+        for f in finished:
+            fire(f.done, f)
 
     def label(self, cls: int) -> str:
         return self._class_label[cls]

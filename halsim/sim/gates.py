@@ -11,6 +11,8 @@ from collections import deque
 import simpy
 from simpy.events import Event
 
+from halsim.sim.tasks import fire
+
 
 class Gate:
     def __init__(self, env: simpy.Environment, places: int):
@@ -29,7 +31,7 @@ class Gate:
 
     def release(self) -> None:
         if self._waiting:
-            self._waiting.popleft().succeed()  # the place passes straight to the next in line
+            fire(self._waiting.popleft())  # the place passes straight to the next in line, now
         else:
             self._free += 1
 
