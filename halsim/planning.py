@@ -195,6 +195,16 @@ def _with_fallback(policy, request, caps, why: str) -> Plan:
     return Plan(plan.policy, policy, plan.request, plan.steps, plan.pools, plan.windows, plan.limits, plan.notes + (note,))
 
 
+def _bindable(request: UploadRequest, transfers: list[Transfer]) -> set[int]:
+    """Buffers that one transfer fills entirely: a device may use the file's bytes as them."""
+    filling: dict[int, list[Transfer]] = defaultdict(list)
+    for t in transfers:
+        if t.length:
+            filling[t.buffer].append(t)
+    return {b for b, ts in filling.items()
+            if len(ts) == 1 and ts[0].buffer_offset == 0 and ts[0].length == request.buffers[b].size}
+
+
 def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) -> Plan:
     why = _import_refusal(request, caps)
     if why:
@@ -208,21 +218,29 @@ def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
         align = cap.import_alignment
         runs = segments(transfers)
         piece = max(align_down(policy.piece, align), align)
+        k = 0  # copies so far on this device, dealt round-robin to its queues
         if cap.import_in_place:
-            # The device uses the host bytes where they are: one window per run, one bind per buffer range.
+            # The device uses the host bytes where they are: one window per run. A buffer that one
+            # transfer fills entirely is bound to them; any other is copied out of the window.
+            whole = _bindable(request, transfers)
             for start, end, members in runs:
                 w_start = align_down(start, align)
                 window = ImportWindow(len(windows), device, w_start, align_up(end, align) - w_start, in_place=True)
                 windows.append(window)
                 imp = out.add(Op.IMPORT, device, window.length, file_offset=w_start, window=window.id)
                 for t in members:
-                    out.add(Op.BIND, device, t.length, file_offset=t.file_offset, buffer=t.buffer,
-                            buffer_offset=t.buffer_offset, window=window.id, deps=(imp,))
+                    if t.buffer in whole:
+                        out.add(Op.BIND, device, t.length, file_offset=t.file_offset, buffer=t.buffer,
+                                buffer_offset=t.buffer_offset, window=window.id, deps=(imp,))
+                    else:
+                        out.add(Op.COPY_IMPORTED, device, t.length, file_offset=t.file_offset, buffer=t.buffer,
+                                buffer_offset=t.buffer_offset, window=window.id, queue=k % queues[device],
+                                deps=(imp,))
+                        k += 1
             continue
         # Dedicated: import piece by piece; at most two pieces held, so importing
         # piece k+1 overlaps the copies out of piece k.
         held: list[int] = []  # unimport step of each window, in order
-        k = 0
         for start, end, members in runs:
             w_start = align_down(start, align)
             while w_start < end:
