@@ -69,6 +69,9 @@ class Upload:
     def verify(self) -> int:
         """Compare every buffer with the file, byte for byte; returns bytes checked."""
         request = self.result.plan.request
+        checker = getattr(self.file, "check_unchanged", None)
+        if checker is not None:
+            checker()  # buffers used in place are the mapped file: reading a truncated one would SIGBUS
         checked = 0
         for t in request.transfers:
             if not t.length:

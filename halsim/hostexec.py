@@ -162,6 +162,9 @@ class HostExecution(Execution):
         if view is None:
             raise DeviceError("the source has no host memory to import", device=self.device.name,
                               step=step.describe(self.request))
+        checker = getattr(self.file, "check_unchanged", None)
+        if checker is not None:
+            checker()  # the file may have shrunk since it was mapped: touching the map would SIGBUS
         return view[step.file_offset : step.file_offset + step.length] if step.op is not Op.IMPORT else \
             view[window.file_offset : min(window.file_offset + window.length, len(view))]
 
