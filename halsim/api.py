@@ -89,7 +89,8 @@ class Upload:
         return checked
 
     def download(self, path: str | os.PathLike, policy: "str | Policy | None" = None, *,
-                 mode: Mode = "overlapped", progress=None, cancel: CancelToken | None = None) -> Report:
+                 mode: Mode = "overlapped", progress=None, cancel: CancelToken | None = None,
+                 faults=None) -> Report:
         """Write the buffers back into a file laid out like the source (``queue_write``).
 
         The file is written beside ``path`` and renamed into place only when
@@ -110,7 +111,8 @@ class Upload:
             plan = chosen.plan(request, caps)
             engine = Engine(mode)
             runs = _DownloadRun(self.result)
-            result = engine.run(plan, target, runs.devices(devices), progress=progress, cancel=cancel)
+            result = engine.run(plan, target, runs.devices(devices), progress=progress, cancel=cancel,
+                                faults=faults)
             target.flush()
             target.close()
             os.replace(partial, path)
