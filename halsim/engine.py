@@ -54,6 +54,7 @@ class RunResult:
         """Free the device buffers (the upload's output)."""
         for execution in self.executions.values():
             execution.free_buffers()
+        self.buffers.clear()  # freed: keep no handles to them (an in-place buffer pins the file's mapping)
 
 
 def _lane_key(step: Step) -> tuple:

@@ -305,6 +305,7 @@ class MappedFile(FdFile):
                 except BufferError:
                     # Someone still holds a view (an in-place import); the mapping dies with it.
                     pass
+            self._map = self._view = None  # ...so hold no reference that would keep it alive
         super().close()
 
 
