@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 from halsim.device import Device, DeviceBuffer
 from halsim.engine import CancelToken, Engine, Mode, RunResult
-from halsim.errors import FileAccessError, HalsimError, UploadFailed
+from halsim.errors import FileAccessError, HalsimError, ImportRefusedError, UploadFailed
 from halsim.files import Access, HalFile, MemoryFile, copy_bytes, open_file
 from halsim.formats import ParamIndex, read_index
 from halsim.plan import Plan
@@ -212,7 +212,13 @@ def upload(
     try:
         request = request_from_tensors(SourceInfo.of(file), index.tensors, devices=len(targets), shard=shard)
         plan = resolve_policy(policy).plan(request, [d.caps for d in targets])
-        result = Engine(mode).run(plan, file, targets, progress=progress, cancel=cancel, faults=faults)
+        try:
+            result = Engine(mode).run(plan, file, targets, progress=progress, cancel=cancel, faults=faults)
+        except ImportRefusedError as err:
+            # The device refused the host memory at run time (the engine has freed
+            # everything): run the import policy's declared fallback instead.
+            plan = _after_refused_import(plan, request, targets, err)
+            result = Engine(mode).run(plan, file, targets, progress=progress, cancel=cancel, faults=faults)
     except BaseException:
         if owns:
             file.close()
@@ -227,6 +233,16 @@ def upload(
             done.free()
             raise
     return done
+
+
+def _after_refused_import(plan: Plan, request: UploadRequest, targets, err: ImportRefusedError) -> Plan:
+    fallback = getattr(plan.policy, "fallback", None)
+    if plan.policy.kind != "import" or fallback is None:
+        raise err
+    retry = fallback.plan(request, [d.caps for d in targets])
+    note = f"import refused at run time ({err}); using fallback {fallback.spec()}"
+    return Plan(retry.policy, plan.requested, retry.request, retry.steps, retry.pools, retry.windows, retry.limits,
+                plan.notes + retry.notes + (note,))
 
 
 def simulate(

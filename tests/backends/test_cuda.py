@@ -1,0 +1,874 @@
+"""The CUDA backend.
+
+Three layers, so that most of it runs where there is no GPU:
+
+* helpers that need no CUDA at all (DLPack capsules read back by numpy, host
+  views, the "unavailable" path);
+* the whole backend on a *fake driver* (``env == "fake"``): host memory plays
+  device memory, every pointer and range the backend passes is checked, and a
+  context must be current on the calling thread — pointer arithmetic,
+  cleanup, cancel and error paths run in CI;
+* the same scenarios on the real driver (``env == "real"``), skipped with the
+  reason when CUDA is unavailable, plus torch/cupy sharing memory and
+  ``cuMemGetInfo`` before/after.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import fcntl
+import functools
+import gc
+import mmap
+import os
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import halsim
+from halsim.backends import cuda as hcuda
+from halsim.backends import cuda_cufile, cuda_dlpack, cuda_driver
+from halsim.engine import CancelToken, Engine
+from halsim.errors import (
+    DeviceError,
+    DeviceUnavailableError,
+    FileAccessError,
+    HalsimError,
+    ImportRefusedError,
+    OutOfMemoryError,
+    UploadCancelled,
+)
+from halsim.files import MappedFile, MemoryFile, address_of
+from halsim.formats import read_index, write_safetensors_layout
+from halsim.plan import Op
+from halsim.policies import ImportPolicy
+from halsim.registry import backends, get_device
+from halsim.request import SourceInfo, request_from_tensors
+from halsim.workloads import TensorSpec, Workload, pattern_bytes
+
+MiB, GiB = 1 << 20, 1 << 30
+PAGE = mmap.PAGESIZE
+
+
+# =====================================================================================
+# A fake cuda.bindings.driver: host memory as device memory, strict about pointers.
+# =====================================================================================
+
+CUresult = enum.IntEnum("CUresult", {
+    "CUDA_SUCCESS": 0, "CUDA_ERROR_INVALID_VALUE": 1, "CUDA_ERROR_OUT_OF_MEMORY": 2,
+    "CUDA_ERROR_NOT_INITIALIZED": 3, "CUDA_ERROR_NO_DEVICE": 100, "CUDA_ERROR_INVALID_CONTEXT": 201,
+    "CUDA_ERROR_INVALID_HANDLE": 400, "CUDA_ERROR_ILLEGAL_ADDRESS": 700,
+    "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED": 712, "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED": 713,
+})
+OK = CUresult.CUDA_SUCCESS
+
+_ATTRS = ["INTEGRATED", "UNIFIED_ADDRESSING", "CAN_MAP_HOST_MEMORY", "CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM",
+          "HOST_REGISTER_SUPPORTED", "READ_ONLY_HOST_REGISTER_SUPPORTED", "ASYNC_ENGINE_COUNT", "PCI_BUS_ID"]
+DeviceAttribute = enum.IntEnum("CUdevice_attribute", {f"CU_DEVICE_ATTRIBUTE_{a}": i + 1 for i, a in enumerate(_ATTRS)})
+StreamFlags = enum.IntEnum("CUstream_flags", {"CU_STREAM_DEFAULT": 0, "CU_STREAM_NON_BLOCKING": 1})
+
+
+class _Handle:
+    def __init__(self, kind: str, n: int):
+        self.kind, self.n = kind, n
+
+    def __repr__(self) -> str:
+        return f"<fake {self.kind} {self.n}>"
+
+
+class FakeDriver:
+    """The subset of cuda.bindings.driver the backend calls, checking every argument."""
+
+    CUresult = CUresult
+    CUdevice_attribute = DeviceAttribute
+    CUstream_flags = StreamFlags
+    CU_MEMHOSTALLOC_PORTABLE = 1
+    CU_MEMHOSTREGISTER_PORTABLE = 1
+    CU_MEMHOSTREGISTER_DEVICEMAP = 2
+    CU_MEMHOSTREGISTER_READ_ONLY = 8
+
+    def __init__(self, total: int = 256 * MiB, integrated: bool = False, read_only_register: bool = True,
+                 async_engines: int = 2):
+        self.total = total
+        self.attrs = {
+            "INTEGRATED": int(integrated), "UNIFIED_ADDRESSING": 1, "CAN_MAP_HOST_MEMORY": 1,
+            "CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM": int(integrated), "HOST_REGISTER_SUPPORTED": 1,
+            "READ_ONLY_HOST_REGISTER_SUPPORTED": int(read_only_register), "ASYNC_ENGINE_COUNT": async_engines,
+            "PCI_BUS_ID": 7,
+        }
+        self.lock = threading.Lock()
+        self.device_mem: dict[int, np.ndarray] = {}
+        self.pinned: dict[int, np.ndarray] = {}
+        self.registered: dict[int, int] = {}
+        self.streams: set[int] = set()
+        self.used = 0
+        self.tls = threading.local()
+        self.context = _Handle("context", 1)
+        self.copies: Counter[str] = Counter()
+        self.fail: dict[str, tuple[int, CUresult]] = {}  # call -> (calls to let through, error)
+        self.calls: Counter[str] = Counter()
+
+    @staticmethod
+    def CUdeviceptr(value=0):
+        return int(value)
+
+    # ----- bookkeeping -------------------------------------------------------------------
+    def _stack(self) -> list:
+        if not hasattr(self.tls, "stack"):
+            self.tls.stack = []
+        return self.tls.stack
+
+    def _injected(self, name: str):
+        self.calls[name] += 1
+        if name in self.fail:
+            allowed, error = self.fail[name]
+            if self.calls[name] > allowed:
+                return error
+        return None
+
+    def _need_context(self) -> bool:
+        stack = self._stack()
+        return bool(stack) and stack[-1] is self.context
+
+    @staticmethod
+    def _inside(ranges: dict[int, int], address: int, n: int) -> bool:
+        return any(a <= address and address + n <= a + length for a, length in ranges.items())
+
+    def _device_ranges(self) -> dict[int, int]:
+        ranges = {a: len(m) for a, m in self.device_mem.items()}
+        if self.attrs["INTEGRATED"]:
+            ranges.update(self.registered)
+        return ranges
+
+    def _host_pinned(self, address: int, n: int) -> bool:
+        pinned = {a: len(m) for a, m in self.pinned.items()}
+        pinned.update(self.registered)
+        return self._inside(pinned, address, n)
+
+    # ----- init and devices ------------------------------------------------------------------
+    def cuInit(self, flags):
+        return (OK,)
+
+    def cuDeviceGetCount(self):
+        return (OK, 1)
+
+    def cuDeviceGet(self, index):
+        return (OK, _Handle("device", index)) if index == 0 else (CUresult.CUDA_ERROR_INVALID_VALUE, None)
+
+    def cuDeviceGetName(self, length, dev):
+        return (OK, b"Fake GPU\0\0\0")
+
+    def cuDeviceTotalMem(self, dev):
+        return (OK, self.total)
+
+    def cuDeviceGetAttribute(self, attr, dev):
+        return (OK, self.attrs[attr.name.removeprefix("CU_DEVICE_ATTRIBUTE_")])
+
+    def cuDevicePrimaryCtxRetain(self, dev):
+        return (OK, self.context)
+
+    def cuCtxPushCurrent(self, ctx):
+        assert ctx is self.context
+        self._stack().append(ctx)
+        return (OK,)
+
+    def cuCtxPopCurrent(self):
+        stack = self._stack()
+        return (OK, stack.pop()) if stack else (CUresult.CUDA_ERROR_INVALID_CONTEXT, None)
+
+    def cuCtxSetCurrent(self, ctx):
+        stack = self._stack()
+        if stack:
+            stack[-1] = ctx
+        else:
+            stack.append(ctx)
+        return (OK,)
+
+    def cuMemGetInfo(self):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT, 0, 0)
+        return (OK, self.total - self.used, self.total)
+
+    # ----- memory ------------------------------------------------------------------------------
+    def cuMemAlloc(self, size):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT, 0)
+        if size <= 0:
+            return (CUresult.CUDA_ERROR_INVALID_VALUE, 0)
+        with self.lock:
+            if self.used + size > self.total:
+                return (CUresult.CUDA_ERROR_OUT_OF_MEMORY, 0)
+            mem = np.empty(size, np.uint8)
+            self.device_mem[mem.ctypes.data] = mem
+            self.used += size
+        return (OK, mem.ctypes.data)
+
+    def cuMemFree(self, ptr):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        with self.lock:
+            mem = self.device_mem.pop(int(ptr), None)
+            if mem is None:
+                return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+            self.used -= len(mem)
+        return (OK,)
+
+    def cuMemHostAlloc(self, size, flags):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT, 0)
+        mem = np.empty(size, np.uint8)
+        with self.lock:
+            self.pinned[mem.ctypes.data] = mem
+        return (OK, mem.ctypes.data)
+
+    def cuMemFreeHost(self, ptr):
+        with self.lock:
+            return (OK,) if self.pinned.pop(int(ptr), None) is not None else (CUresult.CUDA_ERROR_INVALID_VALUE,)
+
+    def cuMemHostRegister(self, address, length, flags):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        if error := self._injected("cuMemHostRegister"):
+            return (error,)
+        if flags & self.CU_MEMHOSTREGISTER_READ_ONLY and not self.attrs["READ_ONLY_HOST_REGISTER_SUPPORTED"]:
+            return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+        first, last = address // PAGE, (address + length - 1) // PAGE
+        with self.lock:
+            for a, n in self.registered.items():
+                if first <= (a + n - 1) // PAGE and a // PAGE <= last:
+                    return (CUresult.CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,)
+            self.registered[address] = length
+        return (OK,)
+
+    def cuMemHostUnregister(self, address):
+        with self.lock:
+            return (OK,) if self.registered.pop(address, None) is not None else \
+                (CUresult.CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED,)
+
+    def cuMemHostGetDevicePointer(self, address, flags):
+        if not self._inside(self.registered, address, 1):
+            return (CUresult.CUDA_ERROR_INVALID_VALUE, 0)
+        return (OK, address)
+
+    def cuMemsetD8(self, ptr, value, n):
+        if not self._need_context() or not self._inside(self._device_ranges(), int(ptr), n):
+            return (CUresult.CUDA_ERROR_INVALID_VALUE,)
+        ctypes.memset(int(ptr), value, n)
+        return (OK,)
+
+    def cuCtxSynchronize(self):
+        return (OK,) if self._need_context() else (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+
+    # ----- streams and copies --------------------------------------------------------------------
+    def cuStreamCreate(self, flags):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT, None)
+        stream = _Handle("stream", len(self.streams) + 1000)
+        with self.lock:
+            self.streams.add(id(stream))
+        return (OK, stream)
+
+    def cuStreamDestroy(self, stream):
+        with self.lock:
+            if id(stream) not in self.streams:
+                return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
+            self.streams.discard(id(stream))
+        return (OK,)
+
+    def cuStreamSynchronize(self, stream):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        return (OK,) if id(stream) in self.streams else (CUresult.CUDA_ERROR_INVALID_HANDLE,)
+
+    def _copy(self, name, dst, src, n, to_device: bool, stream=None):
+        if not self._need_context():
+            return (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        if error := self._injected(name):
+            return (error,)
+        if stream is not None and id(stream) not in self.streams:
+            return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
+        device, host = (int(dst), int(src)) if to_device else (int(src), int(dst))
+        if not self._inside(self._device_ranges(), device, n):
+            return (CUresult.CUDA_ERROR_ILLEGAL_ADDRESS,)
+        if stream is not None:
+            self.copies["pinned" if self._host_pinned(host, n) else "pageable"] += 1
+        ctypes.memmove(int(dst), int(src), n)
+        return (OK,)
+
+    def cuMemcpyHtoDAsync(self, dst, src, n, stream):
+        return self._copy("cuMemcpyHtoDAsync", dst, src, n, True, stream)
+
+    def cuMemcpyDtoHAsync(self, dst, src, n, stream):
+        return self._copy("cuMemcpyDtoHAsync", dst, src, n, False, stream)
+
+    def cuMemcpyHtoD(self, dst, src, n):
+        return self._copy("cuMemcpyHtoD", dst, src, n, True)
+
+    def cuMemcpyDtoH(self, dst, src, n):
+        return self._copy("cuMemcpyDtoH", dst, src, n, False)
+
+    # ----- what tests look at ------------------------------------------------------------------
+    def held(self) -> dict[str, int]:
+        return {"device": len(self.device_mem), "pinned": len(self.pinned), "registered": len(self.registered),
+                "streams": len(self.streams)}
+
+
+class FakeCuFileModule:
+    """cuda.bindings.cufile's calls as CuFileSource makes them; O_DIRECT reads must be aligned."""
+
+    class FileHandleType:
+        OPAQUE_FD = 1
+
+    def __init__(self):
+        self.descrs, self.handles, self.reads = {}, {}, Counter()
+        module = self
+
+        class Descr:
+            def __init__(self):
+                self.type, self.handle, self.fs_ops = None, type("H", (), {"fd": None})(), None
+                self.ptr = id(self)
+                module.descrs[self.ptr] = self
+
+        self.Descr = Descr
+
+    def handle_register(self, ptr):
+        descr = self.descrs[ptr]
+        assert descr.type == 1 and descr.fs_ops == 0
+        handle = len(self.handles) + 100
+        self.handles[handle] = descr.handle.fd
+        return handle
+
+    def handle_deregister(self, handle):
+        del self.handles[handle]
+
+    def read(self, handle, device_ptr, size, file_offset, buffer_offset):
+        fd = self.handles[handle]
+        direct = bool(os.O_DIRECT and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+        self.reads["direct" if direct else "buffered"] += 1
+        if direct and (file_offset % 512 or size % 512):
+            return -22  # what a refused unaligned O_DIRECT read looks like
+        target = (ctypes.c_ubyte * size).from_address(device_ptr + buffer_offset)
+        return os.preadv(fd, [memoryview(target).cast("B")], file_offset)
+
+
+# =====================================================================================
+# Environments: the fake driver, or the real one.
+# =====================================================================================
+
+
+_warm: dict[str, object] = {}
+
+
+def _real_device():
+    """cuda:0, after one small upload of each kind, so that what the driver and
+    cuFile set up once per process is not counted as left behind by a test."""
+    try:
+        device = get_device("cuda:0")
+    except DeviceUnavailableError as err:
+        pytest.skip(str(err))
+    if "done" not in _warm:
+        folder = tempfile.mkdtemp(prefix="halsim-warm-")
+        path = os.path.join(folder, "warm.safetensors")
+        Workload(name="warm", dtype="F32", tensors=(TensorSpec(name="w", dtype="F32", shape=(300_000,)),)).write(path)
+        for policy in ("staged", "streaming:chunk=64KiB,queues=2", "import:piece=64KiB", "direct:chunk=64KiB"):
+            halsim.upload(path, device, policy, verify=True).free()
+        os.unlink(path)
+        os.rmdir(folder)
+        _warm["done"] = True
+    return device
+
+
+class Env:
+    def __init__(self, kind: str, device, driver, cufile=None):
+        self.kind, self.device, self.cu, self.cufile = kind, device, driver, cufile
+
+    def snapshot(self):
+        gc.collect()
+        free = self.device.mem_info()[0]
+        held = (self.cu.held(), dict(self.cufile.handles)) if self.kind == "fake" else None
+        return hcuda.live_resources(), free, cuda_dlpack.outstanding(), held
+
+    def assert_clean(self, before) -> None:
+        live, free, exports, held = self.snapshot()
+        assert live == before[0], f"still held: {live} (before: {before[0]})"
+        assert exports == before[2]
+        slack = 0 if self.kind == "fake" else 32 * MiB
+        assert abs(free - before[1]) <= slack, f"device memory free {free} != {before[1]} before"
+        assert held == before[3], "the fake driver still holds something"
+
+    def memset(self, buffer, value: int) -> None:
+        with cuda_driver.current(self.device.info.context):
+            assert int(self.cu.cuMemsetD8(self.cu.CUdeviceptr(buffer.ptr), value, buffer.size)[0]) == 0
+            assert int(self.cu.cuCtxSynchronize()[0]) == 0
+
+    def register(self, address: int, length: int) -> None:
+        with cuda_driver.current(self.device.info.context):
+            assert int(self.cu.cuMemHostRegister(address, length, 0)[0]) == 0
+
+    def unregister(self, address: int) -> None:
+        with cuda_driver.current(self.device.info.context):
+            assert int(self.cu.cuMemHostUnregister(address)[0]) == 0
+
+
+def _use_fake(monkeypatch, **kwargs) -> Env:
+    fake = FakeDriver(**kwargs)
+    monkeypatch.setattr(cuda_driver, "cu", fake)
+    monkeypatch.setattr(hcuda, "cu", fake)
+    monkeypatch.setattr(cuda_driver, "_init_state", None)
+    monkeypatch.setattr(cuda_driver, "_devices", {})
+    module = FakeCuFileModule()
+    monkeypatch.setattr(cuda_cufile, "probe", lambda index: (True, "fake cuFile"))
+    monkeypatch.setattr(cuda_cufile, "open_driver", lambda: None)
+    monkeypatch.setattr(cuda_cufile, "CuFileSource", functools.partial(cuda_cufile.CuFileSource, cufile=module))
+    return Env("fake", hcuda.open_device(0), fake, module)
+
+
+@pytest.fixture(params=["fake", "real"])
+def env(request, monkeypatch):
+    if request.param == "fake":
+        yield _use_fake(monkeypatch)  # monkeypatch restores the real driver and its caches after
+    else:
+        yield Env("real", _real_device(), cuda_driver.cu)
+
+
+# =====================================================================================
+# Model files
+# =====================================================================================
+
+MIXED = Workload(name="mixed", dtype="F32", tensors=(
+    TensorSpec(name="w_i64", dtype="I64", shape=(1001,)),
+    TensorSpec(name="w_f32", dtype="F32", shape=(517, 129)),
+    TensorSpec(name="scalar", dtype="F32", shape=()),
+    TensorSpec(name="empty", dtype="F32", shape=(0, 4)),
+    TensorSpec(name="emb", dtype="BF16", shape=(1000, 333)),
+    TensorSpec(name="big", dtype="BF16", shape=(2048, 1531)),
+    TensorSpec(name="w_f16", dtype="F16", shape=(3, 5, 7)),
+    TensorSpec(name="bytes", dtype="U8", shape=(1_000_003,)),  # odd: the tensors after it are unaligned
+    TensorSpec(name="mask", dtype="BOOL", shape=(77,)),
+    TensorSpec(name="tail", dtype="I8", shape=(4099,)),
+))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cuda") / "mixed.safetensors"
+    MIXED.write(path, "pattern")
+    return path
+
+
+def expected(t) -> bytes:
+    return pattern_bytes(t.offset, t.nbytes).tobytes()
+
+
+def check_buffers(upload, index) -> None:
+    buffers = upload.buffers()
+    for t in index.tensors:
+        got = buffers[t.name].to_bytes()
+        assert got == expected(t), f"{t.name} differs from the file"
+
+
+POLICIES = [
+    "staged",
+    "staged:chunk=1000003,readers=2",
+    "streaming:chunk=64KiB,slots=1,readers=1",
+    "streaming:chunk=1000003,slots=3,readers=2,queues=2",
+    "streaming:chunk=4MiB,slots=8,readers=4,queues=2",
+    "import",
+    "import:piece=64KiB,queues=2",
+    "direct:chunk=1000003,readers=3",
+    "auto",
+]
+
+
+# =====================================================================================
+# No CUDA needed
+# =====================================================================================
+
+
+def test_dlpack_capsule_is_read_by_numpy():
+    source = np.arange(2 * 3 * 4, dtype=np.float32)
+
+    class Host:
+        def __init__(self, array, shape, dtype):
+            self.array, self.shape, self.dtype = array, shape, dtype
+
+        def __dlpack__(self, **kwargs):
+            return cuda_dlpack.export(self, self.array.ctypes.data, self.shape, self.dtype, cuda_dlpack.KDL_CPU, 0)
+
+        def __dlpack_device__(self):
+            return (cuda_dlpack.KDL_CPU, 0)
+
+    before = cuda_dlpack.outstanding()
+    view = np.from_dlpack(Host(source, (2, 3, 4), "F32"))
+    assert view.shape == (2, 3, 4) and view.dtype == np.float32
+    assert view.ctypes.data == source.ctypes.data  # shared, not copied
+    source[5] = 99
+    assert view.reshape(-1)[5] == 99
+    assert cuda_dlpack.outstanding() == before + 1
+    del view
+    gc.collect()
+    assert cuda_dlpack.outstanding() == before  # the consumer called our deleter
+    capsule = Host(source, (24,), "I32").__dlpack__()  # never consumed: the capsule releases it
+    del capsule
+    gc.collect()
+    assert cuda_dlpack.outstanding() == before
+    for dtype, np_dtype in [("I64", "<i8"), ("U16", "<u2"), ("F16", "<f2"), ("C64", "<c8"), ("I8", "i1"),
+                            ("U8", "u1"), ("F64", "<f8"), ("BOOL", "?"), ("U32", "<u4"), ("I16", "<i2")]:
+        array = (np.arange(6) % 2).astype(np_dtype)
+        got = np.from_dlpack(Host(array, (6,), dtype))
+        assert got.dtype == np.dtype(np_dtype) and got.ctypes.data == array.ctypes.data, dtype
+    del got
+    gc.collect()
+    assert cuda_dlpack.outstanding() == before
+
+
+def test_dlpack_codes_and_typestr():
+    assert cuda_dlpack.DL_DTYPES["BF16"] == (4, 16)
+    assert cuda_dlpack.DL_DTYPES["F8_E4M3"] == (10, 8) and cuda_dlpack.DL_DTYPES["F8_E5M2"] == (12, 8)
+    assert ctypes.sizeof(cuda_dlpack.DLTensor) == 48 and ctypes.sizeof(cuda_dlpack.DLManagedTensor) == 64
+    assert cuda_dlpack.typestr("BF16") == "<u2" and cuda_dlpack.typestr("F32") == "<f4"
+    assert cuda_dlpack.typestr("F8_E5M2") == "|u1"
+    assert cuda_dlpack.tensor_shape("F32", (), 4) == ("F32", (1,))
+    assert cuda_dlpack.tensor_shape("F32", (3,), 5) == ("U8", (5,))  # bytes that don't fit the dtype
+    interface = cuda_dlpack.cuda_array_interface(1234, (2, 3), "F16")
+    assert interface == {"shape": (2, 3), "typestr": "<f2", "data": (1234, False), "strides": None, "version": 3,
+                         "stream": None}
+
+
+def test_host_view_is_writable_memory_at_the_address():
+    array = np.zeros(64, np.uint8)
+    view = hcuda.host_view(array.ctypes.data + 8, 16)
+    view[:4] = b"abcd"
+    assert bytes(array[8:12]) == b"abcd" and address_of(view) == array.ctypes.data + 8
+    assert len(hcuda.host_view(0, 0)) == 0
+
+
+def test_unavailable_says_why():
+    try:
+        cuda_driver.init()
+    except DeviceUnavailableError as err:
+        assert str(err).startswith("cuda: unavailable (")
+        with pytest.raises(DeviceUnavailableError, match=r"^cuda: unavailable \("):
+            get_device("cuda:0")
+        status = {s.name: s for s in backends()}["cuda"]
+        assert not status.available and status.reason and status.devices == []
+    else:
+        pytest.skip("CUDA is available here")
+
+
+def test_cufile_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("HALSIM_CUDA_DIRECT", "0")
+    works, why = cuda_cufile.probe(0)
+    assert not works and "HALSIM_CUDA_DIRECT" in why
+
+
+def test_cufile_source_falls_back_to_buffered_reads(tmp_path):
+    data = np.random.default_rng(1).integers(0, 256, 3 * PAGE + 77, dtype=np.uint8)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data.tobytes())
+    fd = os.open(path, os.O_RDONLY)
+    module = FakeCuFileModule()
+    try:
+        source = cuda_cufile.CuFileSource(str(path), fd, "cuda:0", cufile=module)
+        out = np.zeros(len(data) + 100, np.uint8)
+        source.read(out.ctypes.data, 2 * PAGE, 0, 50)  # aligned: O_DIRECT if the file system allows it
+        source.read(out.ctypes.data, PAGE + 77, 2 * PAGE, 50 + 2 * PAGE)  # unaligned size: buffered
+        assert out[50 : 50 + len(data)].tobytes() == data.tobytes()
+        assert source.mode == "buffered"
+        source.close()
+        assert module.handles == {}  # every handle, the replaced one too, deregistered
+    finally:
+        os.close(fd)
+
+
+# =====================================================================================
+# Scenarios, on the fake driver and on the GPU
+# =====================================================================================
+
+
+def test_caps(env):
+    caps = env.device.caps
+    assert caps.kind in ("dedicated", "integrated")
+    assert caps.import_alignment == PAGE and caps.can_import_host
+    assert caps.copy_queues >= 1 and caps.memory_bytes > 0
+    assert env.device.name == "cuda:0"
+
+
+@pytest.mark.parametrize("mode", ["overlapped", "serial"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_upload_is_byte_exact(env, mixed, policy, mode):
+    index = read_index(mixed)
+    before = env.snapshot()
+    with halsim.upload(mixed, env.device, policy, mode=mode, verify=True) as done:
+        check_buffers(done, index)
+        tensors = done.tensors()
+        for t in index.tensors:
+            tensor = tensors[t.name]
+            interface = tensor.__cuda_array_interface__
+            assert interface["data"][0] == done.buffers()[t.name].ptr or t.nbytes == 0
+            assert tensor.__dlpack_device__() == (cuda_dlpack.KDL_CUDA, 0)
+        assert tensors["big"].shape == (2048, 1531) and tensors["big"].dtype == "BF16"
+        assert tensors["scalar"].shape == (1,)
+        assert done.report.bytes == index.total_bytes
+        if env.kind == "fake" and done.plan.policy.kind in ("streaming", "import"):
+            assert env.cu.copies["pageable"] == 0  # the hot path copies only pinned memory
+    env.assert_clean(before)
+
+
+@pytest.mark.parametrize("policy", ["streaming:chunk=777777,slots=3,readers=2,queues=2", "staged:chunk=1MiB"])
+def test_download_round_trip(env, mixed, policy, tmp_path):
+    index = read_index(mixed)
+    before = env.snapshot()
+    out = tmp_path / "back.safetensors"
+    with halsim.upload(mixed, env.device, "streaming:chunk=1MiB,slots=4,readers=2") as done:
+        report = done.download(out, policy)
+        assert out.read_bytes() == mixed.read_bytes()
+        assert report.direction == "download"
+        # The download reads device memory: change a tensor there and it shows in the file.
+        changed = index.by_name("w_f32")
+        env.memset(done.buffers()["w_f32"], 0x5A)
+        done.download(out, policy)
+    data = out.read_bytes()
+    assert data[changed.offset : changed.end] == b"\x5a" * changed.nbytes
+    assert data[: changed.offset] == mixed.read_bytes()[: changed.offset]
+    env.assert_clean(before)
+
+
+@pytest.fixture(scope="module")
+def past_4gib(tmp_path_factory):
+    """A sparse file whose last tensors lie past 4 GiB, at unaligned offsets, holding the pattern."""
+    path = tmp_path_factory.mktemp("cuda") / "far.safetensors"
+    # The writer puts larger item sizes first: an F64 hole comes before everything else.
+    specs = [("hole", "F64", ((4 * GiB + 12344) // 8,)), ("a", "F32", (1000,)), ("b", "U8", (999_999,)),
+             ("c", "BF16", (3, 7777)), ("d", "U8", (5,))]
+    index = write_safetensors_layout(path, specs, None)
+    with open(path, "r+b") as f:
+        for t in index.tensors:
+            if t.name != "hole":
+                f.seek(t.offset)
+                f.write(pattern_bytes(t.offset, t.nbytes).tobytes())
+    far = replace(index, tensors=tuple(t for t in index.tensors if t.name != "hole"))
+    assert all(t.offset > 4 * GiB for t in far.tensors) and any(t.offset % 8 for t in far.tensors)
+    return path, far
+
+
+@pytest.mark.parametrize("policy", ["streaming:chunk=300000,slots=2,readers=2", "staged", "import:piece=64KiB",
+                                    "direct:chunk=300001"])
+def test_offsets_past_4gib(env, past_4gib, policy):
+    path, far = past_4gib
+    before = env.snapshot()
+    with halsim.upload(path, env.device, policy, index=far, verify=True) as done:
+        check_buffers(done, far)
+    env.assert_clean(before)
+
+
+def test_out_of_memory_is_clear_and_frees_everything(env, tmp_path):
+    size = int(env.device.caps.memory_bytes * 0.6)
+    path = tmp_path / "huge.safetensors"
+    write_safetensors_layout(path, [("first", "U8", (size,)), ("second", "U8", (size,))], None)
+    before = env.snapshot()
+    with pytest.raises(OutOfMemoryError, match=r"cannot allocate \d+ bytes for tensor 'second'.*OUT_OF_MEMORY"):
+        halsim.upload(path, env.device, "streaming")
+    env.assert_clean(before)
+
+
+@pytest.mark.parametrize("policy", ["streaming:chunk=64KiB,slots=4,readers=3,queues=2", "import:piece=64KiB",
+                                    "direct:chunk=64KiB", "staged:chunk=64KiB"])
+def test_cancel_frees_everything(env, mixed, policy):
+    before = env.snapshot()
+    token = CancelToken()
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        token.cancel()
+
+    with pytest.raises(UploadCancelled):
+        halsim.upload(mixed, env.device, policy, progress=progress, cancel=token)
+    assert calls
+    env.assert_clean(before)
+
+
+class FailingFile(MappedFile):
+    """Reads fail after a few: an I/O error in the middle of an upload."""
+
+    def __init__(self, path, good_reads: int):
+        super().__init__(path)
+        self.left = good_reads
+        self.lock = threading.Lock()
+
+    def read_into(self, offset, out):
+        with self.lock:
+            self.left -= 1
+            if self.left < 0:
+                raise FileAccessError(self.name, "injected read failure")
+        return super().read_into(offset, out)
+
+
+def test_read_error_frees_everything(env, mixed):
+    before = env.snapshot()
+    source = FailingFile(mixed, good_reads=3)
+    try:
+        with pytest.raises(HalsimError, match="injected read failure"):
+            halsim.upload(source, env.device, "streaming:chunk=64KiB,slots=4,readers=2", index=read_index(mixed))
+    finally:
+        source.close()
+    env.assert_clean(before)
+
+
+def test_refused_import(env, mixed):
+    """Host memory someone else registered cannot be registered again: the engine
+    raises ImportRefusedError having freed everything; upload() then runs the
+    import policy's fallback."""
+    data = mixed.read_bytes()
+    memory = mmap.mmap(-1, len(data))
+    memory[:] = data
+    base = address_of(memoryview(memory))
+    index = read_index(mixed)
+    untouched = env.snapshot()
+    env.register(base + 4 * PAGE, PAGE)
+    before = env.snapshot()
+    source = MemoryFile(memory, name=str(mixed))
+    try:
+        request = request_from_tensors(SourceInfo.of(source), index.tensors)
+        plan = ImportPolicy(piece=64 * 1024).plan(request, [env.device.caps])
+        assert plan.policy.kind == "import"
+        with pytest.raises(ImportRefusedError, match="cuMemHostRegister"):
+            Engine().run(plan, source, [env.device])
+        env.assert_clean(before)
+        with halsim.upload(source, env.device, "import:piece=64KiB", index=index, verify=True) as done:
+            assert done.plan.policy.kind == "streaming" and done.plan.requested.kind == "import"
+            assert any("refused" in note for note in done.plan.notes)
+    finally:
+        env.unregister(base + 4 * PAGE)
+        source.close()
+    env.assert_clean(untouched)
+
+
+def test_host_memory_source(env, mixed):
+    """A file already in (page-aligned) host memory: import registers it; direct copies from it."""
+    data = mixed.read_bytes()
+    memory = mmap.mmap(-1, len(data))
+    memory[:] = data
+    index = read_index(mixed)
+    before = env.snapshot()
+    for policy in ("import:piece=1MiB,queues=2", "direct:chunk=1MiB", "streaming:chunk=1MiB,slots=2"):
+        source = MemoryFile(memory, name=str(mixed))
+        wanted = policy.split(":")[0]
+        if wanted == "direct" and not env.device.caps.direct_storage:
+            wanted = "streaming"  # the declared fallback
+        with halsim.upload(source, env.device, policy, index=index, verify=True) as done:
+            assert done.plan.policy.kind == wanted, done.plan.notes
+            check_buffers(done, index)
+        source.close()
+    env.assert_clean(before)
+
+
+# =====================================================================================
+# Fake driver only: injected driver errors, integrated GPUs
+# =====================================================================================
+
+
+def test_driver_error_names_curesult_and_step(monkeypatch, mixed):
+    env = _use_fake(monkeypatch)
+    before = env.snapshot()
+    env.cu.fail["cuMemcpyHtoDAsync"] = (5, CUresult.CUDA_ERROR_ILLEGAL_ADDRESS)
+    with pytest.raises(DeviceError, match=r"cuMemcpyHtoDAsync failed: CUDA_ERROR_ILLEGAL_ADDRESS.*during step \d+ copy"):
+        halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=4,readers=2")
+    env.assert_clean(before)
+
+
+def test_import_without_read_only_support_uses_plain_flags(monkeypatch, mixed):
+    env = _use_fake(monkeypatch, read_only_register=False)
+    before = env.snapshot()
+    with halsim.upload(mixed, env.device, "import:piece=64KiB", verify=True) as done:
+        assert done.plan.policy.kind == "import"
+    env.assert_clean(before)
+
+
+def test_integrated_gpu_uses_host_memory_in_place(monkeypatch, mixed):
+    env = _use_fake(monkeypatch, integrated=True)
+    caps = env.device.caps
+    assert caps.kind == "integrated" and caps.unified_memory and caps.import_in_place
+    index = read_index(mixed)
+    before = env.snapshot()
+    with halsim.upload(mixed, env.device, "auto", verify=True) as done:
+        nonempty = [t for t in index.tensors if t.nbytes]
+        assert done.plan.policy.kind == "import" and done.plan.count(Op.BIND) == len(nonempty)
+        buffers = done.buffers()
+        assert not any(buffers[t.name].owned for t in nonempty)
+        assert env.cu.used == 0  # no device allocation at all
+        check_buffers(done, index)
+        assert env.cu.registered  # the windows live as long as the buffers
+    env.assert_clean(before)
+
+
+# =====================================================================================
+# GPU only: frameworks see the same memory; the driver agrees nothing is left
+# =====================================================================================
+
+
+@pytest.fixture
+def gpu():
+    return Env("real", _real_device(), cuda_driver.cu)
+
+
+def test_torch_shares_memory(gpu, mixed):
+    torch = pytest.importorskip("torch")
+    torch.empty(16, device="cuda").fill_(1.5)  # torch's own CUDA set-up is not ours to count
+    torch.cuda.synchronize()
+    index = read_index(mixed)
+    before = gpu.snapshot()
+    with halsim.upload(mixed, gpu.device, "streaming:chunk=1MiB,slots=4,readers=2") as done:
+        tensors, buffers = done.tensors(), done.buffers()
+        wanted = {"big": torch.bfloat16, "w_f32": torch.float32, "w_i64": torch.int64, "w_f16": torch.float16,
+                  "mask": torch.bool, "bytes": torch.uint8, "tail": torch.int8}
+        for name, dtype in wanted.items():
+            t = index.by_name(name)
+            x = torch.from_dlpack(tensors[name])
+            assert x.dtype == dtype and tuple(x.shape) == tuple(t.shape) and x.device == torch.device("cuda", 0)
+            assert x.data_ptr() == buffers[name].ptr  # no copy
+            assert x.cpu().contiguous().view(torch.uint8).numpy().tobytes() == expected(t)
+        # Writes through torch land in halsim's buffer.
+        x = torch.from_dlpack(tensors["w_f32"])
+        x.fill_(1.5)
+        torch.cuda.synchronize()
+        assert buffers["w_f32"].to_bytes() == np.full(x.numel(), 1.5, np.float32).tobytes()
+        # torch.as_tensor goes through __cuda_array_interface__.
+        y = torch.as_tensor(tensors["w_i64"], device="cuda")
+        assert y.data_ptr() == buffers["w_i64"].ptr
+        del x, y
+    gc.collect()
+    gpu.assert_clean(before)
+
+
+def test_cupy_shares_memory(gpu, mixed):
+    cupy = pytest.importorskip("cupy")
+    cupy.asnumpy(cupy.arange(4))  # cupy's own CUDA set-up is not ours to count
+    index = read_index(mixed)
+    before = gpu.snapshot()
+    with halsim.upload(mixed, gpu.device, "import:piece=1MiB") as done:
+        tensors, buffers = done.tensors(), done.buffers()
+        for name in ("w_f32", "w_i64", "w_f16", "big", "bytes"):
+            t = index.by_name(name)
+            array = cupy.asarray(tensors[name])
+            assert array.data.ptr == buffers[name].ptr and array.shape == tuple(t.shape)
+            assert cupy.asnumpy(array).tobytes() == expected(t)
+            via_dlpack = cupy.from_dlpack(tensors[name]) if name != "big" else array
+            assert via_dlpack.data.ptr == buffers[name].ptr
+            del array, via_dlpack
+    gc.collect()
+    gpu.assert_clean(before)
+
+
+def test_direct_path_reports_how_it_ran(gpu, mixed):
+    """Says whether cuFile ran here; either way the bytes are right."""
+    with halsim.upload(mixed, gpu.device, "direct:chunk=1MiB", verify=True) as done:
+        print(f"cuFile: {gpu.device.direct_storage} ({gpu.device.direct_detail}); ran {done.plan.policy.spec()}; "
+              f"notes {done.plan.notes}")
+        assert (done.plan.policy.kind == "direct") == gpu.device.direct_storage
