@@ -29,6 +29,7 @@ Without a loader or a driver, ``open_device`` and ``enumerate_devices`` raise
 from __future__ import annotations
 
 import mmap
+import os
 import threading
 from typing import Any
 
@@ -273,10 +274,13 @@ class VulkanDevice(Device):
 
     ``max_piece`` caps one VkBuffer/VkDeviceMemory below the driver's limits
     (tests use it to split small buffers); ``probe=False`` skips the file-import
-    probe and trusts the extension.
+    probe and trusts the extension (the default comes from the environment:
+    ``HALSIM_VULKAN_PROBE=0`` skips it).
     """
 
-    def __init__(self, index: int = 0, *, max_piece: int | None = None, probe: bool = True):
+    def __init__(self, index: int = 0, *, max_piece: int | None = None, probe: bool | None = None):
+        if probe is None:
+            probe = os.environ.get("HALSIM_VULKAN_PROBE", "1") not in ("0", "false", "no", "off")
         instance = Instance.get()
         info: PhysicalInfo = instance.physical_info(index)
         self.index = index

@@ -16,7 +16,8 @@
 # Arguments: [MODEL_FILE] — the file to upload (default: a VULKAN_BENCH_SIZE file,
 # 1GiB unless set, written here). Output: $OUT/vulkan_tests.txt, $OUT/vulkan_bench.txt,
 # $OUT/vulkan_bench.json ($OUT defaults to ./vulkan-gpu-out). Exit status: non-zero
-# if a test run failed; the benchmark runs regardless.
+# if a test run failed; the benchmark runs regardless. HALSIM_VULKAN_PROBE=0 skips
+# the mapped-file import probe at device open (should it ever misbehave there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/vulkan-gpu-out}
