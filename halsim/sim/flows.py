@@ -199,9 +199,13 @@ class FlowNetwork:
     def settle(self) -> None:
         """Solve the rates of the running flows and set the timer for the next event."""
         self.dirty = False
-        self._advance()
-        flows = self.flows
         now = self.env._now
+        flows = self.flows
+        dt = now - self._last
+        if dt > 0:
+            for f in flows:
+                f.remaining -= f.rate * dt
+            self._last = now
         when = math.inf
         if flows:
             key = [f.cls for f in flows]
@@ -212,7 +216,7 @@ class FlowNetwork:
             for f in flows:
                 rate, label = solved[f.cls]
                 f.rate = rate
-                if label != f.binding:
+                if label is not f.binding:  # labels are interned strings: identity is enough
                     f._rebind(label, now)
                 left = f.remaining / rate
                 if left < soonest:
@@ -221,10 +225,12 @@ class FlowNetwork:
         for f in self.waiting:
             if f.started < when:
                 when = f.started
-        if when == math.inf:
-            self._timer, self._timer_at = None, math.inf
-        elif when != self._timer_at or self._timer is None:
-            self._arm(when)
+        if when != self._timer_at:
+            if when == math.inf:
+                self._timer = None
+                self._timer_at = math.inf
+            else:
+                self._arm(when)
 
     def _tick(self, event: Event) -> None:
         if event is not self._timer:

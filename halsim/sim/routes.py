@@ -89,7 +89,8 @@ class GpuRoutes:
                 path.append((f"switch/{switch.name}/{direction}", 1))
             return path
 
-        storage_path = [(STORAGE, 1)] + via("h2d", 0)
+        # The drive writes device memory directly; on an integrated GPU that memory is host DRAM.
+        storage_path = [(STORAGE, 1)] + via("h2d", 1 if spec.kind == "integrated" else 0)
         return cls(
             h2d=net.flow_class(via("h2d", dma)),
             d2h=net.flow_class(via("d2h", dma)),
