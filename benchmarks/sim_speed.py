@@ -63,9 +63,9 @@ def main() -> None:
     request = big_request()
     main_case = "streaming:chunk=4MiB,slots=4,readers=4"
     if args.profile:
-        cProfile.runctx("one_run(request, main_case)", globals(), {"request": request, "main_case": main_case},
-                        "sim_speed.prof")
-        pstats.Stats("sim_speed.prof").sort_stats("tottime").print_stats(20)
+        profiler = cProfile.Profile()
+        profiler.runcall(one_run, request, main_case)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
         return
     cases = [
         (main_case, "overlapped"),
