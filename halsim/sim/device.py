@@ -388,7 +388,8 @@ class SimDevice(Device):
         self.gpu = gpu
         self.caps = platform.caps(gpu)
         many = len(platform.gpus) > 1
-        self.name = f"sim:{platform.name}" + (f"/{gpu}" if many else "")
+        # The registry's spelling, so get_device(device.name) gives this GPU again.
+        self.name = f"sim:{platform.name}" + (f":{gpu}" if many else "")
 
     def now(self) -> float:
         return self.simulator.env.now
