@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import halsim
-from halsim.errors import DeviceUnavailableError, HalsimError
+from halsim.errors import DeviceUnavailableError
 from halsim.files import MemoryFile
 from halsim.registry import get_device
 from halsim.units import format_size, parse_size
@@ -91,10 +91,10 @@ def bench(device, source, policy: str, repeat: int, index=None, label: str = "")
                 else:
                     times.append(done.report.seconds)
                 report = done.report
-    except HalsimError as err:  # one failing row must not lose the others
-        return {"device": device.name, "requested": policy + label, "policy": "failed", "error": str(err),
+    except Exception as err:  # one failing row (or backend) must not lose the others
+        return {"device": device.name, "requested": policy + label, "policy": "failed", "error": f"{type(err).__name__}: {err}",
                 "seconds": 0.0, "gb_per_s": 0.0, "peak_staging_bytes": 0, "peak_imported_bytes": 0,
-                "copies": 0, "bytes": 0, "notes": [f"failed: {err}"]}
+                "copies": 0, "bytes": 0, "notes": [f"failed: {type(err).__name__}: {err}"]}
     seconds = statistics.median(times)
     return {
         "device": device.name,
