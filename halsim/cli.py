@@ -232,6 +232,77 @@ def sweep(
 
 
 @app.command()
+def calibrate(
+    device: str = typer.Option(..., "--device", "-d", help="cpu, cuda:N, vulkan:N, or sim:PLATFORM (the simulator itself)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the fitted platform to this .toml."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes, three repeats: seconds instead of minutes."),
+    scratch: Optional[Path] = typer.Option(None, "--scratch", help="Directory for the scratch file (default: the "
+                                           "temp dir); put it on the drive your weights live on."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the platform (default: calibrated-DEVICE)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every measurement and the fit as JSON."),
+) -> None:
+    """Measure a device with microbenchmarks and fit a platform for the simulator to it."""
+    from rich.progress import MofNCompleteColumn
+
+    from halsim.calibrate import Config, calibrate as run
+
+    with _errors():
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("calibrating", total=None)
+            result = run(device, Config.quick() if quick else Config.full(), scratch_dir=scratch, name=name,
+                         progress=lambda done, total, what: bar.update(task, completed=done, total=total,
+                                                                       description=f"{device}: {what}"))
+        out.print(result.table())
+        for note in result.notes:
+            out.print(f"[yellow]note:[/] {note}", highlight=False)
+        if output:
+            result.save(output)
+            err.print(f"wrote {output} (use it: halsim simulate --platform {output})")
+        if json_path:
+            json_path.write_text(json.dumps(result.to_dict(), indent=1))
+            err.print(f"wrote {json_path}")
+
+
+@app.command()
+def compare(
+    path: Path = typer.Argument(..., help="Model file to upload (and to simulate)."),
+    device: str = typer.Option("cpu", "--device", "-d", help="cpu, cuda:N or vulkan:N."),
+    platform: str = typer.Option(..., "--platform", "-p", help="The platform to predict with (e.g. from calibrate)."),
+    policy: List[str] = typer.Option(..., "--policy", help="A policy spec; repeat for several."),
+    cache: str = typer.Option("warm", "--cache", help="warm (page-cached file), cold, or both."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Real runs of each case; the median is compared."),
+    mode: str = typer.Option("overlapped", "--mode", help="overlapped or serial."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Perfetto JSON: sim and real as separate processes."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: each case's sim timeline above its real one."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the comparison as JSON."),
+) -> None:
+    """Run policies in the simulator and on a device on the same file: predicted vs measured."""
+    from rich.progress import MofNCompleteColumn
+
+    from halsim.compare import cases, compare as run
+
+    with _errors():
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("comparing", total=None)
+            result = run(path, device, platform, cases(policy, cache), repeat=repeat, mode=mode,
+                         progress=lambda done, total, what: bar.update(task, completed=done, total=total,
+                                                                       description=what))
+        out.print(result.table())
+        out.print(result.summary(), highlight=False)
+        for note in result.notes:
+            out.print(f"[yellow]note:[/] {note}", highlight=False)
+        for target, write in ((trace, result.write_perfetto), (plot, result.plot)):
+            if target:
+                write(target)
+                err.print(f"wrote {target}")
+        if json_path:
+            json_path.write_text(result.to_json())
+            err.print(f"wrote {json_path}")
+
+
+@app.command()
 def inspect(
     path: Path = typer.Argument(..., help="Model file."),
     as_json: bool = typer.Option(False, "--json"),

@@ -1,0 +1,630 @@
+"""Calibration: microbenchmarks run through a device's own backend, fitted into a Platform.
+
+Every microbenchmark that the device trait can express is a small hand-built
+:class:`~halsim.plan.Plan` run by the one :class:`~halsim.engine.Engine` on the
+device, and timed from the spans of its Trace — so the same code measures the
+CPU, CUDA and Vulkan devices and :class:`~halsim.sim.SimDevice`:
+
+* ``h2d`` / ``d2h`` — COPY / COPY_BACK steps between a pinned staging slot and
+  a buffer, one at a time, by chunk size (the copy step's span);
+* ``pageable`` — the same copies from ordinary host memory (CPU and CUDA only:
+  a Vulkan copy always goes through its own mapped memory);
+* ``copies`` — copies on every copy queue at once: do they overlap?
+* ``read`` / ``cold`` — READ steps into staging, warm and cold, by request
+  size (one reader) and by reader count;
+* ``pin`` — allocating a staging pool of ``slots`` x ``bytes``;
+* ``import`` — IMPORT / UNIMPORT of windows of a mapped file, by window size.
+
+What the trait has no step for is measured on the host directly: ``memcpy``
+by thread count. A simulated device gets a simulated host
+(:class:`SimTarget`), so calibrating the simulator against itself runs the
+very same benchmarks — that is how :mod:`halsim.fit` is tested.
+
+Real runs repeat each point ``Config.repeats`` times (after one discarded
+warm-up run per benchmark) and keep every sample, so the fit can take medians
+and report the spread. :func:`calibrate` measures and fits in one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform as _platform
+import statistics
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import numpy as np
+
+from halsim.caps import DeviceCaps
+from halsim.device import Device
+from halsim.engine import Engine
+from halsim.files import HalFile, MappedFile
+from halsim.plan import ImportWindow, Limits, Op, Plan, StagingPool, Step
+from halsim.policies import ImportPolicy, StreamingPolicy
+from halsim.request import BufferSpec, Direction, SourceInfo, Transfer, UploadRequest
+from halsim.trace import Trace
+from halsim.units import format_size
+
+if TYPE_CHECKING:
+    from halsim.fit import Fitted
+    from halsim.platform import Platform
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+ProgressFn = Callable[[int, int, str], None]  # (runs done, runs in all, what runs now)
+
+
+# ---------------------------------------------------------------- what to measure
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes, counts and repeats of the microbenchmarks."""
+
+    scratch: int  # bytes of the scratch file the read and import benchmarks use
+    copy_chunks: tuple[int, ...]
+    read_sizes: tuple[int, ...]  # warm, one reader
+    cold_sizes: tuple[int, ...]  # cold, one reader
+    threads: tuple[int, ...]  # reader counts and memcpy thread counts
+    thread_chunk: int  # request size of the multi-reader runs
+    memcpy_bytes: int  # per memcpy thread
+    pin_slots: tuple[int, ...]
+    pin_bytes: tuple[int, ...]  # slot sizes of the pinning benchmark
+    import_pieces: tuple[int, ...]
+    run_bytes: int  # aim for this many bytes per run of one size ...
+    max_steps: int  # ... with at least 4 and at most this many steps
+    repeats: int
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """Seconds on a laptop: small sizes, three repeats."""
+        return cls(scratch=32 * MiB, copy_chunks=(64 * KiB, 256 * KiB, MiB, 4 * MiB),
+                   read_sizes=(64 * KiB, 256 * KiB, MiB, 4 * MiB), cold_sizes=(256 * KiB, MiB, 4 * MiB),
+                   threads=(1, 2, 4), thread_chunk=2 * MiB, memcpy_bytes=16 * MiB, pin_slots=(1, 2, 4),
+                   pin_bytes=(MiB, 4 * MiB, 16 * MiB), import_pieces=(MiB, 4 * MiB, 16 * MiB),
+                   run_bytes=8 * MiB, max_steps=64, repeats=3)
+
+    @classmethod
+    def full(cls) -> "Config":
+        """Sizes up to what an upload uses (64 MiB chunks, 1 GiB scratch), five repeats."""
+        return cls(scratch=GiB, copy_chunks=(64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB),
+                   read_sizes=(64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB),
+                   cold_sizes=(256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB), threads=(1, 2, 4, 8),
+                   thread_chunk=16 * MiB, memcpy_bytes=128 * MiB, pin_slots=(1, 2, 4, 8),
+                   pin_bytes=(4 * MiB, 16 * MiB, 64 * MiB), import_pieces=(4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB),
+                   run_bytes=256 * MiB, max_steps=128, repeats=5)
+
+    def steps(self, size: int, limit: int | None = None) -> int:
+        """How many steps of ``size`` bytes one run takes."""
+        count = max(4, min(self.max_steps, self.run_bytes // max(size, 1)))
+        return max(1, min(count, (limit or self.scratch) // max(size, 1)))
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One point of one microbenchmark.
+
+    ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``cold``,
+    ``pin``, ``import`` or ``memcpy``; ``size`` the chunk, request, slot or
+    window size; ``count`` how many of them; ``width`` the readers, queues,
+    slots or memcpy threads.
+    """
+
+    bench: str
+    size: int
+    count: int
+    width: int = 1
+
+    @property
+    def label(self) -> str:
+        what = {"copies": "queues", "pin": "slots", "memcpy": "threads"}.get(self.bench, "readers")
+        return f"{self.bench} {format_size(self.size)}" + (f" x{self.width} {what}" if self.width != 1 else "")
+
+    @property
+    def readings(self) -> tuple[str, ...]:
+        """The names of what one run of it reads off (the first is its value)."""
+        return {"import": ("import", "unimport"), "copies": ("copies", "overlap")}.get(self.bench, (self.bench,))
+
+
+def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
+    """Every point to measure on a device with ``caps``, in the order they run."""
+    out = [Probe("memcpy", config.memcpy_bytes, 1, t) for t in config.threads]
+    for bench in ("h2d", "d2h") + (("pageable",) if pageable else ()):
+        out += [Probe(bench, c, config.steps(c, 1 << 62)) for c in config.copy_chunks]
+    if caps.copy_queues > 1:
+        chunk = config.copy_chunks[-1]
+        out.append(Probe("copies", chunk, 4 * caps.copy_queues, caps.copy_queues))
+    out += [Probe("pin", 0, 0, 0)]  # the cost of a run with no staging: the intercept
+    out += [Probe("pin", b, 1, s) for s in config.pin_slots for b in config.pin_bytes]
+    if caps.can_import_host:
+        out += [Probe("import", p, max(2, min(16, config.scratch // p)))
+                for p in config.import_pieces if p <= config.scratch and p % caps.import_alignment == 0]
+    out += [Probe("read", s, config.steps(s)) for s in config.read_sizes]
+    out += [Probe("read", config.thread_chunk, config.scratch // config.thread_chunk, n)
+            for n in config.threads if n > 1]
+    out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
+    out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)
+            for n in config.threads if n > 1]
+    return out
+
+
+# ---------------------------------------------------------------- plans: pure data
+#
+# Timing plans, not uploads: a copy benchmark copies whatever its slot holds and
+# a read benchmark delivers nothing, so only the pool and import plans keep the
+# upload invariants of halsim.invariants. Each step's operands are in range.
+
+
+def _bench_source(length: int) -> SourceInfo:
+    return SourceInfo("calibration", length, 0, True)
+
+
+def copy_plan(probe: Probe) -> Plan:
+    """``count`` copies of ``size`` bytes between staging and one buffer, dealt over ``width`` queues."""
+    size, count, queues = probe.size, probe.count, probe.width
+    total = size * count
+    download = probe.bench == "d2h"
+    request = UploadRequest(_bench_source(total), (BufferSpec("calibration", total),), (Transfer(0, 0, 0, total),),
+                            Direction.DOWNLOAD if download else Direction.UPLOAD)
+    op = Op.COPY_BACK if download else Op.COPY
+    steps = tuple(Step(k, op, 0, size, file_offset=k * size, buffer=0, buffer_offset=k * size,
+                       slot=k % queues, queue=k % queues) for k in range(count))
+    policy = StreamingPolicy(chunk=size, slots=queues, readers=1, queues=queues)
+    return Plan(policy, policy, request, steps, (StagingPool(0, queues, size),), (), Limits(readers=1, queues=queues))
+
+
+def read_plan(probe: Probe, source: SourceInfo) -> Plan:
+    """``count`` reads of ``size`` bytes from the start of the file, ``width`` at a time, each reader its own slot."""
+    size, count, readers = probe.size, probe.count, probe.width
+    request = UploadRequest(source, (), ())
+    steps = tuple(Step(k, Op.READ, 0, size, file_offset=k * size, slot=k % readers,
+                       deps=(k - readers,) if k >= readers else ()) for k in range(count))
+    policy = StreamingPolicy(chunk=size, slots=readers, readers=readers, queues=1)
+    return Plan(policy, policy, request, steps, (StagingPool(0, readers, size),), (), Limits(readers=readers))
+
+
+def import_plan(probe: Probe, source: SourceInfo, in_place: bool) -> Plan:
+    """Import and release ``count`` windows of ``size`` bytes, one after the other."""
+    size, count = probe.size, probe.count
+    windows = tuple(ImportWindow(k, 0, k * size, size, in_place) for k in range(count))
+    steps: list[Step] = []
+    for k in range(count):
+        steps.append(Step(2 * k, Op.IMPORT, 0, size, file_offset=k * size, window=k,
+                          deps=(2 * k - 1,) if k else ()))
+        steps.append(Step(2 * k + 1, Op.UNIMPORT, 0, size, file_offset=k * size, window=k, deps=(2 * k,)))
+    policy = ImportPolicy(piece=size)
+    return Plan(policy, policy, UploadRequest(source, (), ()), tuple(steps), (), windows, Limits())
+
+
+def pool_plan(probe: Probe) -> Plan:
+    """Nothing but a staging pool of ``width`` slots of ``size`` bytes (none for the baseline)."""
+    pools = (StagingPool(0, probe.width, probe.size),) if probe.width else ()
+    policy = StreamingPolicy(chunk=max(probe.size, 1), slots=max(probe.width, 1))
+    return Plan(policy, policy, UploadRequest(_bench_source(0), (), ()), (), pools, (), Limits())
+
+
+# ---------------------------------------------------------------- devices to measure
+
+
+class Target(ABC):
+    """A device to calibrate, with the host and the scratch file beside it."""
+
+    device: Device
+    simulated: bool
+
+    @abstractmethod
+    def pageable(self) -> Device | None:
+        """The device with its staging in ordinary (pageable) host memory, if it has such a path."""
+
+    @abstractmethod
+    def memcpy(self, threads: int, nbytes: int) -> float:
+        """Seconds for ``threads`` threads to each copy ``nbytes`` at once."""
+
+    @abstractmethod
+    def host_capacity(self) -> int: ...
+
+    @abstractmethod
+    def source(self, cold: bool):
+        """A context manager: the scratch file (in or out of the page cache, as asked) and its SourceInfo."""
+
+    def open(self, scratch: int) -> None:
+        """Make the scratch file (``scratch`` bytes)."""
+
+    def close(self) -> None:
+        """Remove the scratch file."""
+
+
+class SimTarget(Target):
+    """A simulated GPU: its host and its file are simulated too."""
+
+    simulated = True
+
+    def __init__(self, device, scratch: int = GiB):
+        self.device = device
+        self.platform = device.simulator.platform
+        self.scratch = scratch
+
+    @classmethod
+    def of(cls, platform: "Platform", scratch: int = GiB) -> "SimTarget":
+        from halsim.sim import Simulator
+
+        return cls(Simulator(platform).device(0), scratch)
+
+    def open(self, scratch: int) -> None:
+        self.scratch = scratch
+
+    def pageable(self) -> Device:
+        from halsim.sim import Simulator
+
+        return Simulator(self.platform, pinned_staging=False).device(self.device.gpu)
+
+    def memcpy(self, threads: int, nbytes: int) -> float:
+        # The simulator's own model of a memcpy: one flow per thread, at most one
+        # thread's rate each, reading and writing host memory (weight 2).
+        from halsim.sim.machine import Machine
+        from halsim.sim.routes import HOST
+
+        machine = Machine(self.platform)
+        net = machine.net
+        kind = net.flow_class([(HOST, 2)], self.platform.host.memcpy_per_thread, "memcpy (one thread)")
+        for _ in range(threads):
+            net.start(kind, nbytes)
+        net.run()
+        return machine.env.now
+
+    def host_capacity(self) -> int:
+        return self.platform.host.capacity
+
+    @contextmanager
+    def source(self, cold: bool) -> Iterator[tuple[None, SourceInfo]]:
+        # A mapped file's base is page-aligned: the simulated device may import it.
+        yield None, SourceInfo("scratch", self.scratch, 4096, not cold)
+
+
+class DeviceTarget(Target):
+    """A real device; the scratch file lives in ``directory`` (put it on the drive your weights are on)."""
+
+    simulated = False
+
+    def __init__(self, device: Device, directory: "str | os.PathLike | None" = None):
+        self.device = device
+        self.directory = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+        self.path: Path | None = None
+        self._cached = False  # the scratch file is known to be in the page cache
+
+    def open(self, scratch: int) -> None:
+        fd, name = tempfile.mkstemp(prefix="halsim-calibrate-", suffix=".bin", dir=self.directory)
+        self.path = Path(name)
+        try:
+            # Random bytes: nothing below us can compress or deduplicate them.
+            block = np.random.default_rng(0).integers(0, 256, 16 * MiB, dtype=np.uint8)
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                for offset in range(0, scratch, len(block)):
+                    f.write(memoryview(block)[: min(len(block), scratch - offset)])
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            self.close()
+            raise
+        self._cached = True
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+    def pageable(self) -> Device | None:
+        # CPU and CUDA copies take any host address; Vulkan copies only from its own mapped memory.
+        backend = type(self.device).__module__.rsplit(".", 1)[-1]
+        return PageableStaging(self.device) if backend in ("cpu", "cuda") else None
+
+    def memcpy(self, threads: int, nbytes: int) -> float:
+        pairs = [(np.ones(nbytes, np.uint8), np.ones(nbytes, np.uint8)) for _ in range(threads)]  # touched
+        start = threading.Barrier(threads + 1)
+
+        def copy(src, dst):
+            start.wait()
+            np.copyto(dst, src)  # releases the GIL
+
+        workers = [threading.Thread(target=copy, args=pair) for pair in pairs]
+        for w in workers:
+            w.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for w in workers:
+            w.join()
+        return time.perf_counter() - t0
+
+    def host_capacity(self) -> int:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+    @contextmanager
+    def source(self, cold: bool) -> Iterator[tuple[HalFile, SourceInfo]]:
+        from halsim import pagecache
+
+        if self.path is None:
+            raise RuntimeError("open() the target before measuring files")
+        if cold:
+            pagecache.drop(self.path)
+            self._cached = False
+        elif not self._cached:
+            pagecache.warm(self.path)
+            self._cached = True
+        # A fresh mapping each run: an upload maps its file afresh, page faults and all.
+        file = MappedFile(self.path)
+        try:
+            yield file, SourceInfo.of(file, page_cached=not cold)
+        finally:
+            file.close()
+        if not cold:
+            self._cached = True
+
+
+class PageableStaging(Device):
+    """A host-driven device whose staging slots are ordinary numpy memory instead of pinned memory."""
+
+    def __init__(self, inner: Device):
+        self.inner = inner
+        self.name = inner.name
+        self.caps = inner.caps
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def wait(self, pending, timeout=None):
+        return self.inner.wait(pending, timeout)
+
+    def open(self, plan, file, trace, index=0, faults=None):
+        execution = self.inner.open(plan, file, trace, index, faults)
+        held: list[np.ndarray] = []
+
+        def alloc_staging(slots: int, slot_bytes: int) -> list[memoryview]:
+            held[:] = [np.ones(slot_bytes, np.uint8) for _ in range(slots)]  # touched: no first-use faults
+            return [memoryview(a) for a in held]
+
+        execution.alloc_staging = alloc_staging
+        execution.free_staging = held.clear
+        return execution
+
+
+def target_for(device: "str | Device", directory: "str | os.PathLike | None" = None) -> Target:
+    """The target that measures ``device`` (a name such as ``cpu`` or ``sim:h100-pcie5``, or a Device)."""
+    from halsim.registry import get_device
+    from halsim.sim import SimDevice
+
+    if isinstance(device, str):
+        device = get_device(device)
+    return SimTarget(device) if isinstance(device, SimDevice) else DeviceTarget(device, directory)
+
+
+# ---------------------------------------------------------------- running one probe
+
+
+def _spans(trace: Trace, lane: str, op: str) -> list:
+    return [s for s in trace.spans if s.lane.startswith(lane) and s.op == op]
+
+
+def _wall(spans) -> float:
+    return max(s.end for s in spans) - min(s.start for s in spans)
+
+
+def _overlap(spans) -> float:
+    """How many spans run at the middle of the median span: the concurrency actually reached."""
+    counts = [sum(1 for o in spans if o.start < (s.start + s.end) / 2 < o.end) for s in spans]
+    return float(statistics.median(counts))
+
+
+def _engine_run(plan: Plan, file, device: Device, mode: str) -> Trace:
+    result = Engine(mode).run(plan, file, [device])
+    result.free()
+    return result.trace
+
+
+def run_probe(target: Target, probe: Probe) -> dict[str, float]:
+    """Run ``probe`` once on ``target``; its readings in seconds (``overlap``: a count)."""
+    bench = probe.bench
+    if bench == "memcpy":
+        return {"memcpy": target.memcpy(probe.width, probe.size)}
+    if bench in ("h2d", "d2h", "pageable"):
+        device = target.pageable() if bench == "pageable" else target.device
+        trace = _engine_run(copy_plan(probe), None, device, "serial")
+        op = "copy_back" if bench == "d2h" else "copy"
+        return {bench: statistics.median(s.seconds for s in _spans(trace, "copy/", op))}
+    if bench == "copies":
+        spans = _spans(_engine_run(copy_plan(probe), None, target.device, "overlapped"), "copy/", "copy")
+        return {"copies": _wall(spans), "overlap": _overlap(spans)}
+    if bench == "pin":
+        device = target.device
+        execution = device.open(pool_plan(probe), None, Trace(), 0)
+        start = device.now()
+        execution.allocate()
+        seconds = device.now() - start
+        execution.release(keep_buffers=False)
+        return {"pin": seconds}
+    if bench == "import":
+        with target.source(cold=False) as (file, source):
+            in_place = target.device.caps.import_in_place
+            trace = _engine_run(import_plan(probe, source, in_place), file, target.device, "serial")
+        return {op: statistics.median(s.seconds for s in _spans(trace, "import/", op)) for op in ("import", "unimport")}
+    if bench in ("read", "cold"):
+        with target.source(cold=bench == "cold") as (file, source):
+            mode = "serial" if probe.width == 1 else "overlapped"
+            spans = _spans(_engine_run(read_plan(probe, source), file, target.device, mode), "read/", "read")
+        if probe.width > 1:
+            return {bench: _wall(spans)}  # several readers: how long reading it all took
+        # One reader: the time of one request. Cold requests are uneven (readahead serves some
+        # while others wait for the drive), so the mean — what a run pays per request — not the median.
+        times = [s.seconds for s in spans]
+        return {bench: statistics.fmean(times) if bench == "cold" else statistics.median(times)}
+    raise ValueError(f"unknown benchmark {bench!r}")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measurement:
+    """Every sample of one probe: ``samples[reading]`` holds one value per repeat."""
+
+    probe: Probe
+    samples: dict[str, list[float]]
+
+    def value(self, reading: str | None = None) -> float:
+        return statistics.median(self.samples[reading or self.probe.readings[0]])
+
+    def spread(self, reading: str | None = None) -> float:
+        """Half the range of the repeats, relative to their median (0 for one sample)."""
+        values = self.samples[reading or self.probe.readings[0]]
+        middle = statistics.median(values)
+        return (max(values) - min(values)) / 2 / middle if middle else 0.0
+
+
+@dataclass
+class Measurements:
+    """What :func:`measure` saw on one device; :func:`halsim.fit.fit_platform` turns it into a Platform."""
+
+    device: str
+    caps: DeviceCaps
+    host_capacity: int
+    simulated: bool
+    config: Config
+    points: list[Measurement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    host: str = ""  # machine and CPU, for the record
+    when: str = ""
+
+    def of(self, bench: str) -> list[Measurement]:
+        return [m for m in self.points if m.probe.bench == bench]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "caps": self.caps.model_dump(), "host_capacity": self.host_capacity,
+                "simulated": self.simulated, "config": dataclasses.asdict(self.config), "host": self.host,
+                "when": self.when, "notes": list(self.notes),
+                "points": [{"probe": dataclasses.asdict(m.probe), "samples": m.samples} for m in self.points]}
+
+
+def host_description() -> str:
+    cpu = _platform.processor() or _platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{_platform.node()}: {cpu}, {os.cpu_count()} cores"
+
+
+def measure(target: Target, config: Config | None = None, progress: ProgressFn | None = None) -> Measurements:
+    """Run every probe on ``target`` (``Config.quick()`` unless told); repeats only on real devices."""
+    from halsim.pagecache import ColdUnavailable
+
+    config = config or Config.quick()
+    caps = target.device.caps
+    todo = list(dict.fromkeys(probes(config, caps, pageable=target.pageable() is not None)))
+    repeats = 1 if target.simulated else config.repeats
+    result = Measurements(target.device.name, caps, target.host_capacity(), target.simulated, config,
+                          host="simulated" if target.simulated else host_description(),
+                          when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+    total = len(todo) * repeats
+    samples: dict[Probe, dict[str, list[float]]] = {probe: {} for probe in todo}
+    skip: set[str] = set()
+    done = 0
+    target.open(config.scratch)
+    try:
+        # Round after round over every probe, not one probe repeated: a burst of load from
+        # elsewhere then spoils one sample of many probes, and the medians drop it.
+        for round_ in range(repeats):
+            warmed: set[str] = set()
+            for probe in todo:
+                done += 1
+                if probe.bench in skip:
+                    continue
+                if progress:
+                    progress(done - 1, total, probe.label)
+                try:
+                    if round_ == 0 and not target.simulated and probe.bench not in warmed:
+                        run_probe(target, probe)  # first runs pay for threads, code paths, lazy driver setup
+                        warmed.add(probe.bench)
+                    for name, value in run_probe(target, probe).items():
+                        samples[probe].setdefault(name, []).append(value)
+                except ColdUnavailable as err:
+                    result.notes.append(f"cold reads not measured: {err}")
+                    skip.add(probe.bench)
+    finally:
+        target.close()
+    result.points = [Measurement(probe, got) for probe, got in samples.items() if got and probe.bench not in skip]
+    if progress:
+        progress(total, total, "done")
+    return result
+
+
+def predict(platform: "Platform", probe: Probe, scratch: int) -> dict[str, float]:
+    """What the simulator, on ``platform``, reads off ``probe``."""
+    return run_probe(SimTarget.of(platform, scratch), probe)
+
+
+# ---------------------------------------------------------------- measure and fit
+
+
+@dataclass
+class Calibration:
+    """A fitted platform, each parameter with its error, and how well it reproduces every microbenchmark."""
+
+    platform: "Platform"
+    fitted: list["Fitted"]
+    checks: list[tuple[Measurement, float]]  # (measured, the fitted platform's prediction of it)
+    measurements: Measurements
+    notes: list[str] = field(default_factory=list)
+
+    def parameter(self, path: str) -> "Fitted":
+        return next(f for f in self.fitted if f.path == path)
+
+    def to_toml(self) -> str:
+        """The platform as TOML, each fitted value annotated with its error."""
+        from halsim.fit import annotate_toml
+
+        m = self.measurements
+        header = [f"# Calibrated by `halsim calibrate` on {m.device} ({m.host}), {m.when}.",
+                  "# Each value: +- its standard error where a fit gives one; 'residual' is the rms error",
+                  "# of the simulator, with these values, on the microbenchmarks that set it."]
+        header += [f"# note: {n}" for n in self.notes]
+        return "\n".join(header) + "\n" + annotate_toml(self.platform.to_toml(), self.fitted)
+
+    def save(self, path: "str | os.PathLike") -> Path:
+        path = Path(path)
+        path.write_text(self.to_toml())
+        return path
+
+    def table(self):
+        """A rich Table: parameter, value, error, residual, what set it."""
+        from halsim.fit import fitted_table
+
+        return fitted_table(self.fitted, title=f"calibrated {self.platform.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"platform": self.platform.model_dump(), "toml": self.to_toml(),
+                "fitted": [dataclasses.asdict(f) for f in self.fitted],
+                "checks": [{"probe": m.probe.label, "measured": m.value(), "spread": m.spread(), "predicted": p}
+                           for m, p in self.checks],
+                "measurements": self.measurements.to_dict(), "notes": list(self.notes)}
+
+
+def calibrate(device: "str | Device", config: Config | None = None, *, progress: ProgressFn | None = None,
+              scratch_dir: "str | os.PathLike | None" = None, name: str | None = None) -> Calibration:
+    """Measure ``device`` and fit a Platform to it."""
+    from halsim.fit import fit_platform
+
+    target = target_for(device, scratch_dir)
+    measured = measure(target, config, progress)
+    return fit_platform(measured, name=name)
+
+
+__all__ = ["Config", "Probe", "probes", "Target", "SimTarget", "DeviceTarget", "PageableStaging", "target_for",
+           "run_probe", "Measurement", "Measurements", "measure", "predict", "Calibration", "calibrate",
+           "copy_plan", "read_plan", "import_plan", "pool_plan"]

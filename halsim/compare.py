@@ -1,0 +1,372 @@
+"""Predicted against measured: each policy in the simulator and on a device, on the same file.
+
+:func:`compare` simulates every case (a policy, warm or cold) on a Platform —
+normally one ``halsim calibrate`` fitted to this device — and uploads the file
+for real ``repeat`` times, then reports, per case, the predicted and the
+median measured seconds, the error, the spread of the real runs, and peak
+staging on both sides; over all cases, the median and worst error and whether
+the simulator ranks the cases in the hardware's order.
+
+Real runs go round after round over the cases (not one case repeated), so a
+burst of load from elsewhere spoils one sample of many cases and the medians
+drop it. Cold cases drop the file from the page cache before each run
+(:mod:`halsim.pagecache`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from halsim.device import Device
+from halsim.platform import Platform, load_platform
+from halsim.policies import Policy, parse_policy
+from halsim.report import Report
+from halsim.trace import Trace
+from halsim.units import format_size
+
+ProgressFn = Callable[[int, int, str], None]  # (runs done, runs in all, what runs now)
+
+# Lanes of steps, which sim and real share; the simulator's resource lanes
+# (storage, memcpy, link/...) have no real counterpart.
+STEP_LANES = ("alloc/", "read/", "write/", "direct/", "import/", "copy/")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One policy on the file, from the page cache (warm) or from the drive (cold)."""
+
+    policy: Policy
+    cold: bool = False
+    name: str = ""  # how the user wrote the policy (the canonical spec spells out every default)
+
+    @property
+    def label(self) -> str:
+        return (self.name or self.policy.spec()) + (" (cold)" if self.cold else "")
+
+
+def cases(policies: Sequence["str | Policy"], cache: str = "warm") -> list[Case]:
+    """Each policy warm, cold, or ``both``."""
+    if cache not in ("warm", "cold", "both"):
+        raise ValueError(f"cache must be warm, cold or both, not {cache!r}")
+    temperatures = {"warm": (False,), "cold": (True,), "both": (False, True)}[cache]
+    return [Case(parse_policy(p), cold, p if isinstance(p, str) else "") for p in policies for cold in temperatures]
+
+
+def _error(error: float) -> str:
+    return f"{error:+.1%}" if abs(error) < 1 else f"{error:+.0%}"
+
+
+@dataclass
+class Row:
+    case: Case
+    predicted: Report
+    measured: list[Report]  # one per repeat, in order
+
+    @property
+    def predicted_seconds(self) -> float:
+        return self.predicted.seconds
+
+    @property
+    def seconds(self) -> float:
+        """Median measured seconds."""
+        return statistics.median(r.seconds for r in self.measured)
+
+    @property
+    def spread(self) -> float:
+        """Half the range of the repeated real runs, relative to their median."""
+        values = [r.seconds for r in self.measured]
+        return (max(values) - min(values)) / 2 / self.seconds if self.seconds else 0.0
+
+    @property
+    def error(self) -> float:
+        """(predicted - measured) / measured."""
+        return (self.predicted_seconds - self.seconds) / self.seconds if self.seconds else float("inf")
+
+    @property
+    def median_run(self) -> Report:
+        """The real run whose time is the median (its trace stands for the case)."""
+        ordered = sorted(self.measured, key=lambda r: r.seconds)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def same_policy(self) -> bool:
+        """Whether sim and device ran the same policy (after fallbacks)."""
+        return all(r.policy == self.predicted.policy for r in self.measured)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case": self.case.label, "policy": self.case.policy.spec(), "cold": self.case.cold,
+                "ran": self.predicted.policy, "ran_real": self.median_run.policy,
+                "predicted_seconds": self.predicted_seconds, "measured_seconds": self.seconds,
+                "measured_runs": [r.seconds for r in self.measured], "spread": self.spread, "error": self.error,
+                "predicted_peak_staging": self.predicted.peak_staging_bytes,
+                "measured_peak_staging": self.median_run.peak_staging_bytes}
+
+
+@dataclass
+class Ranking:
+    same_order: bool
+    tau: float  # Kendall's tau: 1 = same order, -1 = reversed
+    swapped: list[tuple[str, str, bool]]  # (faster in sim, faster for real, within the real runs' spread)
+
+    @property
+    def swapped_beyond_noise(self) -> int:
+        return sum(1 for *_, noise in self.swapped if not noise)
+
+
+def rank(rows: Sequence[Row]) -> Ranking:
+    """Does the simulator order the cases as the device does?"""
+    n = len(rows)
+    concordant = discordant = 0
+    swapped = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = rows[i], rows[j]
+            dp = a.predicted_seconds - b.predicted_seconds
+            dm = a.seconds - b.seconds
+            if dp * dm > 0:
+                concordant += 1
+            elif dp * dm < 0:
+                discordant += 1
+                sim_first = a if dp < 0 else b
+                real_first = a if dm < 0 else b
+                noise = abs(dm) <= a.spread * a.seconds + b.spread * b.seconds
+                swapped.append((sim_first.case.label, real_first.case.label, noise))
+    pairs = n * (n - 1) / 2
+    tau = (concordant - discordant) / pairs if pairs else 1.0
+    return Ranking(discordant == 0, tau, swapped)
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    device: str
+    platform: str
+    file: str
+    file_bytes: int
+    repeat: int
+    mode: str
+    host: str = ""
+    when: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[float]:
+        return [abs(r.error) for r in self.rows]
+
+    @property
+    def median_error(self) -> float:
+        return statistics.median(self.errors) if self.rows else 0.0
+
+    @property
+    def worst_error(self) -> float:
+        return max(self.errors, default=0.0)
+
+    @property
+    def ranking(self) -> Ranking:
+        return rank(self.rows)
+
+    def summary(self) -> str:
+        ranking = self.ranking
+        order = "same order" if ranking.same_order else (
+            f"{len(ranking.swapped)} pair(s) swapped, {ranking.swapped_beyond_noise} beyond the spread of real runs")
+        return (f"median |error| {self.median_error:.1%}, worst {self.worst_error:.1%}; ranking: {order} "
+                f"(Kendall tau {ranking.tau:.2f})")
+
+    def to_dict(self) -> dict[str, Any]:
+        ranking = self.ranking
+        return {"device": self.device, "platform": self.platform, "file": self.file, "file_bytes": self.file_bytes,
+                "repeat": self.repeat, "mode": self.mode, "host": self.host, "when": self.when,
+                "rows": [r.to_dict() for r in self.rows], "median_abs_error": self.median_error,
+                "worst_abs_error": self.worst_error, "same_order": ranking.same_order, "kendall_tau": ranking.tau,
+                "swapped": [{"sim_faster": a, "real_faster": b, "within_spread": n} for a, b, n in ranking.swapped],
+                "notes": list(self.notes)}
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def markdown(self) -> str:
+        """The table as Markdown (for docs/fidelity.md)."""
+        lines = ["| case | predicted s | measured s (median) | spread | error | peak staging sim / real |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for r in self.rows:
+            ran = "" if r.predicted.policy == r.case.policy.spec() else f" → {r.predicted.policy}"
+            lines.append(f"| `{r.case.label}`{ran} | {r.predicted_seconds:.4f} | {r.seconds:.4f} | ±{r.spread:.0%} | "
+                         f"{_error(r.error)} | {format_size(r.predicted.peak_staging_bytes)} / "
+                         f"{format_size(r.median_run.peak_staging_bytes)} |")
+        lines += ["", self.summary() + "."]
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+    def table(self):
+        """A rich Table of the cases."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.device} vs {self.platform}: {Path(self.file).name} "
+                            f"({format_size(self.file_bytes)}), {self.repeat} real run(s) each", title_justify="left")
+        for column in ("case", "sim s", "real s", "spread", "error", "staging sim", "staging real"):
+            if column == "case":
+                table.add_column(column, overflow="fold")  # a long spec wraps; it is never cut
+            else:
+                table.add_column(column, justify="right", no_wrap=True)
+        for r in self.rows:
+            label = r.case.label if r.predicted.policy == r.case.policy.spec() else \
+                f"{r.case.label} → {r.predicted.policy}"
+            colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.15 else "red"
+            table.add_row(label, f"{r.predicted_seconds:.4f}", f"{r.seconds:.4f}", f"±{r.spread:.0%}",
+                          f"[{colour}]{_error(r.error)}[/]", format_size(r.predicted.peak_staging_bytes),
+                          format_size(r.median_run.peak_staging_bytes))
+        return table
+
+    def traces(self) -> dict[str, Trace]:
+        """Simulated and real trace of every case, labelled for Perfetto (one process each)."""
+        out: dict[str, Trace] = {}
+        for r in self.rows:
+            out[f"sim · {r.case.label}"] = r.predicted.trace
+            out[f"real · {r.case.label}"] = reader_lanes_in_order(r.median_run.trace)
+        return out
+
+    def write_perfetto(self, path: "str | os.PathLike") -> Path:
+        from halsim.perfetto import write_perfetto
+
+        return write_perfetto(self.traces(), path)
+
+    def plot(self, path: "str | os.PathLike") -> Path:
+        """PNG: each case's simulated timeline above its real one, lane for lane, on one time axis."""
+        return plot_pairs([(r.case.label, r.predicted.trace, reader_lanes_in_order(r.median_run.trace))
+                           for r in self.rows], path)
+
+
+def reader_lanes_in_order(trace: Trace) -> Trace:
+    """The trace with its reader lanes renamed ``read/0``, ``read/1``... in order of first use.
+
+    A real device names a reader lane after its worker thread, whose number
+    counts every worker of the run (copy queues too); the simulator numbers
+    readers from 0. Renaming lines the two up lane for lane.
+    """
+    first: dict[str, float] = {}
+    for s in trace.spans:
+        if s.lane.startswith("read/"):
+            first[s.lane] = min(first.get(s.lane, s.start), s.start)
+    names = {lane: f"read/{k}" for k, lane in enumerate(sorted(first, key=lambda lane: (first[lane], lane)))}
+    if all(old == new for old, new in names.items()):
+        return trace
+    spans = [dataclasses.replace(s, lane=names.get(s.lane, s.lane)) for s in trace.spans]
+    return Trace(trace.origin, spans, trace.counters, trace.meta)
+
+
+def plot_pairs(pairs: Sequence[tuple[str, Trace, Trace]], path: "str | os.PathLike") -> Path:
+    from halsim.plotting import _OP_COLOURS, _lane_order, _pyplot, _time_unit
+
+    plt = _pyplot()
+    path = Path(path)
+    heights = []
+    layouts = []
+    for label, sim, real in pairs:
+        lanes = sorted({s.lane for t in (sim, real) for s in t.spans if s.lane.startswith(STEP_LANES)},
+                       key=_lane_order)
+        layouts.append(lanes)
+        heights += [max(len(lanes), 1) * 0.25 + 0.6] * 2
+    fig, axes = plt.subplots(len(heights), 1, figsize=(9, sum(heights) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for k, ((label, sim, real), lanes) in enumerate(zip(pairs, layouts)):
+        end = max(sim.end, real.end) or 1.0
+        scale, unit = _time_unit(end)
+        row = {lane: i for i, lane in enumerate(lanes)}
+        for side, (name, trace) in enumerate((("sim", sim), ("real", real))):
+            ax = axes[2 * k + side][0]
+            bars: dict[tuple[int, str], list[tuple[float, float]]] = {}
+            for s in trace.spans:
+                if s.lane in row:
+                    width = max(s.seconds, end * 1e-3) * scale  # a bind still shows
+                    bars.setdefault((row[s.lane], s.op), []).append((s.start * scale, width))
+            for (y, op), spans in bars.items():
+                ax.broken_barh(spans, (y - 0.4, 0.8), facecolors=_OP_COLOURS.get(op, "#999999"), linewidth=0)
+            ax.set_yticks(range(len(lanes)), lanes, fontsize=6)
+            ax.set_ylim(len(lanes) - 0.5, -0.5)
+            ax.set_xlim(0, end * scale)
+            ax.grid(axis="x", alpha=0.3)
+            ax.set_title(f"{name} · {label}: {trace.end:.4g} s", fontsize=8, loc="left")
+            ax.set_xlabel(f"time ({unit})", fontsize=7) if side == 1 else ax.tick_params(labelbottom=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def compare(
+    path: "str | os.PathLike",
+    device: "str | Device",
+    platform: "str | os.PathLike | Platform",
+    runs: Sequence["Case | str | Policy"],
+    *,
+    repeat: int = 3,
+    mode: str = "overlapped",
+    warmup: bool = True,
+    progress: ProgressFn | None = None,
+) -> Comparison:
+    """Simulate and run every case on ``path``; ``runs`` are Cases or policies (warm)."""
+    import halsim
+    from halsim import pagecache
+    from halsim.calibrate import host_description
+    from halsim.registry import get_device
+
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    target = get_device(device) if isinstance(device, str) else device
+    spec = load_platform(platform)
+    todo = [r if isinstance(r, Case) else Case(parse_policy(r), name=r if isinstance(r, str) else "") for r in runs]
+    if not todo:
+        raise ValueError("nothing to compare: give at least one policy")
+    predicted = [halsim.simulate(path, spec, c.policy, page_cached=not c.cold, mode=mode) for c in todo]
+    measured: list[list[Report]] = [[] for _ in todo]
+    notes: list[str] = []
+    cached = False
+    total = len(todo) * (repeat + (1 if warmup else 0))
+    done = 0
+
+    def run(case: Case) -> Report:
+        nonlocal cached
+        if case.cold:
+            pagecache.drop(path)
+            cached = False
+        elif not cached:
+            pagecache.warm(path)
+            cached = True
+        with halsim.upload(path, target, case.policy, mode=mode) as done_upload:
+            report = done_upload.report
+        cached = True  # whatever was read is in the cache now
+        return report
+
+    # Round 0 (optional) warms code paths, threads and drivers for each case; its runs are dropped.
+    for round_ in range(-1 if warmup else 0, repeat):
+        for k, case in enumerate(todo):
+            if progress:
+                progress(done, total, case.label)
+            report = run(case) if not (round_ < 0 and case.cold) else run(Case(case.policy))  # warm-ups: warm
+            if round_ >= 0:
+                measured[k].append(report)
+            done += 1
+    if progress:
+        progress(total, total, "done")
+    rows = [Row(c, p, m) for c, p, m in zip(todo, predicted, measured)]
+    for r in rows:
+        if not r.same_policy:
+            notes.append(f"{r.case.label}: the simulator ran {r.predicted.policy}, the device "
+                         f"{r.median_run.policy} (the platform's caps differ from the device's)")
+    return Comparison(rows, target.name, spec.name, path, os.path.getsize(path), repeat, mode,
+                      host=host_description(),
+                      when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), notes=notes)
+
+
+__all__ = ["Case", "cases", "Row", "Ranking", "rank", "Comparison", "compare", "plot_pairs", "STEP_LANES",
+           "reader_lanes_in_order"]

@@ -1,0 +1,440 @@
+"""Fitting a Platform to microbenchmark measurements, each parameter with its error.
+
+Two kinds of fit:
+
+* **Linear** where the simulator's model is a line: a copy step takes
+  ``overhead + bytes / bandwidth``, a warm read ``bytes / page_cache_bandwidth``,
+  a cold read ``latency + bytes / rate``, a staging pool ``slots * pin_per_call
+  + bytes / pin_bandwidth``, an import ``register_per_call + bytes /
+  register_bandwidth``. Weighted least squares on *relative* residuals (times
+  span three orders of magnitude over chunk sizes; plain least squares would
+  fit only the largest), with the standard error of each coefficient.
+* **By simulation** where flows share a resource: ``total_bandwidth`` (host
+  memory under several memcpy threads and readers) and the drive's
+  ``bandwidth`` (cold reads by several readers). A 1-D search picks the value
+  whose simulation of those very microbenchmarks best matches the
+  measurements (least squares of log time ratios).
+
+Finally every microbenchmark is simulated on the fitted platform: a
+parameter's *residual* is the rms relative error on the benchmarks that set
+it — the honest measure of how well the model fits this device, where the
+standard error only says how well the data pin the value down.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from halsim.calibrate import Calibration, Measurement, Measurements, predict
+from halsim.platform import Gpu, HostMemory, Link, Platform, Storage
+
+# A rate that stands in for "no measurable cost per byte" (1 PB/s): the model needs a number.
+UNMEASURABLE_RATE = 1e15
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """One Platform parameter: ``path`` is ``section.field`` (``link.h2d``)."""
+
+    path: str
+    value: float
+    error: float | None  # relative standard error of the value; None where no fit gives one
+    residual: float | None  # rms relative error of the simulator on the benchmarks that set it
+    source: str  # which microbenchmarks set it
+    measured: bool = True  # False: nothing here constrains it; the value stands in
+    note: str = ""
+    lower_bound: bool = False  # the measurements only show it is at least ``value``
+
+
+# ---------------------------------------------------------------- the two fits
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    coef: np.ndarray
+    stderr: np.ndarray
+    residual: float  # rms relative residual
+
+
+def linear_fit(rows: Sequence[Sequence[float]], y: Sequence[float]) -> LinearFit:
+    """Least squares of ``y ~ rows @ coef`` on relative residuals, with standard errors."""
+    X = np.asarray(rows, dtype=float)
+    y = np.asarray(y, dtype=float)
+    # Weight 1/y; a zero time (a simulated free step) gets the weight of a small one.
+    floor = max(float(np.max(np.abs(y))) * 1e-3, 1e-300)
+    w = 1.0 / np.maximum(np.abs(y), floor)
+    A = X * w[:, None]
+    b = y * w
+    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
+    r = A @ coef - b
+    n, p = A.shape
+    s2 = float(r @ r) / (n - p) if n > p else 0.0
+    try:
+        cov = s2 * np.linalg.pinv(A.T @ A)
+        stderr = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    except np.linalg.LinAlgError:  # pragma: no cover - pinv does not fail on finite input
+        stderr = np.full(p, np.inf)
+    return LinearFit(coef, stderr, float(np.sqrt(np.mean(r**2))) if n else 0.0)
+
+
+def search_fit(loss: Callable[[float], float], lo: float, hi: float, points: int = 40,
+               iterations: int = 40) -> tuple[float, bool]:
+    """The ``x`` in ``[lo, hi]`` minimising ``loss``: a log-spaced grid, then golden section.
+
+    Returns ``(x, bounded)``; ``bounded`` is False when the loss is flat from
+    ``x`` up to ``hi`` (no measurement limited by ``x``: it is a lower bound).
+    """
+    grid = np.geomspace(lo, hi, points)
+    values = [loss(float(x)) for x in grid]
+    best = min(values)
+    tolerance = 1e-12 + 1e-6 * best
+    i = next(k for k, v in enumerate(values) if v <= best + tolerance)
+    if values[-1] <= best + tolerance and i < points - 1:
+        if i == 0:
+            return float(grid[0]), False
+        # Flat from here up: the data say only "at least this much". Find where the flat part starts.
+        a, b = math.log(grid[i - 1]), math.log(grid[i])
+        for _ in range(iterations):
+            middle = (a + b) / 2
+            a, b = (a, middle) if loss(math.exp(middle)) <= best + tolerance else (middle, b)
+        return math.exp(b), False
+    a, b = math.log(grid[max(i - 1, 0)]), math.log(grid[min(i + 1, points - 1)])
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = loss(math.exp(c)), loss(math.exp(d))
+    for _ in range(iterations):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = loss(math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = loss(math.exp(d))
+    x = math.exp((a + b) / 2)
+    return (x, True) if loss(x) <= best + tolerance else (float(grid[i]), True)
+
+
+def search_error(loss: Callable[[float], float], x: float, n: int) -> float | None:
+    """Relative standard error of a search fit's ``x`` from the loss's curvature in ``log x``.
+
+    For least squares in logs, var(log x) ~ 2 s^2 / L'' with s^2 = L / (n - 1).
+    """
+    if n < 2:
+        return None
+    h = 0.02
+    at, up, down = loss(x), loss(x * math.exp(h)), loss(x * math.exp(-h))
+    curvature = (up - 2 * at + down) / h**2
+    if curvature <= 0:
+        return None
+    return math.sqrt(2 * at / (n - 1) / curvature)
+
+
+def _log_loss(pairs: Sequence[tuple[float, float]]) -> float:
+    return sum(math.log(p / m) ** 2 for p, m in pairs if p > 0 and m > 0)
+
+
+# ---------------------------------------------------------------- rounding for humans
+
+
+def _round_rate(value: float) -> float:
+    """Four significant digits in GB/s, so the TOML says ``5.432GB/s`` and reads back exactly."""
+    return float(f"{value / 1e9:.4g}") * 1000**3
+
+
+def _round_seconds(value: float) -> float:
+    return float(f"{value / 1e-6:.4g}") * 1e-6 if value > 0 else 0.0
+
+
+# ---------------------------------------------------------------- the platform
+
+
+class _Params:
+    """Parameter values as they are fitted, and how each was set."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float | None] = {}
+        self.info: dict[str, dict] = {}
+
+    def set(self, path: str, value: float | None, *, error: float | None = None, source: str = "",
+            measured: bool = True, note: str = "", lower_bound: bool = False) -> None:
+        if value is not None:
+            value = _round_seconds(value) if path in _DURATIONS else _round_rate(value) if path in _RATES else value
+        self.values[path] = value
+        self.info[path] = {"error": error, "source": source, "measured": measured, "note": note,
+                           "lower_bound": lower_bound}
+
+
+_RATES = {"storage.bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
+          "host.pin_bandwidth", "host.register_bandwidth", "link.h2d", "link.d2h", "link.pageable"}
+_DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", "link.overhead"}
+
+
+def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
+    caps = m.caps
+    link = "link"
+    return Platform(
+        name=name,
+        description=f"calibrated from {m.device} ({m.host}) on {m.when[:10]}",
+        storage=Storage(name="storage", bandwidth=v["storage.bandwidth"], latency=v["storage.latency"],
+                        page_cache_bandwidth=v["storage.page_cache_bandwidth"]),
+        host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
+                        capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
+                        pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
+                        register_per_call=v["host.register_per_call"]),
+        links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
+                    pageable=v.get("link.pageable")),),
+        gpus=(Gpu(name=m.device, kind="dedicated" if caps.kind == "dedicated" else "integrated",
+                  memory=min(caps.memory_bytes, m.host_capacity) if caps.kind != "dedicated" else caps.memory_bytes,
+                  copy_engines=int(v["gpu.copy_engines"]), import_alignment=caps.import_alignment,
+                  can_import=caps.can_import_host, direct_storage=caps.direct_storage, link=link),),
+    )
+
+
+# Provisional values for parameters not fitted yet (a later step sets each): they
+# only have to let the simulator run the benchmarks of the parameter being fitted.
+_PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
+                "host.pin_bandwidth": UNMEASURABLE_RATE, "host.pin_per_call": 0.0,
+                "host.register_bandwidth": UNMEASURABLE_RATE, "host.register_per_call": 0.0,
+                "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1}
+
+
+def _rate(path: str, fit: LinearFit, k: int, p: _Params, source: str, what: str) -> None:
+    """Set a bandwidth from the slope (seconds per byte) in ``fit.coef[k]``."""
+    slope, err = float(fit.coef[k]), float(fit.stderr[k])
+    if slope > 0 and slope > 2 * err:
+        p.set(path, 1.0 / slope, error=err / slope, source=source)
+    else:
+        p.set(path, UNMEASURABLE_RATE, source=source, measured=False,
+              note=f"{what} does not grow with size here")
+
+
+def _duration(path: str, fit: LinearFit, k: int, p: _Params, source: str) -> None:
+    value, err = float(fit.coef[k]), float(fit.stderr[k])
+    note = "" if value >= 0 else f"fit gave {value * 1e6:.3g} us; clamped to 0"
+    p.set(path, max(value, 0.0), error=err / value if value > 0 else None, source=source, note=note)
+
+
+def _spread_error(points: Sequence[Measurement]) -> float | None:
+    spreads = [pt.spread() for pt in points]
+    return max(spreads) if spreads else None
+
+
+def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
+    """The Platform that best reproduces ``m``, each parameter with its errors."""
+    name = name or "calibrated-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", m.device).strip("-")
+    scratch = m.config.scratch
+    p = _Params()
+    for path, value in _PROVISIONAL.items():
+        p.values[path] = value
+    notes = list(m.notes)
+
+    def platform(**override: float) -> Platform:
+        return _build(m, {**p.values, **{k.replace("__", "."): v for k, v in override.items()}}, name)
+
+    # Host memcpy, one thread.
+    one = [pt for pt in m.of("memcpy") if pt.probe.width == 1]
+    p.set("host.memcpy_per_thread", one[0].probe.size / one[0].value(), error=_spread_error(one),
+          source="memcpy, 1 thread")
+
+    # Copies: one overhead, a slope per kind of copy.
+    kinds = [k for k in ("h2d", "d2h", "pageable") if m.of(k)]
+    rows, y = [], []
+    for j, kind in enumerate(kinds):
+        for pt in m.of(kind):
+            rows.append([1.0] + [float(pt.probe.size) if i == j else 0.0 for i in range(len(kinds))])
+            y.append(pt.value())
+    copies = linear_fit(rows, y)
+    _duration("link.overhead", copies, 0, p, "copies by chunk size: intercept")
+    for j, kind in enumerate(kinds):
+        _rate(f"link.{kind}", copies, j + 1, p, f"{kind} copies by chunk size", "copy time")
+    if "pageable" not in kinds:
+        p.set("link.pageable", None, source="", measured=False,
+              note="this device has no pageable copy path; the simulator uses one memcpy thread's rate")
+
+    # Warm reads, one reader: the page cache, one thread.
+    warm = [pt for pt in m.of("read") if pt.probe.width == 1]
+    reads = linear_fit([[1.0, pt.probe.size] for pt in warm], [pt.value() for pt in warm])
+    _rate("storage.page_cache_bandwidth", reads, 1, p, "warm reads by size, 1 reader", "read time")
+    if reads.coef[0] > max(2 * reads.stderr[0], 0.02 * min(pt.value() for pt in warm)):
+        notes.append(f"a warm read costs {reads.coef[0] * 1e6:.3g} us beyond its bytes; the simulator has no "
+                     "per-read cost for cached reads, so it predicts small requests too fast")
+
+    # Host memory in all: memcpy threads and warm readers, by simulation.
+    shared = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + \
+             [pt for pt in m.of("read") if pt.probe.width > 1]
+
+    def host_loss(x: float) -> float:
+        candidate = platform(host__total_bandwidth=x)
+        return _log_loss([(predict(candidate, pt.probe, scratch)[pt.probe.bench], pt.value()) for pt in shared])
+
+    if shared:
+        peak = max(pt.probe.size * pt.probe.width / pt.value() if pt.probe.bench == "memcpy"
+                   else pt.probe.size * pt.probe.count / pt.value() for pt in shared)
+        total, bounded = search_fit(host_loss, 0.2 * peak, 40 * peak)
+        p.set("host.total_bandwidth", total, error=search_error(host_loss, total, len(shared)) if bounded else None,
+              source="memcpy threads + warm readers (sim fit)", lower_bound=not bounded,
+              note="" if bounded else "no thread count saturated host memory")
+    else:
+        p.set("host.total_bandwidth", 2 * p.values["host.memcpy_per_thread"], source="", measured=False,
+              note="one thread only: assumed twice one thread's copy")
+
+    # Cold reads: the latency from one reader, the drive's bandwidth by simulation.
+    cold = m.of("cold")
+    if cold:
+        solo = [pt for pt in cold if pt.probe.width == 1]
+        line = linear_fit([[1.0, pt.probe.size] for pt in solo], [pt.value() for pt in solo])
+        _duration("storage.latency", line, 0, p, "cold reads by size, 1 reader: intercept")
+
+        def drive_loss(x: float) -> float:
+            candidate = platform(storage__bandwidth=x)
+            return _log_loss([(predict(candidate, pt.probe, scratch)["cold"], pt.value()) for pt in cold])
+
+        peak = max(pt.probe.size * (pt.probe.count if pt.probe.width > 1 else 1) / pt.value() for pt in cold)
+        bandwidth, bounded = search_fit(drive_loss, 0.2 * peak, 40 * peak)
+        p.set("storage.bandwidth", bandwidth, error=search_error(drive_loss, bandwidth, len(cold)) if bounded else None,
+              source="cold reads by size and readers (sim fit)", lower_bound=not bounded,
+              note="" if bounded else "never the bottleneck of a cold read here")
+    else:
+        p.set("storage.latency", 0.0, measured=False, note="cold reads could not be measured")
+        p.set("storage.bandwidth", p.values["storage.page_cache_bandwidth"], measured=False,
+              note="cold reads could not be measured; set to the page cache's rate")
+
+    # Pinned staging: slots * per_call + bytes / bandwidth, beyond a run's fixed cost.
+    pins = m.of("pin")
+    pin = linear_fit([[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in pins],
+                     [pt.value() for pt in pins])
+    _duration("host.pin_per_call", pin, 1, p, "staging pools: per slot")
+    _rate("host.pin_bandwidth", pin, 2, p, "staging pools: per byte", "allocation time")
+
+    # Registration: an import costs per_call + bytes / bandwidth, an unimport per_call.
+    imports = m.of("import")
+    in_place = m.caps.import_in_place
+    if imports:
+        rows = [[1.0] + ([] if in_place else [float(pt.probe.size)]) for pt in imports]
+        rows += [[1.0] + ([] if in_place else [0.0]) for _ in imports]
+        y = [pt.value("import") for pt in imports] + [pt.value("unimport") for pt in imports]
+        register = linear_fit(rows, y)
+        _duration("host.register_per_call", register, 0, p, "imports and releases: intercept")
+        if in_place:
+            p.set("host.register_bandwidth", UNMEASURABLE_RATE, measured=False,
+                  note="imports in place: the simulator charges no per-byte cost")
+        else:
+            _rate("host.register_bandwidth", register, 1, p, "imports by window size: slope", "import time")
+    else:
+        for path in ("host.register_per_call", "host.register_bandwidth"):
+            p.set(path, p.values[path], measured=False, note="the device cannot import host memory")
+
+    # Copy engines: how many copies on different queues actually ran at once.
+    together = m.of("copies")
+    if together:
+        overlap = together[0].value("overlap")
+        engines = max(1, min(int(round(overlap)), m.caps.copy_queues))
+        p.set("gpu.copy_engines", engines, source=f"copies on {together[0].probe.width} queues: "
+              f"{overlap:g} ran at once")
+    else:
+        p.set("gpu.copy_engines", 1, measured=False, note="the device has one copy queue")
+
+    fitted_platform = platform()
+    checks = [(pt, predict(fitted_platform, pt.probe, scratch)[pt.probe.readings[0]]) for pt in m.points]
+    fitted = [Fitted(path, value, info["error"], _residual(path, checks, m), info["source"], info["measured"],
+                     info["note"], info["lower_bound"])
+              for path, info in p.info.items() if (value := p.values[path]) is not None or not info["measured"]]
+    return Calibration(fitted_platform, fitted, checks, m, notes)
+
+
+# Which benchmarks set each parameter: its residual is the simulator's error on them.
+_SETS: dict[str, Callable[[Measurement], bool]] = {
+    "host.memcpy_per_thread": lambda pt: pt.probe.bench == "memcpy" and pt.probe.width == 1,
+    "host.total_bandwidth": lambda pt: pt.probe.bench in ("memcpy", "read") and pt.probe.width > 1,
+    "storage.page_cache_bandwidth": lambda pt: pt.probe.bench == "read" and pt.probe.width == 1,
+    "storage.latency": lambda pt: pt.probe.bench == "cold" and pt.probe.width == 1,
+    "storage.bandwidth": lambda pt: pt.probe.bench == "cold",
+    "link.overhead": lambda pt: pt.probe.bench in ("h2d", "d2h", "pageable"),
+    "link.h2d": lambda pt: pt.probe.bench == "h2d",
+    "link.d2h": lambda pt: pt.probe.bench == "d2h",
+    "link.pageable": lambda pt: pt.probe.bench == "pageable",
+    "host.pin_per_call": lambda pt: pt.probe.bench == "pin",
+    "host.pin_bandwidth": lambda pt: pt.probe.bench == "pin",
+    "host.register_per_call": lambda pt: pt.probe.bench == "import",
+    "host.register_bandwidth": lambda pt: pt.probe.bench == "import",
+    "gpu.copy_engines": lambda pt: pt.probe.bench == "copies",
+}
+
+
+def _residual(path: str, checks, m: Measurements) -> float | None:
+    chosen = _SETS.get(path)
+    errors = [(predicted - pt.value()) / pt.value() for pt, predicted in checks
+              if chosen is not None and chosen(pt) and pt.value() > 0]
+    return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else None
+
+
+# ---------------------------------------------------------------- showing it
+
+
+def format_value(path: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if path in _RATES:
+        return f"{value / 1e9:.4g} GB/s"
+    if path in _DURATIONS:
+        return f"{value * 1e6:.4g} us"
+    return f"{value:g}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}" if value < 10 else ">999%"
+
+
+def fitted_table(fitted: Sequence[Fitted], title: str = "calibrated platform"):
+    """A rich Table of the fitted parameters."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("parameter", "value", "± std err", "residual", "from"):
+        table.add_column(column, justify="right" if column in ("value", "± std err", "residual") else "left",
+                         no_wrap=column != "from")
+    for f in fitted:
+        source = f.source + (f" — {f.note}" if f.note and f.source else f.note)
+        if f.measured:
+            value = ("≥ " if f.lower_bound else "") + format_value(f.path, f.value)
+        elif f.value is None or f.value == UNMEASURABLE_RATE:
+            value = "not measured"
+        else:
+            value = f"{format_value(f.path, f.value)} (not measured)"
+        table.add_row(f.path, value, _percent(f.error), _percent(f.residual), source)
+    return table
+
+
+def annotate_toml(text: str, fitted: Sequence[Fitted]) -> str:
+    """``text`` (a Platform's TOML) with a comment after each fitted value: its errors and origin."""
+    by_path = {f.path: f for f in fitted}
+    section = ""
+    lines = []
+    for line in text.splitlines():
+        header = re.match(r"^\[\[?(\w+)\]\]?$", line)
+        if header:
+            section = {"links": "link", "gpus": "gpu"}.get(header.group(1), header.group(1))
+        key = line.split("=", 1)[0].strip() if "=" in line and not header else ""
+        f = by_path.get(f"{section}.{key}")
+        if f is not None:
+            parts = [f"+-{_percent(f.error)}"] if f.error is not None else []
+            if f.residual is not None:
+                parts.append(f"residual {_percent(f.residual)}")
+            parts.append(f.source if f.measured else f"not measured: {f.note}")
+            if f.measured and f.note:
+                parts.append(f.note)
+            if f.lower_bound:
+                parts.append("a lower bound")
+            line = f"{line}  # {'; '.join(p for p in parts if p)}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Fitted", "LinearFit", "linear_fit", "search_fit", "fit_platform", "fitted_table", "annotate_toml",
+           "format_value", "UNMEASURABLE_RATE"]

@@ -1,0 +1,222 @@
+"""Calibration: the simulator recovers its own parameters; the CPU device gives a usable platform."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from halsim.calibrate import (
+    Config,
+    Probe,
+    SimTarget,
+    calibrate,
+    copy_plan,
+    import_plan,
+    measure,
+    pool_plan,
+    probes,
+    read_plan,
+    target_for,
+)
+from halsim.caps import DeviceCaps
+from halsim.cli import app
+from halsim.fit import UNMEASURABLE_RATE, annotate_toml, fitted_table, linear_fit, search_fit
+from halsim.invariants import check_plan
+from halsim.platform import list_platforms, load_platform
+from halsim.request import SourceInfo
+
+KiB, MiB = 1 << 10, 1 << 20
+
+# The CPU device in a fraction of a second: timings are noisy, the suite only checks the plumbing.
+TINY = Config(scratch=4 * MiB, copy_chunks=(64 * KiB, 256 * KiB, MiB), read_sizes=(64 * KiB, 256 * KiB, MiB),
+              cold_sizes=(256 * KiB, MiB), threads=(1, 2), thread_chunk=512 * KiB, memcpy_bytes=2 * MiB,
+              pin_slots=(1, 2), pin_bytes=(256 * KiB, MiB), import_pieces=(256 * KiB, MiB), run_bytes=2 * MiB,
+              max_steps=16, repeats=2)
+
+
+def truth(name: str) -> dict[str, float]:
+    """Each parameter calibration fits, as the platform states it (pageable: the simulator's default)."""
+    p = load_platform(name)
+    link = p.link_of(0)
+    return {
+        "storage.bandwidth": p.storage.bandwidth, "storage.latency": p.storage.latency,
+        "storage.page_cache_bandwidth": p.storage.page_cache_bandwidth,
+        "host.memcpy_per_thread": p.host.memcpy_per_thread, "host.total_bandwidth": p.host.total_bandwidth,
+        "host.pin_bandwidth": p.host.pin_bandwidth, "host.pin_per_call": p.host.pin_per_call,
+        "host.register_bandwidth": p.host.register_bandwidth, "host.register_per_call": p.host.register_per_call,
+        "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
+        "link.pageable": link.pageable or min(p.host.memcpy_per_thread, link.h2d),
+        "gpu.copy_engines": p.gpus[0].copy_engines,
+    }
+
+
+@pytest.fixture(scope="module")
+def cpu_calibration():
+    return calibrate("cpu", TINY)
+
+
+# ---------------------------------------------------------------- the key test of the fit
+
+
+@pytest.mark.parametrize("name", list_platforms())
+def test_calibrating_the_simulator_recovers_its_own_parameters(name):
+    expected = truth(name)
+    result = calibrate(f"sim:{name}", Config.quick())
+    checked = 0
+    for f in result.fitted:
+        if not f.measured:
+            continue
+        want = expected[f.path]
+        if f.lower_bound:  # the benchmarks never made it the bottleneck: only "at least" is known
+            assert f.value <= want * 1.02, f"{name}: {f.path} lower bound {f.value:g} above the truth {want:g}"
+        else:
+            assert f.value == pytest.approx(want, rel=0.02, abs=1e-9), f"{name}: {f.path}"
+            checked += 1
+    assert checked >= 10
+    # The fitted platform reproduces every microbenchmark of the platform it came from.
+    for measured, predicted in result.checks:
+        assert predicted == pytest.approx(measured.value(), rel=0.02), measured.probe.label
+
+
+def test_full_config_saturates_what_quick_cannot():
+    """With 8 readers the RAID's bandwidth binds; quick mode's 4 only bound it from below."""
+    result = calibrate("sim:dgx-h100", Config.full())
+    storage = result.parameter("storage.bandwidth")
+    assert not storage.lower_bound
+    assert storage.value == pytest.approx(truth("dgx-h100")["storage.bandwidth"], rel=0.02)
+
+
+def test_parameters_the_device_cannot_show_are_marked_not_measured():
+    result = calibrate("sim:igpu-unified", Config.quick())
+    register = result.parameter("host.register_bandwidth")  # imports in place: no per-byte cost
+    assert not register.measured and register.value == UNMEASURABLE_RATE
+    engines = result.parameter("gpu.copy_engines")  # one copy queue: nothing to overlap
+    assert not engines.measured and engines.value == 1
+
+
+# ---------------------------------------------------------------- the microbenchmarks are valid plans
+
+
+def test_benchmark_plans_that_are_uploads_in_part_keep_the_invariants():
+    # Copy and read benchmarks move bytes nobody delivers (timing only); pools and imports are regular.
+    source = SourceInfo("scratch", 16 * MiB, 4096, True)
+    for plan in (import_plan(Probe("import", MiB, 4), source, False), pool_plan(Probe("pin", MiB, 1, 4)),
+                 pool_plan(Probe("pin", 0, 0, 0))):
+        check_plan(plan)
+
+
+def test_benchmark_plans_run_on_every_kind_of_device():
+    source = SourceInfo("scratch", 16 * MiB, 4096, True)
+    copies = copy_plan(Probe("copies", MiB, 8, 2))
+    assert [s.queue for s in copies.steps] == [0, 1] * 4 and not any(s.deps for s in copies.steps)
+    reads = read_plan(Probe("read", MiB, 16, 4), source)
+    assert all(s.deps == ((s.id - 4,) if s.id >= 4 else ()) for s in reads.steps)  # four in flight, a slot each
+    assert {s.slot for s in reads.steps} == {0, 1, 2, 3} and reads.limits.readers == 4
+
+
+def test_probes_follow_the_caps():
+    caps = DeviceCaps(copy_queues=1, can_import_host=False)
+    benches = {p.bench for p in probes(Config.quick(), caps, pageable=False)}
+    assert {"copies", "import", "pageable"}.isdisjoint(benches)
+    assert {"h2d", "d2h", "memcpy", "read", "cold", "pin"} <= benches
+
+
+def test_simulated_measurements_are_one_sample_each():
+    measured = measure(SimTarget.of(load_platform("h100-pcie5")), Config.quick())
+    assert measured.simulated and measured.points
+    assert all(len(v) == 1 for m in measured.points for v in m.samples.values())
+
+
+# ---------------------------------------------------------------- fitting
+
+
+def test_linear_fit_recovers_a_line_and_its_errors():
+    sizes = [2.0**k for k in range(16, 27)]
+    exact = linear_fit([[1.0, x] for x in sizes], [3e-6 + x / 25e9 for x in sizes])
+    assert exact.coef[0] == pytest.approx(3e-6) and 1 / exact.coef[1] == pytest.approx(25e9)
+    assert exact.residual < 1e-9
+    noisy = linear_fit([[1.0, x] for x in sizes], [(3e-6 + x / 25e9) * (1 + 0.05 * (-1) ** i)
+                                                   for i, x in enumerate(sizes)])
+    assert 0 < noisy.stderr[1] / noisy.coef[1] < 0.2
+    assert noisy.residual == pytest.approx(0.05, rel=0.3)
+
+
+def test_search_fit_finds_a_minimum_and_flags_a_lower_bound():
+    x, bounded = search_fit(lambda v: math.log(v / 7e9) ** 2, 1e9, 1e11)
+    assert bounded and x == pytest.approx(7e9, rel=1e-4)
+    x, bounded = search_fit(lambda v: math.log(min(v, 5e9) / 5e9) ** 2, 1e9, 1e11)  # flat above 5e9
+    assert not bounded and x == pytest.approx(5e9, rel=1e-4)
+
+
+# ---------------------------------------------------------------- the CPU device
+
+
+def test_cpu_calibration_gives_a_platform(cpu_calibration):
+    result = cpu_calibration
+    platform = result.platform
+    assert platform.gpus[0].kind == "integrated"  # the CPU's "device memory" is host memory
+    assert platform.gpus[0].can_import and platform.gpus[0].direct_storage
+    for f in result.fitted:
+        if f.value is not None:
+            assert math.isfinite(f.value) and f.value >= 0, f.path
+        assert f.residual is None or math.isfinite(f.residual)
+    assert {m.probe.bench for m in result.measurements.points} >= {"memcpy", "h2d", "d2h", "pageable", "read", "pin",
+                                                                    "import"}
+    assert all(len(v) == TINY.repeats for m in result.measurements.points for v in m.samples.values())
+    fitted_table(result.fitted)  # renders
+
+
+def test_toml_round_trip(cpu_calibration, tmp_path):
+    path = cpu_calibration.save(tmp_path / "cpu.toml")
+    text = path.read_text()
+    assert "# Calibrated by `halsim calibrate` on cpu" in text and "residual" in text
+    assert load_platform(path) == cpu_calibration.platform
+
+
+def test_annotations_are_comments_only():
+    result = calibrate("sim:h100-pcie5", Config.quick())
+    text = result.platform.to_toml()
+    annotated = annotate_toml(text, result.fitted)
+    assert [line.split("  #")[0] for line in annotated.splitlines()] == text.splitlines()
+
+
+def test_cold_reads_leave_the_scratch_file_out_of_the_cache(tmp_path):
+    from halsim import pagecache
+
+    target = target_for("cpu", tmp_path)
+    target.open(2 * MiB)
+    try:
+        with target.source(cold=True) as (file, source):
+            assert not source.page_cached and file.length == 2 * MiB
+            assert pagecache.resident_fraction(target.path) <= 0.02
+    except pagecache.ColdUnavailable as err:  # pragma: no cover - depends on the file system
+        pytest.skip(str(err))
+    finally:
+        target.close()
+    assert not list(tmp_path.iterdir())  # the scratch file is gone
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_calibrate_writes_a_platform_that_simulate_accepts(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sim.toml"
+    result = runner.invoke(app, ["calibrate", "--device", "sim:h100-pcie5", "--quick", "-o", str(out),
+                                 "--json", str(tmp_path / "sim.json")])
+    assert result.exit_code == 0, result.output
+    assert "link.h2d" in result.output and out.exists() and (tmp_path / "sim.json").exists()
+    simulated = runner.invoke(app, ["simulate", "-w", "iree-1gib", "--platform", str(out), "--json"])
+    assert simulated.exit_code == 0, simulated.output
+    reference = runner.invoke(app, ["simulate", "-w", "iree-1gib", "--platform", "h100-pcie5", "--json"])
+    import json
+
+    mine, theirs = json.loads(simulated.output)["seconds"], json.loads(reference.output)["seconds"]
+    assert mine == pytest.approx(theirs, rel=0.02)
+
+
+def test_cli_calibrate_names_a_bad_device():
+    result = CliRunner().invoke(app, ["calibrate", "--device", "nosuch:0", "--quick"])
+    assert result.exit_code == 1 and "nosuch" in result.output

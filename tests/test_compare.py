@@ -1,0 +1,129 @@
+"""``compare``: the same policies simulated and run on the CPU device, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from halsim.calibrate import Config, calibrate
+from halsim.cli import app
+from halsim.compare import STEP_LANES, Case, cases, compare, rank
+from halsim.formats import write_safetensors_layout
+from halsim.policies import parse_policy
+
+KiB, MiB = 1 << 10, 1 << 20
+TINY = Config(scratch=4 * MiB, copy_chunks=(64 * KiB, 256 * KiB, MiB), read_sizes=(64 * KiB, 256 * KiB, MiB),
+              cold_sizes=(256 * KiB, MiB), threads=(1, 2), thread_chunk=512 * KiB, memcpy_bytes=2 * MiB,
+              pin_slots=(1, 2), pin_bytes=(256 * KiB, MiB), import_pieces=(256 * KiB, MiB), run_bytes=2 * MiB,
+              max_steps=16, repeats=2)
+POLICIES = ["streaming:chunk=1MiB,slots=2,readers=2", "streaming:chunk=4MiB,slots=1,readers=1", "staged", "direct"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("compare") / "model.safetensors"
+    block = np.arange(MiB, dtype=np.uint32).astype(np.uint8)
+
+    def fill(name, piece):
+        view = np.frombuffer(piece, np.uint8)
+        view[:] = np.resize(block, len(view))
+
+    write_safetensors_layout(path, [(f"layer.{i}.weight", "F16", (MiB // 2,)) for i in range(8)], fill=fill)
+    return path
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    return calibrate("cpu", TINY).save(tmp_path_factory.mktemp("platform") / "cpu.toml")
+
+
+@pytest.fixture(scope="module")
+def comparison(model, platform):
+    return compare(model, "cpu", platform, cases(POLICIES, "both"), repeat=2)
+
+
+def test_every_case_is_predicted_and_measured(comparison):
+    assert [r.case.label for r in comparison.rows] == [c.label for c in cases(POLICIES, "both")]
+    for row in comparison.rows:
+        assert row.predicted.simulated and not any(r.simulated for r in row.measured)
+        assert len(row.measured) == 2 and row.seconds > 0 and row.predicted_seconds > 0
+        assert row.error == pytest.approx((row.predicted_seconds - row.seconds) / row.seconds)
+        assert row.spread >= 0
+        # The platform has the CPU's caps, so both sides ran the same plan and staged the same bytes.
+        assert row.same_policy
+        assert row.predicted.peak_staging_bytes == row.median_run.peak_staging_bytes
+    assert comparison.worst_error >= comparison.median_error >= 0
+    assert not comparison.notes
+
+
+def test_cold_cases_are_simulated_cold(comparison):
+    by_label = {r.case.label: r for r in comparison.rows}
+    warm = by_label["staged"].predicted
+    cold = by_label["staged (cold)"].predicted
+    assert cold.seconds > warm.seconds  # the calibrated drive is slower than the page cache
+
+
+def test_exports(comparison, tmp_path):
+    body = json.loads(comparison.to_json())
+    assert len(body["rows"]) == len(comparison.rows) and "kendall_tau" in body
+    markdown = comparison.markdown()
+    assert markdown.count("\n| `") == len(comparison.rows) and "median |error|" in markdown
+
+    trace = json.loads(comparison.write_perfetto(tmp_path / "trace.json").read_text())
+    processes = [e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"]
+    assert processes[:2] == [f"sim · {comparison.rows[0].case.label}", f"real · {comparison.rows[0].case.label}"]
+    assert len(processes) == 2 * len(comparison.rows)
+    # Lane for lane: every step lane of a real run is a lane of its simulation too.
+    traces = comparison.traces()
+    for row in comparison.rows:
+        real = {s.lane for s in traces[f"real · {row.case.label}"].spans if s.lane.startswith(STEP_LANES)}
+        sim = {s.lane for s in traces[f"sim · {row.case.label}"].spans if s.lane.startswith(STEP_LANES)}
+        assert real <= sim, row.case.label
+
+    png = comparison.plot(tmp_path / "compare.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ranking_counts_swaps():
+    from halsim.compare import Row
+    from halsim.report import Report
+
+    def report(seconds):
+        return Report("p", "p", "d", "overlapped", False, seconds, 1, 1.0, 0, 0, 0, 0, 0, 0, "upload", "f")
+
+    def row(name, predicted, measured):
+        return Row(Case(parse_policy(name)), report(predicted), [report(m) for m in measured])
+
+    same = rank([row("staged", 1.0, [2.0, 2.0]), row("direct", 2.0, [3.0, 3.0])])
+    assert same.same_order and same.tau == 1.0 and not same.swapped
+    noisy = rank([row("staged", 1.0, [2.0, 2.4]), row("direct", 2.0, [2.1, 2.1])])
+    assert not noisy.same_order and noisy.swapped == [("staged:chunk=64MiB,readers=1",
+                                                       "direct:chunk=16MiB,readers=4,fallback=streaming(chunk=16MiB,"
+                                                       "slots=8,readers=4,queues=1)", True)]
+    assert noisy.swapped_beyond_noise == 0 and noisy.tau == -1.0
+
+
+def test_cli_compare(model, platform, tmp_path):
+    result = CliRunner().invoke(app, [
+        "compare", str(model), "--device", "cpu", "--platform", str(platform),
+        "--policy", POLICIES[0], "--policy", "import", "--repeat", "2",
+        "--trace", str(tmp_path / "t.json"), "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "c.json")])
+    assert result.exit_code == 0, result.output
+    assert "sim s" in result.output and "median |error|" in result.output
+    assert all((tmp_path / name).exists() for name in ("t.json", "p.png", "c.json"))
+    assert len(json.loads((tmp_path / "c.json").read_text())["rows"]) == 2
+
+
+def test_cli_compare_names_what_is_wrong(model, platform, tmp_path):
+    runner = CliRunner()
+    bad_policy = runner.invoke(app, ["compare", str(model), "--platform", str(platform), "--policy", "bogus"])
+    assert bad_policy.exit_code == 1 and "bogus" in bad_policy.output
+    missing = runner.invoke(app, ["compare", str(tmp_path / "nope.bin"), "--platform", str(platform),
+                                  "--policy", "staged"])
+    assert missing.exit_code == 1 and "nope.bin" in missing.output
+    bad_cache = runner.invoke(app, ["compare", str(model), "--platform", str(platform), "--policy", "staged",
+                                    "--cache", "tepid"])
+    assert bad_cache.exit_code == 1 and "tepid" in bad_cache.output
