@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -13,7 +14,7 @@ from halsim.files import Access, HalFile, MemoryFile, copy_bytes, open_file
 from halsim.formats import ParamIndex, read_index
 from halsim.plan import Plan
 from halsim.policies import Policy, parse_policy, resolve_policy
-from halsim.registry import get_device
+from halsim.registry import get_devices
 from halsim.report import Report
 from halsim.request import Direction, SourceInfo, UploadRequest, request_from_tensors
 
@@ -21,8 +22,7 @@ DeviceLike = "str | Device"
 
 
 def _devices(device, devices) -> list[Device]:
-    chosen = devices if devices is not None else [device]
-    return [get_device(d) if isinstance(d, str) else d for d in chosen]
+    return get_devices(devices if devices is not None else [device])
 
 
 def _open_source(source, index: ParamIndex | None) -> tuple[HalFile, ParamIndex, bool]:
@@ -273,7 +273,10 @@ def simulate(
 
 def _request_for(source, page_cached: bool, gpus: int, shard: str) -> UploadRequest:
     if isinstance(source, UploadRequest):
-        return source
+        if source.source.page_cached == page_cached:
+            return source
+        return UploadRequest(replace(source.source, page_cached=page_cached), source.buffers, source.transfers,
+                             source.direction)
     text = os.fspath(source)
     if os.path.exists(text):
         index = read_index(text)

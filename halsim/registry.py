@@ -58,6 +58,28 @@ def get_device(spec: str) -> Device:
     return module.open_device(index)
 
 
+def get_devices(specs) -> list[Device]:
+    """Several devices; ``sim:`` devices of one platform share one Simulator, so
+    sharded GPUs contend for host memory and storage as on the real machine."""
+    simulators: dict[str, object] = {}
+    devices = []
+    for spec in specs:
+        if not isinstance(spec, str):
+            devices.append(spec)
+            continue
+        backend, _, rest = spec.strip().partition(":")
+        if backend == "sim" and rest:
+            from halsim.sim import Simulator
+
+            platform, _, gpu = rest.partition(":")
+            if platform not in simulators:
+                simulators[platform] = Simulator(platform)
+            devices.append(simulators[platform].device(int(gpu or 0)))
+        else:
+            devices.append(get_device(spec))
+    return devices
+
+
 def backends() -> list[BackendStatus]:
     """Every backend, whether it can run here, and its devices' caps."""
     statuses = []

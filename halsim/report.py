@@ -74,7 +74,7 @@ class Report:
         body = self.to_dict()
         if self.trace is not None:
             body["trace"] = {
-                "spans": [asdict(s) for s in self.trace.spans],
+                "spans": [s._asdict() for s in self.trace.spans],
                 "counters": self.trace.counters,
                 "meta": self.trace.meta,
             }
@@ -110,4 +110,4 @@ class Report:
         """Which resource bounded the run, and for what share of the time."""
         from halsim.explain import explain_trace
 
-        return explain_trace(self.trace)
+        return explain_trace(self.trace, self.plan)
