@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from typing import Sequence
 
@@ -20,7 +21,15 @@ def make_plan(policy, request: UploadRequest, caps: DeviceCaps | Sequence[Device
         "direct": _plan_direct,
         "auto": _plan_auto,
     }[policy.kind]
-    plan = builder(policy, request, caps_by_device)
+    # Plans are tens of thousands of small immutable objects with no cycles:
+    # the cyclic GC would only rescan them (it was 40% of planning time).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        plan = builder(policy, request, caps_by_device)
+    finally:
+        if collecting:
+            gc.enable()
     if plan.requested is not policy and plan.requested != policy:
         plan = Plan(plan.policy, policy, plan.request, plan.steps, plan.pools, plan.windows, plan.limits, plan.notes)
     return plan
