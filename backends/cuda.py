@@ -28,6 +28,8 @@ Without cuda-python, a driver or a GPU, :func:`open_device` and
 from __future__ import annotations
 
 import ctypes
+import mmap
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -238,8 +240,13 @@ class HostRegistry:
         self._lock = threading.Lock()
         self._ranges: dict[int, list[int]] = {}  # base -> [end, windows using it]
 
-    def acquire(self, start: int, end: int, register, unregister) -> tuple[int, ...]:
-        """Hold [start, end) (page-aligned); ``register(base, length)`` fills the gaps."""
+    def acquire(self, start: int, end: int, register, unregister) -> tuple[tuple[int, int], ...]:
+        """Hold [start, end) (page-aligned); ``register(base, length)`` fills the gaps.
+
+        Returns the (base, end) of each registered range the window uses, in
+        address order: a copy must not cross from one into the next (the
+        driver refuses that), so copies are split at these boundaries.
+        """
         with self._lock:
             used = sorted(b for b, (e, _) in self._ranges.items() if b < end and start < e)
             gaps, cursor = [], start
@@ -260,15 +267,15 @@ class HostRegistry:
                     end_of = self._ranges.pop(base)[0]
                     unregister(base, end_of - base)
                 raise
-            held = tuple(used + made)
+            held = tuple(sorted(used + made))
             for base in held:
                 self._ranges[base][1] += 1
-            return held
+            return tuple((base, self._ranges[base][0]) for base in held)
 
-    def release(self, held: tuple[int, ...], unregister) -> None:
+    def release(self, held: tuple[tuple[int, int], ...], unregister) -> None:
         failure = None
         with self._lock:
-            for base in held:
+            for base, _ in held:
                 entry = self._ranges.get(base)
                 if entry is None:
                     continue
@@ -297,7 +304,7 @@ HOST_REGISTRY = HostRegistry()
 class _Registration:
     address: int  # first byte of the window
     length: int
-    held: tuple[int, ...]  # the registered ranges it uses (HOST_REGISTRY bases)
+    held: tuple[tuple[int, int], ...]  # the registered ranges it uses: (base, end), in address order
     device_ptr: int  # where the device sees ``address`` (integrated, in place); 0 otherwise
 
 
@@ -311,6 +318,11 @@ class CudaExecution(HostExecution):
         self._staging_size = 0
         self._cufile: cuda_cufile.CuFileSource | None = None
         self._cufile_lock = threading.Lock()
+        self._blocking_wait = os.environ.get("HALSIM_CUDA_WAIT", "spin").strip().lower() == "block"
+        self._thread_events = threading.local()
+        self._events: list[Any] = []
+        self._register_staging = os.environ.get("HALSIM_CUDA_STAGING", "alloc").strip().lower() == "register"
+        self._staging_map: mmap.mmap | None = None
 
     # ----- helpers ---------------------------------------------------------------------
     def _context(self):
@@ -357,7 +369,7 @@ class CudaExecution(HostExecution):
                 super().release(keep_buffers)
             finally:
                 errors = []
-                for undo in (self._close_cufile, self._destroy_streams):
+                for undo in (self._close_cufile, self._destroy_events, self._destroy_streams):
                     try:
                         undo()
                     except Exception as err:
@@ -375,6 +387,18 @@ class CudaExecution(HostExecution):
                 failed = result_name(err)
         if failed:
             raise DeviceError(f"cuStreamDestroy failed: {failed}", device=self.label)
+
+    def _destroy_events(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+        self._thread_events = threading.local()
+        failed = None
+        for event in events:
+            (err,) = cu.cuEventDestroy(event)
+            if not is_success(err) and failed is None:
+                failed = result_name(err)
+        if failed:
+            raise DeviceError(f"cuEventDestroy failed: {failed}", device=self.label)
 
     def _close_cufile(self) -> None:
         with self._cufile_lock:
@@ -409,19 +433,50 @@ class CudaExecution(HostExecution):
         total = slots * slot_bytes
         if total == 0:
             return [memoryview(bytearray(0)) for _ in range(slots)]
-        ptr = check(cu.cuMemHostAlloc(total, cu.CU_MEMHOSTALLOC_PORTABLE), f"cuMemHostAlloc of {total} bytes",
-                    device=self.label, oom=f"cannot pin {slots} x {slot_bytes} bytes of staging")
+        oom = f"cannot pin {slots} x {slot_bytes} bytes of staging"
+        if self._register_staging:
+            ptr = self._map_and_register(total, oom)
+        else:
+            ptr = check(cu.cuMemHostAlloc(total, cu.CU_MEMHOSTALLOC_PORTABLE), f"cuMemHostAlloc of {total} bytes",
+                        device=self.label, oom=oom)
         self._staging_ptr, self._staging_size = int(ptr), total
         _count("staging", 1, total)
         return [host_view(self._staging_ptr + i * slot_bytes, slot_bytes) for i in range(slots)]
 
+    def _map_and_register(self, total: int, oom: str) -> int:
+        """HALSIM_CUDA_STAGING=register: the pool is an anonymous mapping, faulted in
+        up front, then page-locked with cuMemHostRegister (instead of cuMemHostAlloc)."""
+        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20) | getattr(mmap, "MAP_POPULATE", 0)
+        try:
+            mapping = mmap.mmap(-1, total, flags=flags)
+        except OSError as err:
+            raise OutOfMemoryError(f"{oom}: mmap failed: {err.strerror}", device=self.label) from None
+        view = memoryview(mapping)
+        address = address_of(view)
+        view.release()
+        (err,) = cu.cuMemHostRegister(address, total, cu.CU_MEMHOSTREGISTER_PORTABLE)
+        if not is_success(err):
+            mapping.close()
+            name = result_name(err)
+            kind = OutOfMemoryError if name == "CUDA_ERROR_OUT_OF_MEMORY" else DeviceError
+            raise kind(f"{oom}: cuMemHostRegister failed: {name}", device=self.label)
+        self._staging_map = mapping
+        return address
+
     def free_staging(self) -> None:
-        ptr, size = self._staging_ptr, self._staging_size
+        ptr, size, mapping = self._staging_ptr, self._staging_size, self._staging_map
         self._staging_ptr = self._staging_size = 0
+        self._staging_map = None
         if ptr:
             _count("staging", -1, -size)
             with self._context():
-                check(cu.cuMemFreeHost(ptr), "cuMemFreeHost", device=self.label)
+                if mapping is None:
+                    check(cu.cuMemFreeHost(ptr), "cuMemFreeHost", device=self.label)
+                    return
+                try:
+                    check(cu.cuMemHostUnregister(ptr), "cuMemHostUnregister of staging", device=self.label)
+                finally:
+                    mapping.close()
 
     # ----- copies ------------------------------------------------------------------------
     def copy_in(self, step: Step, source: memoryview, buffer: DeviceBuffer, offset: int) -> None:
@@ -432,7 +487,7 @@ class CudaExecution(HostExecution):
         stream = self._stream(step)
         self._call(cu.cuMemcpyHtoDAsync(cu.CUdeviceptr(buffer.ptr + offset), address_of(source), n, stream),
                    "cuMemcpyHtoDAsync", step)
-        self._call(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyHtoDAsync", step)
+        self._wait(stream, "cuMemcpyHtoDAsync", step)
 
     def copy_out(self, step: Step, buffer: DeviceBuffer, offset: int, target: memoryview) -> None:
         n = len(target)
@@ -442,7 +497,23 @@ class CudaExecution(HostExecution):
         stream = self._stream(step)
         self._call(cu.cuMemcpyDtoHAsync(address_of(target), cu.CUdeviceptr(buffer.ptr + offset), n, stream),
                    "cuMemcpyDtoHAsync", step)
-        self._call(cu.cuStreamSynchronize(stream), "cuStreamSynchronize after cuMemcpyDtoHAsync", step)
+        self._wait(stream, "cuMemcpyDtoHAsync", step)
+
+    def _wait(self, stream: Any, what: str, step: Step) -> None:
+        """Until the copies queued on ``stream`` are done: the step completes only then."""
+        if not self._blocking_wait:
+            # Spins (with the GIL released): the lowest latency, one busy core per queue.
+            self._call(cu.cuStreamSynchronize(stream), f"cuStreamSynchronize after {what}", step)
+            return
+        # HALSIM_CUDA_WAIT=block: sleep on a blocking-sync event, leaving the core to the readers.
+        event = getattr(self._thread_events, "event", None)
+        if event is None:
+            flags = int(cu.CUevent_flags.CU_EVENT_BLOCKING_SYNC) | int(cu.CUevent_flags.CU_EVENT_DISABLE_TIMING)
+            event = self._thread_events.event = self._call(cu.cuEventCreate(flags), "cuEventCreate", step)
+            with self._lock:
+                self._events.append(event)
+        self._call(cu.cuEventRecord(event, stream), f"cuEventRecord after {what}", step)
+        self._call(cu.cuEventSynchronize(event), f"cuEventSynchronize after {what}", step)
 
     # ----- zero-copy import --------------------------------------------------------------
     def _register(self, window: ImportWindow, base: int, length: int) -> None:
@@ -492,7 +563,27 @@ class CudaExecution(HostExecution):
 
     def copy_imported(self, step: Step, handle: _Registration, source: memoryview, buffer: DeviceBuffer,
                       offset: int) -> None:
-        self.copy_in(step, source, buffer, offset)
+        n = len(source)
+        if len(handle.held) <= 1 or not n:
+            self.copy_in(step, source, buffer, offset)
+            return
+        # The window is made of several registrations (it shares pages with
+        # another window): one copy per registration it touches.
+        self._check_range(buffer, offset, n, step)
+        stream = self._stream(step)
+        start = address_of(source)
+        at = start
+        for base, end in handle.held:
+            if end <= at or base >= start + n:
+                continue
+            piece = min(end, start + n) - at
+            self._call(cu.cuMemcpyHtoDAsync(cu.CUdeviceptr(buffer.ptr + offset + (at - start)), at, piece, stream),
+                       "cuMemcpyHtoDAsync", step)
+            at += piece
+        if at != start + n:
+            raise DeviceError(f"{start + n - at} bytes of the copy lie outside the imported window", device=self.label,
+                              step=step.describe(self.request))
+        self._wait(stream, "cuMemcpyHtoDAsync", step)
 
     def bind(self, step: Step, handle: _Registration, source: memoryview, spec: BufferSpec) -> DeviceBuffer:
         if not handle.device_ptr:

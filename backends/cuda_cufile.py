@@ -26,6 +26,7 @@ _ENV_SWITCH = "HALSIM_CUDA_DIRECT"
 _lock = threading.Lock()
 _probed: dict[int, tuple[bool, str]] = {}
 _driver_open = False
+COMPAT = "compatibility mode"  # how a probe's detail starts when cuFile works only with compat mode allowed
 
 _PROBE = r"""
 import os, sys
@@ -39,47 +40,54 @@ ok(cu.cuInit(0), "cuInit")
 dev = ok(cu.cuDeviceGet(int(sys.argv[1])), "cuDeviceGet")
 ctx = ok(cu.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
 ok(cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+if sys.argv[3] == "compat":
+    cufile.set_parameter_bool(cufile.BoolConfigParameter.PROPERTIES_ALLOW_COMPAT_MODE, True)
 cufile.driver_open()
 path = os.path.join(sys.argv[2], "halsim-cufile-probe.bin")
-n = 1 << 20
-data = bytes((i * 7 + 3) & 0xFF for i in range(n))
+n = (1 << 20) + 4099
+data = bytes((i * 7 + 3 + i // 251) & 0xFF for i in range(n))
 with open(path, "wb") as f:
     f.write(data)
 import numpy as np
-mode, fd, fh, last = "gds", -1, None, "no file descriptor could be opened"
-try:
-    for flags, mode in ((os.O_RDONLY | getattr(os, "O_DIRECT", 0), "O_DIRECT"), (os.O_RDONLY, "buffered")):
-        try:
-            fd = os.open(path, flags)
-        except OSError:
-            continue
+buf = ok(cu.cuMemAlloc(n), "cuMemAlloc")
+back = np.zeros(n, np.uint8)
+works, problems = None, []
+# As CuFileSource does: O_DIRECT first, then the buffered descriptor.
+for flags, mode in ((os.O_RDONLY | getattr(os, "O_DIRECT", 0), "O_DIRECT"), (os.O_RDONLY, "buffered")):
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        problems.append(f"{mode}: {err.strerror}")
+        continue
+    fh = None
+    try:
         descr = cufile.Descr()
         descr.type = cufile.FileHandleType.OPAQUE_FD
         descr.handle.fd = fd
         descr.fs_ops = 0
-        try:
-            fh = cufile.handle_register(descr.ptr)
-            break
-        except Exception as err:
-            os.close(fd); fd = -1
-            last = err
-    if fh is None:
-        print(f"cuFileHandleRegister failed: {last}"); sys.exit(4)
-    buf = ok(cu.cuMemAlloc(n), "cuMemAlloc")
-    got = cufile.read(fh, int(buf), n, 0, 0)
-    back = np.zeros(n, np.uint8)
-    ok(cu.cuMemcpyDtoH(back.ctypes.data, buf, n), "cuMemcpyDtoH")
-    cu.cuMemFree(buf)
-    cufile.handle_deregister(fh)
-    same = back.tobytes() == data
-    if got != n or not same:
-        print(f"cuFileRead returned {got} bytes, content {'ok' if same else 'wrong'}"); sys.exit(5)
-finally:
-    if fd >= 0:
+        fh = cufile.handle_register(descr.ptr)
+        # An aligned read, then one at an odd offset into an odd place, as tensors are.
+        for length, at, into in ((1 << 20, 0, 0), (777777, 4097, 3)):
+            got = cufile.read(fh, int(buf), length, at, into)
+            ok(cu.cuMemcpyDtoH(back.ctypes.data, buf, n), "cuMemcpyDtoH")
+            if got != length or back[into : into + length].tobytes() != data[at : at + length]:
+                raise RuntimeError(f"cuFileRead of {length} bytes at {at} returned {got}"
+                                   f"{'' if got != length else ' with the wrong bytes'}")
+        works = mode
+    except Exception as err:
+        problems.append(f"{mode}: {err}")
+    finally:
+        if fh is not None:
+            cufile.handle_deregister(fh)
         os.close(fd)
-    os.unlink(path)
+    if works:
+        break
+cu.cuMemFree(buf)
+os.unlink(path)
+if not works:
+    print("; ".join(problems)); sys.exit(4)
 cufile.driver_close()
-print(f"ok {mode}")
+print(f"ok {'compatibility mode, ' if sys.argv[3] == 'compat' else ''}{works}")
 """
 
 
@@ -119,9 +127,21 @@ def _run_probe(device_index: int) -> tuple[bool, str]:
         import cuda.bindings.cufile  # noqa: F401  (cheap: does not open the driver)
     except Exception as err:
         return False, f"cuda.bindings.cufile unavailable: {err}"
+    # As configured (GPUDirect Storage where the system has it), then with
+    # cuFile's compatibility mode allowed (it reads through the host for us).
+    first = _probe_once(device_index, "default")
+    if first[0] or "did not finish" in first[1]:
+        return first
+    second = _probe_once(device_index, "compat")
+    if second[0]:
+        return second
+    return False, f"{first[1]}; with compatibility mode allowed: {second[1].removeprefix('cuFile probe failed: ')}"
+
+
+def _probe_once(device_index: int, mode: str) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="halsim-cufile-") as folder:
         try:
-            done = subprocess.run([sys.executable, "-c", _PROBE, str(device_index), folder],
+            done = subprocess.run([sys.executable, "-c", _PROBE, str(device_index), folder, mode],
                                   capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return False, f"cuFile probe did not finish in {PROBE_TIMEOUT_S:.0f} s (cuFileDriverOpen hangs here)"
@@ -135,12 +155,15 @@ def _run_probe(device_index: int) -> tuple[bool, str]:
 
 
 def open_driver() -> None:
-    """``cuFileDriverOpen`` once per process (only after a successful probe)."""
+    """``cuFileDriverOpen`` once per process (only after a successful probe), with
+    compatibility mode allowed where the probe needed it."""
     global _driver_open
     from cuda.bindings import cufile
 
     with _lock:
         if not _driver_open:
+            if any(ok and detail.startswith(COMPAT) for ok, detail in _probed.values()):
+                cufile.set_parameter_bool(cufile.BoolConfigParameter.PROPERTIES_ALLOW_COMPAT_MODE, True)
             cufile.driver_open()
             _driver_open = True
             atexit.register(_close_driver)

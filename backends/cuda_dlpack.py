@@ -177,17 +177,20 @@ def export(owner: Any, address: int, shape: Sequence[int], dtype: str, device_ty
         raise
 
 
+# dtypes the array interface cannot express, read as unsigned integers of their width.
+_STANDIN_TYPESTR = {"BF16": "<u2", "F8_E4M3": "|u1", "F8_E5M2": "|u1"}
+
+
 def typestr(dtype: str) -> str:
     """The array-interface typestr of a safetensors dtype.
 
-    numpy has no bfloat16/float8: those (and ml_dtypes' void-kind types, which
-    other libraries cannot read) become an unsigned integer of the same width.
+    bfloat16 and float8 have no typestr other libraries read (numpy has no such
+    types; ml_dtypes', where installed, print as ``<V2`` or ``<f1``): they
+    become an unsigned integer of the same width.
     """
-    dt = numpy_dtype(dtype)
-    if dt.kind == "V":
-        size = DTYPES[dtype].itemsize
-        return "|u1" if size == 1 else f"<u{size}"
-    return dt.str
+    if dtype in _STANDIN_TYPESTR:
+        return _STANDIN_TYPESTR[dtype]
+    return numpy_dtype(dtype).str
 
 
 def tensor_shape(dtype: str, shape: Sequence[int], nbytes: int) -> tuple[str, tuple[int, ...]]:

@@ -46,24 +46,38 @@ from halsim.workloads import Workload, load_workload, pattern_bytes
 GB = 1e9
 MiB, GiB = 1 << 20, 1 << 30
 
+REGISTER = {"HALSIM_CUDA_STAGING": "register"}  # staging: anonymous mapping + cuMemHostRegister
+BLOCK = {"HALSIM_CUDA_WAIT": "block"}  # copies waited for on blocking-sync events, not spinning
+BOTH = {**REGISTER, **BLOCK}
+BUFFERED = {"HALSIM_CUFILE_BUFFERED": "1"}
+
+# (label, policy, environment) — the environment picks the backend's variants.
 PAGE_CACHED = [
-    ("auto", "auto"),
-    ("streaming 16MiB x8, 4 readers (auto's ring)", "streaming:chunk=16MiB,slots=8,readers=4,queues=1"),
-    ("streaming 16MiB x16, 8 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=8,queues=2"),
-    ("streaming 8MiB x32, 12 readers, 2 queues", "streaming:chunk=8MiB,slots=32,readers=12,queues=2"),
-    ("streaming 32MiB x8, 8 readers, 2 queues", "streaming:chunk=32MiB,slots=8,readers=8,queues=2"),
-    ("streaming 4MiB x64, 14 readers, 3 queues", "streaming:chunk=4MiB,slots=64,readers=14,queues=3"),
-    ("IREE inline loop: streaming 64MiB x1, 1 reader", "streaming:chunk=64MiB,slots=1,readers=1"),
-    ("import 64MiB pieces, 2 queues", "import:piece=64MiB,queues=2"),
-    ("import 256MiB pieces, 2 queues", "import:piece=256MiB,queues=2"),
-    ("import 1GiB pieces, 2 queues", "import:piece=1GiB,queues=2"),
-    ("direct 16MiB, 4 readers (cuFile, O_DIRECT)", "direct:chunk=16MiB,readers=4"),
-    ("direct 16MiB, 8 readers (cuFile, buffered fd)", "direct:chunk=16MiB,readers=8", {"HALSIM_CUFILE_BUFFERED": "1"}),
+    ("auto", "auto", None),
+    ("streaming 16MiB x8, 4 readers (auto's ring)", "streaming:chunk=16MiB,slots=8,readers=4,queues=1", None),
+    ("streaming 16MiB x16, 8 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
+    ("  same, staging registered", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", REGISTER),
+    ("  same, blocking waits", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", BLOCK),
+    ("  same, registered + blocking", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", BOTH),
+    ("streaming 8MiB x32, 12 readers, 2 queues", "streaming:chunk=8MiB,slots=32,readers=12,queues=2", None),
+    ("  same, registered + blocking", "streaming:chunk=8MiB,slots=32,readers=12,queues=2", BOTH),
+    ("streaming 16MiB x16, 12 readers, 2 queues, reg.+block.", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
+     BOTH),
+    ("streaming 32MiB x8, 8 readers, 2 queues", "streaming:chunk=32MiB,slots=8,readers=8,queues=2", None),
+    ("streaming 4MiB x64, 14 readers, 3 queues", "streaming:chunk=4MiB,slots=64,readers=14,queues=3", None),
+    ("IREE inline loop: streaming 64MiB x1, 1 reader", "streaming:chunk=64MiB,slots=1,readers=1", None),
+    ("import 64MiB pieces, 2 queues", "import:piece=64MiB,queues=2", None),
+    ("import 256MiB pieces, 2 queues", "import:piece=256MiB,queues=2", None),
+    ("import 1GiB pieces, 2 queues", "import:piece=1GiB,queues=2", None),
+    ("  same, blocking waits", "import:piece=1GiB,queues=2", BLOCK),
+    ("direct 16MiB, 4 readers (cuFile, O_DIRECT)", "direct:chunk=16MiB,readers=4", None),
+    ("direct 16MiB, 8 readers (cuFile, buffered fd)", "direct:chunk=16MiB,readers=8", BUFFERED),
 ]
 HOST_MEMORY = [
-    ("host memory: import 256MiB pieces, 2 queues", "import:piece=256MiB,queues=2"),
-    ("host memory: import 1GiB pieces, 3 queues", "import:piece=1GiB,queues=3"),
-    ("host memory: streaming 16MiB x16, 8 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=8,queues=2"),
+    ("host memory: import 256MiB pieces, 2 queues", "import:piece=256MiB,queues=2", None),
+    ("host memory: import 1GiB pieces, 3 queues", "import:piece=1GiB,queues=3", None),
+    ("host memory: streaming 16MiB x16, 8 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
+    ("  same, registered + blocking", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", BOTH),
 ]
 
 
@@ -192,6 +206,53 @@ def pinned_ceiling(device, size: int = GiB, repeat: int = 7) -> dict:
             cu.cuMemFree(dev)
             cu.cuMemFreeHost(int(host))
     return {"bytes": size, "gb_per_s": size / statistics.median(times) / GB, "best_gb_per_s": size / min(times) / GB}
+
+
+def allocation_costs(device, index, size: int = 256 * MiB, repeat: int = 3) -> dict:
+    """Seconds (median) to get and give back what an upload allocates, outside any upload."""
+    from halsim.backends.cuda_driver import check, cu, current
+
+    def median_of(fn) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return round(statistics.median(times), 4)
+
+    def host_alloc():
+        ptr = check(cu.cuMemHostAlloc(size, cu.CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc")
+        check(cu.cuMemFreeHost(ptr), "cuMemFreeHost")
+
+    def host_alloc_only():
+        ptr = check(cu.cuMemHostAlloc(size, cu.CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc")
+        freeing.append(ptr)
+
+    def mapped_register():
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+        mapping = mmap.mmap(-1, size, flags=flags)
+        view = memoryview(mapping)
+        address = np.frombuffer(view, np.uint8).ctypes.data
+        check(cu.cuMemHostRegister(address, size, cu.CU_MEMHOSTREGISTER_PORTABLE), "cuMemHostRegister")
+        check(cu.cuMemHostUnregister(address), "cuMemHostUnregister")
+        view.release()
+        mapping.close()
+
+    def device_buffers():
+        ptrs = [check(cu.cuMemAlloc(t.nbytes), "cuMemAlloc") for t in index.tensors if t.nbytes]
+        for ptr in ptrs:
+            check(cu.cuMemFree(ptr), "cuMemFree")
+
+    out = {"bytes": size}
+    with current(device.info.context):
+        out["cuMemHostAlloc+cuMemFreeHost"] = median_of(host_alloc)
+        freeing: list = []
+        out["cuMemHostAlloc alone"] = median_of(host_alloc_only)
+        for ptr in freeing:
+            cu.cuMemFreeHost(ptr)
+        out["mmap(MAP_POPULATE)+cuMemHostRegister+unregister+munmap"] = median_of(mapped_register)
+        out[f"cuMemAlloc+cuMemFree of the {len(index.tensors)} tensors"] = median_of(device_buffers)
+    return out
 
 
 # ----- rows ------------------------------------------------------------------------------------------
@@ -443,14 +504,20 @@ def main() -> None:
     ceiling = pinned_ceiling(device)
     print(f"  ceiling (pinned cuMemcpyHtoDAsync, 1 GiB): {ceiling['gb_per_s']:.2f} GB/s", flush=True)
 
+    costs = allocation_costs(device, index)
+    print(f"  allocation costs: {costs}", flush=True)
+
     best_streaming = None
-    for entry in PAGE_CACHED:
-        label, policy, extra_env = (*entry, None) if len(entry) == 2 else entry
-        full = policy in ("streaming:chunk=16MiB,slots=16,readers=8,queues=2", "import:piece=256MiB,queues=2") or \
+    for label, policy, extra_env in PAGE_CACHED:
+        full = (policy, extra_env) in (("streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
+                                       ("streaming:chunk=16MiB,slots=16,readers=8,queues=2", BOTH),
+                                       ("import:piece=256MiB,queues=2", None)) or \
             policy.startswith("direct:chunk=16MiB,readers=4")
         # cuFile with O_DIRECT reads storage, not the page cache: fewer repeats.
         repeat = min(2, args.repeat) if policy.startswith("direct") else None
         row = bench.halsim_row("page-cached", label, policy, env=extra_env, full_verify=full, repeat=repeat)
+        if row:
+            row["env"] = extra_env or {}
         if row and row["ran"].startswith("streaming") and \
                 (best_streaming is None or row["gb_per_s"] > best_streaming["gb_per_s"]):
             best_streaming = row
@@ -459,9 +526,9 @@ def main() -> None:
     memory = mmap.mmap(-1, index.file_length)
     with open(path, "rb", buffering=0) as f:
         _read_all(f, memory)
-    for label, policy in HOST_MEMORY:
+    for label, policy, extra_env in HOST_MEMORY:
         source = MemoryFile(memory, name=str(path))
-        bench.halsim_row("host-memory", label, policy, source=source)
+        bench.halsim_row("host-memory", label, policy, source=source, env=extra_env)
         source.close()
     try:
         memory.close()
@@ -485,9 +552,10 @@ def main() -> None:
             print(f"  cold sequential read (1 thread, 64 MiB blocks): {cold['sequential_gb_per_s']:.2f} GB/s", flush=True)
             cold_rows = []
             if best_streaming:
-                cold_rows.append((f"cold: {best_streaming['method']}", best_streaming["policy"], None))
-            cold_rows.append(("cold: streaming 16MiB x16, 16 readers, 2 queues",
-                              "streaming:chunk=16MiB,slots=16,readers=16,queues=2", None))
+                cold_rows.append((f"cold: {best_streaming['method'].strip()} ({best_streaming['policy']})",
+                                  best_streaming["policy"], best_streaming.get("env") or None))
+            cold_rows.append(("cold: streaming 16MiB x16, 16 readers, 2 queues, reg.+block.",
+                              "streaming:chunk=16MiB,slots=16,readers=16,queues=2", BOTH))
             if device.direct_storage:
                 cold_rows.append(("cold: direct 16MiB, 8 readers (cuFile, O_DIRECT)", "direct:chunk=16MiB,readers=8",
                                   None))
@@ -500,7 +568,7 @@ def main() -> None:
     result = {"environment": env, "file": {"path": str(path), "bytes": index.file_length,
                                            "tensor_bytes": index.total_bytes, "tensors": len(index.tensors)},
               "page_cached_sequential_read_gb_per_s": index.file_length / warm / GB,
-              "ceiling": ceiling, "rows": bench.rows, "cold": cold, "notes": bench.notes,
+              "ceiling": ceiling, "allocation_costs": costs, "rows": bench.rows, "cold": cold, "notes": bench.notes,
               "goals": goals(bench, ceiling, cold)}
     print_table(result)
     if args.json:

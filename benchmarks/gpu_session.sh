@@ -61,4 +61,4 @@ if [ "$left" -gt 40 ]; then
   say "conformance exit status $?"
   tail -6 "$OUT/conformance.log"
 fi
-tail -42 "$OUT/bench.log"
+tail -48 "$OUT/bench.log"
