@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
-settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_QUIET, print_blob=True)
+settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=_QUIET, print_blob=True)
 settings.register_profile("long", max_examples=1500, deadline=None, suppress_health_check=_QUIET, print_blob=True)
 settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=_QUIET)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -13,7 +13,7 @@ from .devices import DEVICES, require
 
 def examples(n: int) -> int:
     """``n`` examples under the ``ci`` profile, scaled with the profile in use."""
-    return max(1, n * settings.default.max_examples // 60)
+    return max(1, n * settings.default.max_examples // 100)
 
 
 @pytest.fixture(scope="session", params=DEVICES)

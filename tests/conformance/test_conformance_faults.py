@@ -114,7 +114,7 @@ def test_upload_fault_at_every_position(device_spec, scratch, policy, kind):
     os.unlink(path)
 
 
-@settings(max_examples=examples(60))
+@settings(max_examples=examples(100))
 @given(policy=policies, data=st.data(), kind=st.sampled_from(sorted(EXPECTED)), mode=modes, kind_of_file=file_kinds,
        position=st.floats(0, 1))
 def test_any_fault_anywhere_leaves_nothing(device_spec, scratch, policy, data, kind, mode, kind_of_file, position):

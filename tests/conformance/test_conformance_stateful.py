@@ -272,7 +272,7 @@ class EngineMachine(RuleBasedStateMachine):
 
 
 TestEngineMachine = EngineMachine.TestCase
-TestEngineMachine.settings = settings(max_examples=examples(100), stateful_step_count=25, deadline=None)
+TestEngineMachine.settings = settings(max_examples=examples(150), stateful_step_count=25, deadline=None)
 
 
 # --- a session on the real CPU device ---------------------------------------------------
@@ -398,4 +398,4 @@ class CpuSessionMachine(RuleBasedStateMachine):
 
 
 TestCpuSession = CpuSessionMachine.TestCase
-TestCpuSession.settings = settings(max_examples=examples(50), stateful_step_count=12, deadline=None)
+TestCpuSession.settings = settings(max_examples=examples(60), stateful_step_count=12, deadline=None)

@@ -46,7 +46,7 @@ def _request(data, file, layout, n_devices, direction=Direction.UPLOAD) -> Uploa
     return request
 
 
-@settings(max_examples=examples(60))
+@settings(max_examples=examples(100))
 @given(case=cases())
 def test_upload_every_byte_once_within_bounds(device_spec, scratch, case):
     """Invariants 1-6 on a successful upload: bytes exact, staging, slots, deps, memory, clean."""
@@ -59,7 +59,7 @@ def test_upload_every_byte_once_within_bounds(device_spec, scratch, case):
         free_and_check(result)
 
 
-@settings(max_examples=examples(40))
+@settings(max_examples=examples(60))
 @given(case=cases(), down=download_policies)
 def test_download_mirrors_upload(device_spec, scratch, case, down):
     """Invariant 8 at the engine: the file ends byte-exact over every transfer, and nothing stays allocated."""
@@ -93,7 +93,7 @@ def test_download_mirrors_upload(device_spec, scratch, case, down):
             free_and_check(uploaded)
 
 
-@settings(max_examples=examples(60))
+@settings(max_examples=examples(100))
 @given(case=cases(max_devices=2), caps=st.lists(caps_strategy, min_size=2, max_size=2))
 def test_cpu_runs_plans_for_any_caps(scratch, case, caps):
     """The CPU device moves real bytes for plans made for any caps — in place, dedicated
@@ -107,7 +107,7 @@ def test_cpu_runs_plans_for_any_caps(scratch, case, caps):
         free_and_check(result)
 
 
-@settings(max_examples=examples(40))
+@settings(max_examples=examples(60))
 @given(case=cases(max_devices=1))
 def test_same_plan_same_bytes_as_the_cpu(device_spec, scratch, case):
     """Invariant 7: a device and the CPU device given the same caps get the same Plan,
