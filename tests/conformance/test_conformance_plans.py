@@ -142,3 +142,58 @@ def test_checker_catches_a_doubled_delivery():
                  copy.buffer_offset, copy.slot, copy.slot_offset, deps=copy.deps)
     with pytest.raises(InvariantError, match="2 time"):
         check_plan(_replace(plan, list(plan.steps) + [extra]))
+
+
+# --- the trace checks catch what they claim to ---------------------------------------------
+
+from halsim.invariants import check_clean, check_trace  # noqa: E402
+from halsim.trace import STAGING, Trace  # noqa: E402
+
+
+def _trace_of(plan, order=None, overlap_step=None):
+    """A trace that runs the plan's steps one after another (in ``order``)."""
+    trace = Trace()
+    trace.change(STAGING, 0.0, plan.staging_bytes)
+    t = 1.0
+    for n in order or range(len(plan.steps)):
+        step = plan.steps[n]
+        start = t - 0.5 if n == overlap_step else t
+        trace.span("lane", step.op.value, start, t + 1.0, step.length, step.id, step.device)
+        t += 1.0
+    trace.change(STAGING, t, -plan.staging_bytes)
+    return trace
+
+
+def test_trace_check_accepts_a_sequential_run():
+    plan = check_plan(_streaming())
+    check_trace(plan, _trace_of(plan))
+    check_clean(_trace_of(plan))
+
+
+def test_trace_check_catches_a_step_before_its_dependency_ended():
+    plan = check_plan(_streaming())
+    late = next(s for s in plan.steps if s.deps)
+    with pytest.raises(InvariantError, match="invariant 4"):
+        check_trace(plan, _trace_of(plan, overlap_step=late.id))
+
+
+def test_trace_check_catches_a_missing_step_and_a_wrong_order():
+    plan = check_plan(_streaming())
+    with pytest.raises(InvariantError, match="never ran"):
+        check_trace(plan, _trace_of(plan, order=range(len(plan.steps) - 1)))
+    with pytest.raises(InvariantError, match="invariant 4"):
+        check_trace(plan, _trace_of(plan, order=reversed(range(len(plan.steps)))))
+
+
+def test_trace_check_catches_staging_over_the_plan_and_leftovers():
+    plan = check_plan(_streaming())
+    trace = _trace_of(plan)
+    trace.change(STAGING, 99.0, plan.staging_bytes + 1)
+    with pytest.raises(InvariantError, match="invariant 2"):
+        check_trace(plan, trace)
+    with pytest.raises(InvariantError, match="invariant 6"):
+        check_clean(trace)
+    freed_twice = _trace_of(plan)
+    freed_twice.change("device/0", 100.0, -5)
+    with pytest.raises(InvariantError, match="negative"):
+        check_trace(plan, freed_twice)
