@@ -238,7 +238,8 @@ class HostRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ranges: dict[int, list[int]] = {}  # base -> [end, windows using it]
+        # base -> [end, windows using it, Event while its registration is in progress else None]
+        self._ranges: dict[int, list] = {}
 
     def acquire(self, start: int, end: int, register, unregister) -> tuple[tuple[int, int], ...]:
         """Hold [start, end) (page-aligned); ``register(base, length)`` fills the gaps.
@@ -246,34 +247,57 @@ class HostRegistry:
         Returns the (base, end) of each registered range the window uses, in
         address order: a copy must not cross from one into the next (the
         driver refuses that), so copies are split at these boundaries.
+        Registering runs outside the lock, so several importers pin pages at
+        once; a window that overlaps a range still being registered waits for it.
         """
+        while True:
+            with self._lock:
+                used = sorted(b for b, (e, _, _) in self._ranges.items() if b < end and start < e)
+                busy = next((self._ranges[b][2] for b in used if self._ranges[b][2] is not None), None)
+                if busy is None:
+                    gaps, cursor = [], start
+                    for base in used:
+                        if base > cursor:
+                            gaps.append((cursor, base))
+                        cursor = max(cursor, self._ranges[base][0])
+                    if cursor < end:
+                        gaps.append((cursor, end))
+                    for base in used:
+                        self._ranges[base][1] += 1
+                    reserved = threading.Event()
+                    for lo, hi in gaps:
+                        self._ranges[lo] = [hi, 1, reserved]
+                    break
+            busy.wait()
+        made: list[tuple[int, int]] = []
+        try:
+            for lo, hi in gaps:
+                register(lo, hi - lo)
+                made.append((lo, hi))
+        except BaseException:
+            for lo, hi in made:
+                try:
+                    unregister(lo, hi - lo)
+                except Exception:
+                    pass
+            with self._lock:
+                for lo, _ in gaps:
+                    self._ranges.pop(lo, None)
+                for base in used:
+                    self._ranges[base][1] -= 1
+            reserved.set()
+            raise
         with self._lock:
-            used = sorted(b for b, (e, _) in self._ranges.items() if b < end and start < e)
-            gaps, cursor = [], start
-            for base in used:
-                if base > cursor:
-                    gaps.append((cursor, base))
-                cursor = max(cursor, self._ranges[base][0])
-            if cursor < end:
-                gaps.append((cursor, end))
-            made: list[int] = []
-            try:
-                for lo, hi in gaps:
-                    register(lo, hi - lo)
-                    made.append(lo)
-                    self._ranges[lo] = [hi, 0]
-            except BaseException:
-                for base in made:
-                    end_of = self._ranges.pop(base)[0]
-                    unregister(base, end_of - base)
-                raise
-            held = tuple(sorted(used + made))
-            for base in held:
-                self._ranges[base][1] += 1
-            return tuple((base, self._ranges[base][0]) for base in held)
+            for lo, _ in gaps:
+                self._ranges[lo][2] = None
+            held = tuple(sorted(used + [lo for lo, _ in gaps]))
+            result = tuple((base, self._ranges[base][0]) for base in held)
+        reserved.set()
+        return result
 
     def release(self, held: tuple[tuple[int, int], ...], unregister) -> None:
         failure = None
+        freed = []
         with self._lock:
             for base, _ in held:
                 entry = self._ranges.get(base)
@@ -281,17 +305,22 @@ class HostRegistry:
                     continue
                 entry[1] -= 1
                 if entry[1] <= 0:
-                    del self._ranges[base]
-                    try:
-                        unregister(base, entry[0] - base)
-                    except Exception as err:  # keep releasing the rest
-                        failure = failure or err
+                    entry[2] = threading.Event()  # windows that want these pages wait for the unpin
+                    freed.append((base, entry[0], entry[2]))
+        for base, end_of, done in freed:  # unpinning is slow: outside the lock
+            try:
+                unregister(base, end_of - base)
+            except Exception as err:  # keep releasing the rest
+                failure = failure or err
+            with self._lock:
+                del self._ranges[base]
+            done.set()
         if failure is not None:
             raise failure
 
     def ranges(self) -> dict[int, tuple[int, int]]:
         with self._lock:
-            return {base: (end, users) for base, (end, users) in self._ranges.items()}
+            return {base: (end, users) for base, (end, users, _) in self._ranges.items()}
 
 
 HOST_REGISTRY = HostRegistry()

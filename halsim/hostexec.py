@@ -113,7 +113,7 @@ class HostExecution(Execution):
             raise
         readers = max(1, self.plan.limits.readers)
         self._pools["io"] = cf.ThreadPoolExecutor(readers, f"halsim-io-d{self.index}", initializer=self._init_thread)
-        self._pools["host"] = cf.ThreadPoolExecutor(1, f"halsim-host-d{self.index}", initializer=self._init_thread)
+        self._pools["host"] = cf.ThreadPoolExecutor(max(1, self.plan.limits.imports), f"halsim-host-d{self.index}", initializer=self._init_thread)
         for q in range(max(1, self.plan.limits.queues)):
             self._pools[f"q{q}"] = cf.ThreadPoolExecutor(1, f"halsim-q{q}-d{self.index}", initializer=self._init_thread)
 

@@ -247,16 +247,17 @@ def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
                                 deps=(imp,))
                         k += 1
             continue
-        # Dedicated: import piece by piece; at most two pieces held, so importing
-        # piece k+1 overlaps the copies out of piece k.
+        # Dedicated: import piece by piece; at most 2 x importers pieces held, so
+        # importing the next pieces overlaps the copies out of this one.
         held: list[int] = []  # unimport step of each window, in order
+        hold = 2 * policy.importers
         for start, end, members in runs:
             w_start = align_down(start, align)
             while w_start < end:
                 w_end = min(w_start + piece, align_up(end, align))
                 window = ImportWindow(len(windows), device, w_start, w_end - w_start)
                 windows.append(window)
-                gate = (held[-2],) if len(held) >= 2 else ()
+                gate = (held[-hold],) if len(held) >= hold else ()
                 imp = out.add(Op.IMPORT, device, window.length, file_offset=w_start, window=window.id, deps=gate)
                 copies = []
                 lo_bound, hi_bound = max(w_start, start), min(w_end, end)
@@ -272,7 +273,7 @@ def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
                     k += 1
                 held.append(out.add(Op.UNIMPORT, device, window.length, file_offset=w_start, window=window.id, deps=tuple(copies) or (imp,)))
                 w_start = w_end
-    limits = Limits(readers=1, queues=max(queues.values(), default=1), imports=1)
+    limits = Limits(readers=1, queues=max(queues.values(), default=1), imports=policy.importers)
     return Plan(policy, policy, request, tuple(out.steps), (), tuple(windows), limits)
 
 

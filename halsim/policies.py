@@ -104,13 +104,16 @@ class ImportPolicy(_PolicyBase):
 
     Unified-memory devices use it in place; dedicated devices copy from it with
     no staging, importing ``piece`` bytes at a time so importing the next piece
-    overlaps copying this one. When the device or the source cannot import,
-    the ``fallback`` policy plans instead (and the plan says why).
+    overlaps copying this one. ``importers`` pieces are imported at once (page
+    pinning is CPU work that can run on several threads); at most
+    ``2 * importers`` pieces are held. When the device or the source cannot
+    import, the ``fallback`` policy plans instead (and the plan says why).
     """
 
     kind: Literal["import"] = "import"
     piece: int = Field(256 * MiB, ge=1)
     queues: int = Field(1, ge=1, le=64)
+    importers: int = Field(1, ge=1, le=64)
     fallback: Fallback = StreamingPolicy()
 
     _piece = field_validator("piece", mode="before")(lambda cls, v: _size(v))

@@ -946,3 +946,52 @@ def test_direct_path_reports_how_it_ran(gpu, mixed):
         print(f"cuFile: {gpu.device.direct_storage} ({gpu.device.direct_detail}); ran {done.plan.policy.spec()}; "
               f"notes {done.plan.notes}")
         assert (done.plan.policy.kind == "direct") == gpu.device.direct_storage
+
+
+def test_host_registry_registers_in_parallel_without_double_registration():
+    """Several importers pin pages at once; no page is ever registered twice."""
+    import random
+    import threading
+    import time as _time
+
+    from halsim.backends import cuda as hcuda
+
+    registry = hcuda.HostRegistry()
+    page = 4096
+    pinned: dict[int, int] = {}
+    lock = threading.Lock()
+    concurrent = [0, 0]  # now, most
+
+    def register(base, length):
+        with lock:
+            for p in range(base, base + length, page):
+                assert p not in pinned, "page registered twice"
+                pinned[p] = 1
+            concurrent[0] += 1
+            concurrent[1] = max(concurrent[1], concurrent[0])
+        _time.sleep(0.002)
+        with lock:
+            concurrent[0] -= 1
+
+    def unregister(base, length):
+        with lock:
+            for p in range(base, base + length, page):
+                assert pinned.pop(p, None) == 1, "unregistered a page that was not registered"
+
+    def worker(seed):
+        rng = random.Random(seed)
+        for _ in range(30):
+            start = rng.randrange(0, 64) * page
+            end = start + rng.randrange(1, 16) * page
+            held = registry.acquire(start, end, register, unregister)
+            covered = sorted(held)
+            assert covered[0][0] <= start and covered[-1][1] >= end
+            registry.release(held, unregister)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert registry.ranges() == {} and pinned == {}
+    assert concurrent[1] >= 2, "registrations never overlapped"
