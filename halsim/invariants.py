@@ -408,16 +408,23 @@ def _check_windows(plan: Plan, analysis: _Analysis, caps: "dict[int, DeviceCaps]
             align = cap.import_alignment
             if window.file_offset % align or window.length % align:
                 _fail("structure", f"{_name(plan)}: window {window} is not aligned to device {window.device}'s {align} bytes")
-    # Pieces on dedicated devices: at most two held, so importing piece k waits for piece k-2's release.
+    # Pieces on dedicated devices: at most ``hold`` held, so importing piece k waits for piece k-hold's release.
+    hold = _held_pieces(plan)
     per_device: dict[int, list] = defaultdict(list)
     for window in plan.windows:
         if not window.in_place:
             per_device[window.device].append(window)
     for device, windows in per_device.items():
-        for older, newer in zip(windows, windows[2:]):
+        for older, newer in zip(windows, windows[hold:]):
             if not analysis.before(unimports[older.id][0].id, imports[newer.id][0].id):
                 _fail("2 (staging bound)",
-                      f"{_name(plan)}: device {device} may hold windows {older.id} and {newer.id} and the one between at once")
+                      f"{_name(plan)}: device {device} may hold windows {older.id} to {newer.id} at once; "
+                      f"the policy holds at most {hold}")
+
+
+def _held_pieces(plan: Plan) -> int:
+    """How many import pieces a dedicated device may hold at once: two per importer."""
+    return 2 * getattr(plan.policy, "importers", 1)
 
 
 def _window_bound(plan: Plan) -> int:
@@ -429,8 +436,9 @@ def _window_bound(plan: Plan) -> int:
             total += window.length
         else:
             per_device[window.device].append(window.length)
+    hold = _held_pieces(plan)
     for lengths in per_device.values():
-        total += sum(sorted(lengths)[-2:])
+        total += sum(sorted(lengths)[-hold:])
     return total
 
 

@@ -33,7 +33,8 @@ streaming = st.builds(StreamingPolicy, chunk=chunks, slots=st.integers(1, 9), re
                       queues=st.integers(1, 4))
 staged = st.builds(StagedPolicy, chunk=chunks, readers=st.integers(1, 4))
 fallbacks = st.one_of(streaming, staged)
-imports = st.builds(ImportPolicy, piece=chunks, queues=st.integers(1, 4), fallback=fallbacks)
+imports = st.builds(ImportPolicy, piece=chunks, queues=st.integers(1, 4), fallback=fallbacks,
+                    **({"importers": st.integers(1, 4)} if "importers" in ImportPolicy.model_fields else {}))
 directs = st.builds(DirectPolicy, chunk=chunks, readers=st.integers(1, 5), fallback=fallbacks)
 autos = st.builds(AutoPolicy, budget=st.one_of(st.integers(1, 1 << 16), st.sampled_from([1, 2, 3, 255, MiB, 256 * MiB, GiB])))
 policies = st.one_of(streaming, staged, imports, directs, autos)
