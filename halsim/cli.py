@@ -216,11 +216,14 @@ def sweep(
             _fail(f"{output}: results go to a .parquet or .csv file")
         targets = sweeps.make_targets(platform, workload, file, gpus=gpus, shard=shard, page_cached=not cold)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        started = time.perf_counter()
         with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task(f"simulating {len(configs) * len(targets)} runs", total=None)
             result = sweeps.run_sweep(configs, targets, executor=executor, workers=workers, scheduler=scheduler,
                                       mode=mode, progress=lambda done, total: bar.update(task, completed=done,
                                                                                          total=total))
+        err.print(f"{len(result.frame)} runs ({result.simulations} distinct) simulated in "
+                  f"{time.perf_counter() - started:.1f} s, {result.cpu_seconds:.1f} CPU-s", highlight=False)
         for table in sweeps.summary_tables(result, budget, top):
             out.print(table)
         if output:

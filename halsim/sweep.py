@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,39 +205,56 @@ def simulate_row(target: Target, policy: Policy, mode: str = "overlapped") -> di
     }
 
 
-def _run_batch(target: Target, items: Sequence[tuple[int, Policy]], mode: str) -> list[tuple[int, dict]]:
-    return [(position, simulate_row(target, policy, mode)) for position, policy in items]
+def same_run(policy: Policy, target: Target) -> Policy:
+    """The configuration that stands for every one that runs exactly as ``policy`` on ``target``.
+
+    A streaming read needs a free staging slot, so no more reads are ever in
+    flight than there are slots on all devices together: readers beyond that
+    change nothing, and the sweep simulates such rings once.
+    """
+    if policy.kind == "streaming":
+        slots = policy.slots * len(target.request.devices)
+        if policy.readers > slots:
+            return policy.model_copy(update={"readers": slots})
+    return policy
+
+
+def _run_batch(target: Target, items: Sequence[tuple[int, Policy]], mode: str) -> tuple[list, int, float]:
+    """(job, row) for each item, the worker's pid, and the CPU seconds it spent on them."""
+    start = time.process_time()
+    rows = [(job, simulate_row(target, policy, mode)) for job, policy in items]
+    return rows, os.getpid(), time.process_time() - start
 
 
 # ---------------------------------------------------------------- executors
 
-Batch = tuple[int, list[tuple[int, Policy]]]  # (target index, [(row position, policy)])
+Batch = tuple[int, list[tuple[int, Policy]]]  # (target index, [(job, policy)])
 
 
-def _batches(targets: Sequence[Target], configs: Sequence[Policy], workers: int) -> list[Batch]:
-    """Strided batches per target: batch j holds configs j, j+n, j+2n...
+def _batches(jobs: Sequence[tuple[int, Policy]], workers: int) -> list[Batch]:
+    """Strided batches per target: batch j holds the target's jobs j, j+n, j+2n...
 
     Small-chunk configurations simulate far slower than large ones, and grids
     list them together; striding mixes cheap and dear in every batch so the
     workers finish together. Batches amortise the per-task cost of the executor.
     """
-    total = len(targets) * len(configs)
-    size = max(1, min(16, math.ceil(total / (workers * 8))))
-    per_target = math.ceil(len(configs) / size)
+    size = max(1, min(16, math.ceil(len(jobs) / (workers * 8))))
+    by_target: dict[int, list[tuple[int, Policy]]] = {}
+    for job, (t, policy) in enumerate(jobs):
+        by_target.setdefault(t, []).append((job, policy))
     out = []
-    for t in range(len(targets)):
-        base = t * len(configs)
-        for j in range(per_target):
-            out.append((t, [(base + i, configs[i]) for i in range(j, len(configs), per_target)]))
+    for t, items in by_target.items():
+        count = math.ceil(len(items) / size)
+        out.extend((t, items[j::count]) for j in range(count))
     return out
 
 
-def _serial(targets, batches, mode, **_) -> Iterable[list[tuple[int, dict]]]:
-    for t, items in batches:
+def _serial(targets, jobs, mode, **_) -> Iterable[tuple]:
+    for t, items in _batches(jobs, 1):
         yield _run_batch(targets[t], items, mode)
 
 
-def _processes(targets, batches, mode, *, workers: int, **_) -> Iterable[list[tuple[int, dict]]]:
+def _processes(targets, jobs, mode, *, workers: int, **_) -> Iterable[tuple]:
     import multiprocessing
 
     # forkserver: workers start from a clean process that has imported halsim once,
@@ -244,7 +262,7 @@ def _processes(targets, batches, mode, *, workers: int, **_) -> Iterable[list[tu
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["halsim.sweep", "halsim.api", "halsim.sim", "halsim.explain"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending = {pool.submit(_run_batch, targets[t], items, mode) for t, items in batches}
+        pending = {pool.submit(_run_batch, targets[t], items, mode) for t, items in _batches(jobs, workers)}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -256,7 +274,7 @@ def _processes(targets, batches, mode, *, workers: int, **_) -> Iterable[list[tu
             raise
 
 
-def _dask(targets, batches, mode, *, workers: int, scheduler: str | None = None, **_) -> Iterable[list[tuple[int, dict]]]:
+def _dask(targets, jobs, mode, *, workers: int, scheduler: str | None = None, **_) -> Iterable[tuple]:
     import logging
 
     from distributed import Client, LocalCluster, as_completed
@@ -271,7 +289,9 @@ def _dask(targets, batches, mode, *, workers: int, scheduler: str | None = None,
     try:
         # Ship each target's request and platform once, not once per task.
         shipped = client.scatter(list(targets), broadcast=True)
-        futures = [client.submit(_run_batch, shipped[t], items, mode, pure=False) for t, items in batches]
+        threads = sum(client.nthreads().values()) or workers  # a remote cluster may be far bigger than this machine
+        futures = [client.submit(_run_batch, shipped[t], items, mode, pure=False)
+                   for t, items in _batches(jobs, threads)]
         try:
             for future in as_completed(futures):
                 yield future.result()
@@ -333,26 +353,37 @@ def run_sweep(
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
     targets = list(targets)
     workers = workers or os.cpu_count() or 1
-    total = len(configs) * len(targets)
-    rows: list[dict | None] = [None] * total
-    done = 0
+    # One job per distinct run: configurations that run the same are simulated once.
+    jobs: dict[tuple[int, Policy], int] = {}
+    job_of = [jobs.setdefault((t, same_run(policy, target)), len(jobs))
+              for t, target in enumerate(targets) for policy in configs]
+    runs_of_job = [0] * len(jobs)
+    for job in job_of:
+        runs_of_job[job] += 1
+    measured: list[dict | None] = [None] * len(jobs)
+    total, done = len(job_of), 0
     if progress:
         progress(0, total)
-    batches = _batches(targets, configs, 1 if executor == "serial" else workers)
-    for results in _EXECUTORS[executor](targets, batches, mode, workers=workers, scheduler=scheduler):
-        for position, measured in results:
-            rows[position] = measured
-        done += len(results)
+    cpu: dict[int, float] = {}
+    for results, pid, seconds in _EXECUTORS[executor](targets, list(jobs), mode, workers=workers, scheduler=scheduler):
+        cpu[pid] = cpu.get(pid, 0.0) + seconds
+        for job, row in results:
+            measured[job] = row
+            done += runs_of_job[job]
         if progress:
             progress(done, total)
     columns = _policy_columns(configs)
+    runs = list(jobs)
     records = []
-    for position, measured in enumerate(rows):
+    for position, job in enumerate(job_of):
         target = targets[position // len(configs)]
         policy = configs[position % len(configs)]
+        row = dict(measured[job])
+        if row["ran"] == runs[job][1].spec():  # it ran as configured, so as this configuration
+            row["ran"] = policy.spec()
         records.append({**_policy_values(policy, columns), "platform": target.platform,
-                        "workload": target.workload, **measured})
-    return SweepResult(_frame(records, columns), tuple(targets), mode)
+                        "workload": target.workload, **row})
+    return SweepResult(_frame(records, columns), tuple(targets), mode, len(jobs), cpu)
 
 
 def _frame(records: list[dict], policy_columns: Sequence[str]) -> "pd.DataFrame":
@@ -376,6 +407,13 @@ class SweepResult:
     frame: "pd.DataFrame"
     targets: tuple[Target, ...] = field(default=(), repr=False)
     mode: str = "overlapped"
+    simulations: int = 0  # distinct runs simulated (configurations that run the same share one)
+    worker_cpu: dict[int, float] = field(default_factory=dict, repr=False)  # CPU seconds by worker pid
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time the simulations took, all workers together."""
+        return sum(self.worker_cpu.values())
 
     @property
     def ok(self) -> "pd.DataFrame":
@@ -504,4 +542,4 @@ def parse_budget(budget: int | str | None) -> int | None:
 
 
 __all__ = ["DEFAULT_GRIDS", "EXECUTORS", "Target", "SweepResult", "parse_grid", "parse_grids", "make_targets",
-           "simulate_row", "run_sweep", "load_results", "summary_tables"]
+           "same_run", "simulate_row", "run_sweep", "load_results", "summary_tables"]

@@ -1,5 +1,7 @@
 """Policy sweeps: grid specs, executors, the Pareto front, and auto choosing by simulation."""
 
+import os
+
 import pandas as pd
 import pandas.testing as pdt
 import pytest
@@ -57,7 +59,8 @@ def test_plain_kind_and_nested_fallbacks():
 
 
 def test_grids_share_configurations_once():
-    configs = parse_grids(["streaming:chunk=[16MiB,64MiB],slots=1,readers=1", "streaming:chunk=64MiB,slots=1,readers=1"])
+    configs = parse_grids(["streaming:chunk=[16MiB,64MiB],slots=1,readers=1",
+                           "streaming:chunk=64MiB,slots=1,readers=1"])
     assert configs == [StreamingPolicy(chunk=16 * MiB, slots=1, readers=1), IREE_STREAMING]
 
 
@@ -117,6 +120,8 @@ def test_one_row_per_config_platform_and_workload(local):
 def test_process_pool_gives_the_same_rows(local, targets):
     pooled = run_sweep(parse_grids(SMALL_GRIDS), targets, executor="processes", workers=2)
     pdt.assert_frame_equal(local.frame, pooled.frame, check_exact=True)
+    assert pooled.simulations == local.simulations and 1 <= len(pooled.worker_cpu) <= 2
+    assert os.getpid() not in pooled.worker_cpu and pooled.cpu_seconds > 0
 
 
 def test_dask_local_cluster_gives_the_same_rows(local, targets):
@@ -139,6 +144,23 @@ def test_a_refused_run_is_a_row_with_its_error():
     result = run_sweep(["staged"], make_targets(["h100-pcie5"], ["gpt2"], gpus=2), executor="serial")
     assert "no GPU 1" in result.frame["error"].iloc[0]
     assert result.best().empty and result.pareto().empty
+
+
+@pytest.mark.parametrize("platform,gpus,readers", [("h100-pcie5", 1, [2, 8]), ("dgx-h100", 2, [4, 16])])
+def test_rings_with_readers_to_spare_are_simulated_once_and_match_their_own_run(monkeypatch, platform, gpus, readers):
+    import halsim.sweep as sweep
+
+    calls = []
+    real = sweep.simulate_row
+    monkeypatch.setattr(sweep, "simulate_row", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    grid = f"streaming:chunk=16MiB,slots=2,readers=[{readers[0]},{readers[1]}]"
+    result = run_sweep(parse_grid(grid), make_targets([platform], ["gpt2"], gpus=gpus), executor="serial")
+    assert len(calls) == 1  # 2 slots per GPU: no more than 2 x gpus reads in flight either way
+    spare = parse_grid(grid)[1]
+    own = halsim.simulate("gpt2", platform, spare, gpus=gpus)
+    row = result.frame.iloc[1]
+    assert row["seconds"] == own.seconds == result.frame["seconds"].iloc[0]
+    assert row["peak_staging_bytes"] == own.peak_staging_bytes and row["ran"] == own.policy == spare.spec()
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
