@@ -12,7 +12,9 @@ CPU, CUDA and Vulkan devices and :class:`~halsim.sim.SimDevice`:
 * ``copies`` — copies on every copy queue at once: do they overlap?
 * ``read`` / ``cold`` — READ steps into staging, warm and cold, by request
   size (one reader) and by reader count;
-* ``pin`` — allocating a staging pool of ``slots`` x ``bytes``;
+* ``stream`` — reads and copies at once (a streaming ring by reader count):
+  how reads, copies and DMA share the host, which the fit's "sharing" needs;
+* ``pin`` — allocating and freeing a staging pool of ``slots`` x ``bytes``;
 * ``import`` — IMPORT / UNIMPORT of windows of a mapped file, by window size.
 
 What the trait has no step for is measured on the host directly: ``memcpy``
@@ -20,9 +22,10 @@ by thread count. A simulated device gets a simulated host
 (:class:`SimTarget`), so calibrating the simulator against itself runs the
 very same benchmarks — that is how :mod:`halsim.fit` is tested.
 
-Real runs repeat each point ``Config.repeats`` times (after one discarded
-warm-up run per benchmark) and keep every sample, so the fit can take medians
-and report the spread. :func:`calibrate` measures and fits in one call.
+Real runs go over every point ``Config.repeats`` times, round after round
+(after one discarded warm-up run per benchmark), and keep every sample, so the
+fit can take medians and report the spread. :func:`calibrate` measures and
+fits in one call; :func:`predict` runs one point on a simulated platform.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class Config:
     copy_chunks: tuple[int, ...]
     read_sizes: tuple[int, ...]  # warm, one reader
     cold_sizes: tuple[int, ...]  # cold, one reader
-    threads: tuple[int, ...]  # reader counts and memcpy thread counts
+    threads: tuple[int, ...]  # memcpy threads, and readers of the multi-reader and streaming runs
     thread_chunk: int  # request size of the multi-reader runs
     memcpy_bytes: int  # per memcpy thread
     pin_slots: tuple[int, ...]
@@ -101,10 +104,10 @@ class Config:
                    pin_bytes=(4 * MiB, 16 * MiB, 64 * MiB), import_pieces=(4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB),
                    run_bytes=256 * MiB, max_steps=128, repeats=5)
 
-    def steps(self, size: int, limit: int | None = None) -> int:
-        """How many steps of ``size`` bytes one run takes."""
+    def steps(self, size: int, within: int | None = None) -> int:
+        """How many steps of ``size`` bytes one run takes, in at most ``within`` bytes (default: the scratch file)."""
         count = max(4, min(self.max_steps, self.run_bytes // max(size, 1)))
-        return max(1, min(count, (limit or self.scratch) // max(size, 1)))
+        return max(1, min(count, (within or self.scratch) // max(size, 1)))
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class Probe:
     """One point of one microbenchmark.
 
     ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``cold``,
-    ``pin``, ``import`` or ``memcpy``; ``size`` the chunk, request, slot or
+    ``stream``, ``pin``, ``import`` or ``memcpy``; ``size`` the chunk, request, slot or
     window size; ``count`` how many of them; ``width`` the readers, queues,
     slots or memcpy threads.
     """
@@ -137,7 +140,7 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     """Every point to measure on a device with ``caps``, in the order they run."""
     out = [Probe("memcpy", config.memcpy_bytes, 1, t) for t in config.threads]
     for bench in ("h2d", "d2h") + (("pageable",) if pageable else ()):
-        out += [Probe(bench, c, config.steps(c, 1 << 62)) for c in config.copy_chunks]
+        out += [Probe(bench, c, config.steps(c, within=1 << 62)) for c in config.copy_chunks]  # no file involved
     if caps.copy_queues > 1:
         chunk = config.copy_chunks[-1]
         out.append(Probe("copies", chunk, 4 * caps.copy_queues, caps.copy_queues))
@@ -149,6 +152,7 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     out += [Probe("read", s, config.steps(s)) for s in config.read_sizes]
     out += [Probe("read", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
+    out += [Probe("stream", config.thread_chunk, config.scratch // config.thread_chunk, n) for n in config.threads]
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
     out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
@@ -201,6 +205,14 @@ def import_plan(probe: Probe, source: SourceInfo, in_place: bool) -> Plan:
         steps.append(Step(2 * k + 1, Op.UNIMPORT, 0, size, file_offset=k * size, window=k, deps=(2 * k,)))
     policy = ImportPolicy(piece=size)
     return Plan(policy, policy, UploadRequest(source, (), ()), tuple(steps), (), windows, Limits())
+
+
+def stream_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
+    """An upload of ``count`` chunks of ``size`` bytes through a ring of 2 x ``width`` slots, ``width`` readers."""
+    total = probe.size * probe.count
+    request = UploadRequest(source, (BufferSpec("calibration", total),), (Transfer(0, 0, 0, total),))
+    # One queue: the plan must not depend on how many copy queues the candidate platforms have.
+    return StreamingPolicy(chunk=probe.size, slots=2 * probe.width, readers=probe.width, queues=1).plan(request, caps)
 
 
 def pool_plan(probe: Probe) -> Plan:
@@ -303,10 +315,11 @@ class DeviceTarget(Target):
         fd, name = tempfile.mkstemp(prefix="halsim-calibrate-", suffix=".bin", dir=self.directory)
         self.path = Path(name)
         try:
-            # Random bytes: nothing below us can compress or deduplicate them.
-            block = np.random.default_rng(0).integers(0, 256, 16 * MiB, dtype=np.uint8)
+            # Fresh random bytes throughout: nothing below us can compress or deduplicate them.
+            bits = np.random.default_rng(0).bit_generator
             with os.fdopen(fd, "wb", buffering=0) as f:
-                for offset in range(0, scratch, len(block)):
+                for offset in range(0, scratch, 16 * MiB):
+                    block = bits.random_raw(2 * MiB).view(np.uint8)  # 16 MiB of raw 64-bit draws
                     f.write(memoryview(block)[: min(len(block), scratch - offset)])
                 f.flush()
                 os.fsync(f.fileno())
@@ -363,8 +376,6 @@ class DeviceTarget(Target):
             yield file, SourceInfo.of(file, page_cached=not cold)
         finally:
             file.close()
-        if not cold:
-            self._cached = True
 
 
 class PageableStaging(Device):
@@ -416,7 +427,7 @@ def _wall(spans) -> float:
 
 
 def _overlap(spans) -> float:
-    """How many spans run at the middle of the median span: the concurrency actually reached."""
+    """The concurrency actually reached: over the spans, the median of how many ran at each one's midpoint."""
     counts = [sum(1 for o in spans if o.start < (s.start + s.end) / 2 < o.end) for s in spans]
     return float(statistics.median(counts))
 
@@ -441,18 +452,23 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         spans = _spans(_engine_run(copy_plan(probe), None, target.device, "overlapped"), "copy/", "copy")
         return {"copies": _wall(spans), "overlap": _overlap(spans)}
     if bench == "pin":
+        # Allocating and freeing: a real upload pays both (cuMemFreeHost is as slow as
+        # cuMemHostAlloc); the simulator charges the pair at allocation.
         device = target.device
         execution = device.open(pool_plan(probe), None, Trace(), 0)
         start = device.now()
         execution.allocate()
-        seconds = device.now() - start
         execution.release(keep_buffers=False)
-        return {"pin": seconds}
+        return {"pin": device.now() - start}
     if bench == "import":
         with target.source(cold=False) as (file, source):
             in_place = target.device.caps.import_in_place
             trace = _engine_run(import_plan(probe, source, in_place), file, target.device, "serial")
         return {op: statistics.median(s.seconds for s in _spans(trace, "import/", op)) for op in ("import", "unimport")}
+    if bench == "stream":
+        with target.source(cold=False) as (file, source):
+            trace = _engine_run(stream_plan(probe, source, target.device.caps), file, target.device, "overlapped")
+        return {"stream": _wall([s for s in trace.spans if s.lane.startswith(("read/", "copy/"))])}
     if bench in ("read", "cold"):
         with target.source(cold=bench == "cold") as (file, source):
             mode = "serial" if probe.width == 1 else "overlapped"
@@ -572,13 +588,33 @@ def predict(platform: "Platform", probe: Probe, scratch: int) -> dict[str, float
 # ---------------------------------------------------------------- measure and fit
 
 
+@dataclass(frozen=True)
+class Check:
+    """One microbenchmark: measured (median of the repeats) and what the fitted platform predicts."""
+
+    probe: Probe
+    measured: float
+    spread: float
+    predicted: float
+
+    @property
+    def error(self) -> float:
+        return (self.predicted - self.measured) / self.measured if self.measured else 0.0
+
+
+def headline(probe: Probe, readings: "dict[str, float] | Measurement") -> float:
+    """The one number a probe is judged by: an import is judged with its release (they share a lane)."""
+    value = readings.value if isinstance(readings, Measurement) else readings.__getitem__
+    return value("import") + value("unimport") if probe.bench == "import" else value(probe.readings[0])
+
+
 @dataclass
 class Calibration:
     """A fitted platform, each parameter with its error, and how well it reproduces every microbenchmark."""
 
     platform: "Platform"
     fitted: list["Fitted"]
-    checks: list[tuple[Measurement, float]]  # (measured, the fitted platform's prediction of it)
+    checks: list[Check]  # every microbenchmark against the fitted platform's prediction of it
     measurements: Measurements
     notes: list[str] = field(default_factory=list)
 
@@ -601,17 +637,17 @@ class Calibration:
         path.write_text(self.to_toml())
         return path
 
-    def table(self):
-        """A rich Table: parameter, value, error, residual, what set it."""
+    def table(self, sources: bool = True):
+        """A rich Table: parameter, value, error, residual (and, with ``sources``, what set it)."""
         from halsim.fit import fitted_table
 
-        return fitted_table(self.fitted, title=f"calibrated {self.platform.name}")
+        return fitted_table(self.fitted, title=f"calibrated {self.platform.name}", sources=sources)
 
     def to_dict(self) -> dict[str, Any]:
         return {"platform": self.platform.model_dump(), "toml": self.to_toml(),
                 "fitted": [dataclasses.asdict(f) for f in self.fitted],
-                "checks": [{"probe": m.probe.label, "measured": m.value(), "spread": m.spread(), "predicted": p}
-                           for m, p in self.checks],
+                "checks": [{"probe": c.probe.label, "measured": c.measured, "spread": c.spread,
+                            "predicted": c.predicted} for c in self.checks],
                 "measurements": self.measurements.to_dict(), "notes": list(self.notes)}
 
 
@@ -626,5 +662,6 @@ def calibrate(device: "str | Device", config: Config | None = None, *, progress:
 
 
 __all__ = ["Config", "Probe", "probes", "Target", "SimTarget", "DeviceTarget", "PageableStaging", "target_for",
-           "run_probe", "Measurement", "Measurements", "measure", "predict", "Calibration", "calibrate",
-           "copy_plan", "read_plan", "import_plan", "pool_plan"]
+           "run_probe", "Measurement", "Measurements", "measure", "predict", "Check", "headline", "Calibration",
+           "calibrate",
+           "copy_plan", "read_plan", "import_plan", "stream_plan", "pool_plan"]

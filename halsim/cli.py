@@ -256,7 +256,7 @@ def calibrate(
             result = run(device, Config.quick() if quick else Config.full(), scratch_dir=scratch, name=name,
                          progress=lambda done, total, what: bar.update(task, completed=done, total=total,
                                                                        description=f"{device}: {what}"))
-        out.print(result.table())
+        out.print(result.table(sources=out.width >= 120))  # the TOML's comments say what set each value
         for note in result.notes:
             out.print(f"[yellow]note:[/] {note}", highlight=False)
         if output:

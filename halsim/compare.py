@@ -15,7 +15,6 @@ drop it. Cold cases drop the file from the page cache before each run
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -109,38 +108,60 @@ class Row:
                 "measured_peak_staging": self.median_run.peak_staging_bytes}
 
 
+# Predictions closer than this (relative) are a tie: the simulator does not order the pair.
+TIE = 0.005
+
+
 @dataclass
 class Ranking:
-    same_order: bool
-    tau: float  # Kendall's tau: 1 = same order, -1 = reversed
+    agree: int  # pairs ordered the same way by the simulator and the device
     swapped: list[tuple[str, str, bool]]  # (faster in sim, faster for real, within the real runs' spread)
+    tied: list[tuple[str, str, bool]]  # pairs predicted equal: (a, b, the device cannot tell them apart either)
+    tau: float  # Kendall's tau-b: 1 = same order, -1 = reversed
+
+    @property
+    def same_order(self) -> bool:
+        """Every pair the device tells apart, the simulator orders the same way."""
+        return not self.swapped and all(noise for *_, noise in self.tied)
 
     @property
     def swapped_beyond_noise(self) -> int:
         return sum(1 for *_, noise in self.swapped if not noise)
 
+    def describe(self) -> str:
+        parts = [f"{self.agree} pair(s) in the same order"]
+        if self.swapped:
+            parts.append(f"{len(self.swapped)} swapped ({self.swapped_beyond_noise} beyond the spread of real runs)")
+        if self.tied:
+            distinct = sum(1 for *_, noise in self.tied if not noise)
+            parts.append(f"{len(self.tied)} predicted equal ({distinct} distinct on the device)")
+        verdict = "same order" if self.same_order else "not the same order"
+        return f"{verdict}: {', '.join(parts)}; Kendall tau-b {self.tau:.2f}"
+
 
 def rank(rows: Sequence[Row]) -> Ranking:
-    """Does the simulator order the cases as the device does?"""
-    n = len(rows)
-    concordant = discordant = 0
-    swapped = []
-    for i in range(n):
-        for j in range(i + 1, n):
+    """Does the simulator order the cases as the device does (pair by pair)?"""
+    agree, swapped, tied = 0, [], []
+    real_ties = 0
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
             a, b = rows[i], rows[j]
             dp = a.predicted_seconds - b.predicted_seconds
             dm = a.seconds - b.seconds
-            if dp * dm > 0:
-                concordant += 1
-            elif dp * dm < 0:
-                discordant += 1
+            noise = abs(dm) <= a.spread * a.seconds + b.spread * b.seconds
+            real_ties += dm == 0
+            if abs(dp) <= TIE * max(a.predicted_seconds, b.predicted_seconds):
+                tied.append((a.case.label, b.case.label, noise))
+            elif dp * dm > 0:
+                agree += 1
+            elif dm != 0:
                 sim_first = a if dp < 0 else b
                 real_first = a if dm < 0 else b
-                noise = abs(dm) <= a.spread * a.seconds + b.spread * b.seconds
                 swapped.append((sim_first.case.label, real_first.case.label, noise))
-    pairs = n * (n - 1) / 2
-    tau = (concordant - discordant) / pairs if pairs else 1.0
-    return Ranking(discordant == 0, tau, swapped)
+    pairs = len(rows) * (len(rows) - 1) / 2
+    scale = ((pairs - len(tied)) * (pairs - real_ties)) ** 0.5
+    tau = (agree - len(swapped)) / scale if scale else 1.0
+    return Ranking(agree, swapped, tied, tau)
 
 
 @dataclass
@@ -173,11 +194,8 @@ class Comparison:
         return rank(self.rows)
 
     def summary(self) -> str:
-        ranking = self.ranking
-        order = "same order" if ranking.same_order else (
-            f"{len(ranking.swapped)} pair(s) swapped, {ranking.swapped_beyond_noise} beyond the spread of real runs")
-        return (f"median |error| {self.median_error:.1%}, worst {self.worst_error:.1%}; ranking: {order} "
-                f"(Kendall tau {ranking.tau:.2f})")
+        return (f"median |error| {self.median_error:.1%}, worst {_error(self.worst_error).lstrip('+')}; "
+                f"ranking: {self.ranking.describe()}")
 
     def to_dict(self) -> dict[str, Any]:
         ranking = self.ranking
@@ -185,7 +203,9 @@ class Comparison:
                 "repeat": self.repeat, "mode": self.mode, "host": self.host, "when": self.when,
                 "rows": [r.to_dict() for r in self.rows], "median_abs_error": self.median_error,
                 "worst_abs_error": self.worst_error, "same_order": ranking.same_order, "kendall_tau": ranking.tau,
+                "pairs_agree": ranking.agree,
                 "swapped": [{"sim_faster": a, "real_faster": b, "within_spread": n} for a, b, n in ranking.swapped],
+                "predicted_equal": [{"a": a, "b": b, "within_spread": n} for a, b, n in ranking.tied],
                 "notes": list(self.notes)}
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -197,7 +217,7 @@ class Comparison:
                  "|---|---:|---:|---:|---:|---:|"]
         for r in self.rows:
             ran = "" if r.predicted.policy == r.case.policy.spec() else f" → {r.predicted.policy}"
-            lines.append(f"| `{r.case.label}`{ran} | {r.predicted_seconds:.4f} | {r.seconds:.4f} | ±{r.spread:.0%} | "
+            lines.append(f"| `{r.case.label}`{ran} | {r.predicted_seconds:.4g} | {r.seconds:.4g} | ±{r.spread:.0%} | "
                          f"{_error(r.error)} | {format_size(r.predicted.peak_staging_bytes)} / "
                          f"{format_size(r.median_run.peak_staging_bytes)} |")
         lines += ["", self.summary() + "."]
@@ -212,14 +232,14 @@ class Comparison:
                             f"({format_size(self.file_bytes)}), {self.repeat} real run(s) each", title_justify="left")
         for column in ("case", "sim s", "real s", "spread", "error", "staging sim", "staging real"):
             if column == "case":
-                table.add_column(column, overflow="fold")  # a long spec wraps; it is never cut
+                table.add_column(column, overflow="fold", min_width=28)  # a long spec wraps; it is never cut
             else:
                 table.add_column(column, justify="right", no_wrap=True)
         for r in self.rows:
             label = r.case.label if r.predicted.policy == r.case.policy.spec() else \
                 f"{r.case.label} → {r.predicted.policy}"
             colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.15 else "red"
-            table.add_row(label, f"{r.predicted_seconds:.4f}", f"{r.seconds:.4f}", f"±{r.spread:.0%}",
+            table.add_row(label, f"{r.predicted_seconds:.4g}", f"{r.seconds:.4g}", f"±{r.spread:.0%}",
                           f"[{colour}]{_error(r.error)}[/]", format_size(r.predicted.peak_staging_bytes),
                           format_size(r.median_run.peak_staging_bytes))
         return table
@@ -257,7 +277,7 @@ def reader_lanes_in_order(trace: Trace) -> Trace:
     names = {lane: f"read/{k}" for k, lane in enumerate(sorted(first, key=lambda lane: (first[lane], lane)))}
     if all(old == new for old, new in names.items()):
         return trace
-    spans = [dataclasses.replace(s, lane=names.get(s.lane, s.lane)) for s in trace.spans]
+    spans = [s._replace(lane=names.get(s.lane, s.lane)) for s in trace.spans]
     return Trace(trace.origin, spans, trace.counters, trace.meta)
 
 
@@ -287,7 +307,8 @@ def plot_pairs(pairs: Sequence[tuple[str, Trace, Trace]], path: "str | os.PathLi
                     width = max(s.seconds, end * 1e-3) * scale  # a bind still shows
                     bars.setdefault((row[s.lane], s.op), []).append((s.start * scale, width))
             for (y, op), spans in bars.items():
-                ax.broken_barh(spans, (y - 0.4, 0.8), facecolors=_OP_COLOURS.get(op, "#999999"), linewidth=0)
+                ax.broken_barh(spans, (y - 0.4, 0.8), facecolors=_OP_COLOURS.get(op, "#999999"),
+                               edgecolors="white", linewidth=0.4)  # back-to-back steps stay apart
             ax.set_yticks(range(len(lanes)), lanes, fontsize=6)
             ax.set_ylim(len(lanes) - 0.5, -0.5)
             ax.set_xlim(0, end * scale)
@@ -368,5 +389,5 @@ def compare(
                       when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), notes=notes)
 
 
-__all__ = ["Case", "cases", "Row", "Ranking", "rank", "Comparison", "compare", "plot_pairs", "STEP_LANES",
+__all__ = ["Case", "cases", "Row", "Ranking", "rank", "TIE", "Comparison", "compare", "plot_pairs", "STEP_LANES",
            "reader_lanes_in_order"]

@@ -5,12 +5,14 @@ Two kinds of fit:
 * **Linear** where the simulator's model is a line: a copy step takes
   ``overhead + bytes / bandwidth``, a warm read ``bytes / page_cache_bandwidth``,
   a cold read ``latency + bytes / rate``, a staging pool ``slots * pin_per_call
-  + bytes / pin_bandwidth``, an import ``register_per_call + bytes /
-  register_bandwidth``. Weighted least squares on *relative* residuals (times
+  + bytes / pin_bandwidth`` (allocation and freeing), an import and its
+  release ``2 * register_per_call + bytes / register_bandwidth``. Weighted
+  least squares on *relative* residuals (times
   span three orders of magnitude over chunk sizes; plain least squares would
   fit only the largest), with the standard error of each coefficient.
 * **By simulation** where flows share a resource: ``total_bandwidth`` (host
-  memory under several memcpy threads and readers) and the drive's
+  memory under several memcpy threads, readers, and readers with copies
+  running at once — the sharing an upload depends on) and the drive's
   ``bandwidth`` (cold reads by several readers). A 1-D search picks the value
   whose simulation of those very microbenchmarks best matches the
   measurements (least squares of log time ratios).
@@ -30,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from halsim.calibrate import Calibration, Measurement, Measurements, predict
+from halsim.calibrate import Calibration, Check, Measurement, Measurements, Probe, headline, predict
 from halsim.platform import Gpu, HostMemory, Link, Platform, Storage
 
 # A rate that stands in for "no measurable cost per byte" (1 PB/s): the model needs a number.
@@ -70,16 +72,17 @@ def linear_fit(rows: Sequence[Sequence[float]], y: Sequence[float]) -> LinearFit
     w = 1.0 / np.maximum(np.abs(y), floor)
     A = X * w[:, None]
     b = y * w
-    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
-    r = A @ coef - b
+    # Columns in seconds, seconds per slot and seconds per byte differ by 1e8: scale them to
+    # unit norm, or the covariance's pseudo-inverse drops the small ones as noise.
+    norms = np.linalg.norm(A, axis=0)
+    norms[norms == 0] = 1.0
+    scaled = A / norms
+    coef, *_ = np.linalg.lstsq(scaled, b, rcond=None)
+    r = scaled @ coef - b
     n, p = A.shape
     s2 = float(r @ r) / (n - p) if n > p else 0.0
-    try:
-        cov = s2 * np.linalg.pinv(A.T @ A)
-        stderr = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    except np.linalg.LinAlgError:  # pragma: no cover - pinv does not fail on finite input
-        stderr = np.full(p, np.inf)
-    return LinearFit(coef, stderr, float(np.sqrt(np.mean(r**2))) if n else 0.0)
+    stderr = np.sqrt(np.maximum(np.diag(s2 * np.linalg.pinv(scaled.T @ scaled)), 0.0)) / norms
+    return LinearFit(coef / norms, stderr, float(np.sqrt(np.mean(r**2))) if n else 0.0)
 
 
 def search_fit(loss: Callable[[float], float], lo: float, hi: float, points: int = 40,
@@ -204,10 +207,17 @@ _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_ba
                 "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1}
 
 
-def _rate(path: str, fit: LinearFit, k: int, p: _Params, source: str, what: str) -> None:
-    """Set a bandwidth from the slope (seconds per byte) in ``fit.coef[k]``."""
+def _rate(path: str, fit: LinearFit, k: int, p: _Params, source: str, what: str,
+          extent: tuple[float, float] | None = None) -> None:
+    """Set a bandwidth from the slope (seconds per byte) in ``fit.coef[k]``.
+
+    A slope within two standard errors of zero is no measurement; with ``extent``
+    (the most bytes, the longest time measured), neither is one whose bytes add
+    under 5 % to the longest time — it would flip between runs and change nothing.
+    """
     slope, err = float(fit.coef[k]), float(fit.stderr[k])
-    if slope > 0 and slope > 2 * err:
+    felt = extent is None or slope * extent[0] >= 0.05 * extent[1]
+    if slope > 0 and slope > 2 * err and felt:
         p.set(path, 1.0 / slope, error=err / slope, source=source)
     else:
         p.set(path, UNMEASURABLE_RATE, source=source, measured=False,
@@ -265,9 +275,9 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         notes.append(f"a warm read costs {reads.coef[0] * 1e6:.3g} us beyond its bytes; the simulator has no "
                      "per-read cost for cached reads, so it predicts small requests too fast")
 
-    # Host memory in all: memcpy threads and warm readers, by simulation.
+    # Host memory in all: memcpy threads, warm readers, and readers with copies, by simulation.
     shared = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + \
-             [pt for pt in m.of("read") if pt.probe.width > 1]
+             [pt for pt in m.of("read") if pt.probe.width > 1] + m.of("stream")
 
     def host_loss(x: float) -> float:
         candidate = platform(host__total_bandwidth=x)
@@ -278,7 +288,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                    else pt.probe.size * pt.probe.count / pt.value() for pt in shared)
         total, bounded = search_fit(host_loss, 0.2 * peak, 40 * peak)
         p.set("host.total_bandwidth", total, error=search_error(host_loss, total, len(shared)) if bounded else None,
-              source="memcpy threads + warm readers (sim fit)", lower_bound=not bounded,
+              source="memcpy threads, readers, streaming (sim fit)", lower_bound=not bounded,
               note="" if bounded else "no thread count saturated host memory")
     else:
         p.set("host.total_bandwidth", 2 * p.values["host.memcpy_per_thread"], source="", measured=False,
@@ -310,22 +320,25 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     pin = linear_fit([[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in pins],
                      [pt.value() for pt in pins])
     _duration("host.pin_per_call", pin, 1, p, "staging pools: per slot")
-    _rate("host.pin_bandwidth", pin, 2, p, "staging pools: per byte", "allocation time")
+    _rate("host.pin_bandwidth", pin, 2, p, "staging pools: per byte", "allocation time",
+          extent=(max(pt.probe.width * pt.probe.size for pt in pins), max(pt.value() for pt in pins)))
 
-    # Registration: an import costs per_call + bytes / bandwidth, an unimport per_call.
+    # Registration. The simulator charges an import per_call + bytes / bandwidth and a release
+    # per_call; a real release often costs per byte too. Imports and releases share one lane,
+    # one after the other, so fit what the lane's pace depends on: the pair's total.
     imports = m.of("import")
     in_place = m.caps.import_in_place
     if imports:
-        rows = [[1.0] + ([] if in_place else [float(pt.probe.size)]) for pt in imports]
-        rows += [[1.0] + ([] if in_place else [0.0]) for _ in imports]
-        y = [pt.value("import") for pt in imports] + [pt.value("unimport") for pt in imports]
+        rows = [[2.0] + ([] if in_place else [float(pt.probe.size)]) for pt in imports]
+        y = [pt.value("import") + pt.value("unimport") for pt in imports]
         register = linear_fit(rows, y)
-        _duration("host.register_per_call", register, 0, p, "imports and releases: intercept")
+        _duration("host.register_per_call", register, 0, p, "import + release pairs: intercept / 2")
         if in_place:
             p.set("host.register_bandwidth", UNMEASURABLE_RATE, measured=False,
                   note="imports in place: the simulator charges no per-byte cost")
         else:
-            _rate("host.register_bandwidth", register, 1, p, "imports by window size: slope", "import time")
+            _rate("host.register_bandwidth", register, 1, p, "import + release pairs by window size: slope",
+                  "import time")
     else:
         for path in ("host.register_per_call", "host.register_bandwidth"):
             p.set(path, p.values[path], measured=False, note="the device cannot import host memory")
@@ -341,36 +354,36 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         p.set("gpu.copy_engines", 1, measured=False, note="the device has one copy queue")
 
     fitted_platform = platform()
-    checks = [(pt, predict(fitted_platform, pt.probe, scratch)[pt.probe.readings[0]]) for pt in m.points]
-    fitted = [Fitted(path, value, info["error"], _residual(path, checks, m), info["source"], info["measured"],
+    checks = [Check(pt.probe, headline(pt.probe, pt), pt.spread(),
+                    headline(pt.probe, predict(fitted_platform, pt.probe, scratch))) for pt in m.points]
+    fitted = [Fitted(path, value, info["error"], _residual(path, checks), info["source"], info["measured"],
                      info["note"], info["lower_bound"])
               for path, info in p.info.items() if (value := p.values[path]) is not None or not info["measured"]]
     return Calibration(fitted_platform, fitted, checks, m, notes)
 
 
 # Which benchmarks set each parameter: its residual is the simulator's error on them.
-_SETS: dict[str, Callable[[Measurement], bool]] = {
-    "host.memcpy_per_thread": lambda pt: pt.probe.bench == "memcpy" and pt.probe.width == 1,
-    "host.total_bandwidth": lambda pt: pt.probe.bench in ("memcpy", "read") and pt.probe.width > 1,
-    "storage.page_cache_bandwidth": lambda pt: pt.probe.bench == "read" and pt.probe.width == 1,
-    "storage.latency": lambda pt: pt.probe.bench == "cold" and pt.probe.width == 1,
-    "storage.bandwidth": lambda pt: pt.probe.bench == "cold",
-    "link.overhead": lambda pt: pt.probe.bench in ("h2d", "d2h", "pageable"),
-    "link.h2d": lambda pt: pt.probe.bench == "h2d",
-    "link.d2h": lambda pt: pt.probe.bench == "d2h",
-    "link.pageable": lambda pt: pt.probe.bench == "pageable",
-    "host.pin_per_call": lambda pt: pt.probe.bench == "pin",
-    "host.pin_bandwidth": lambda pt: pt.probe.bench == "pin",
-    "host.register_per_call": lambda pt: pt.probe.bench == "import",
-    "host.register_bandwidth": lambda pt: pt.probe.bench == "import",
-    "gpu.copy_engines": lambda pt: pt.probe.bench == "copies",
+_SETS: dict[str, Callable[[Probe], bool]] = {
+    "host.memcpy_per_thread": lambda p: p.bench == "memcpy" and p.width == 1,
+    "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench == "stream",
+    "storage.page_cache_bandwidth": lambda p: p.bench == "read" and p.width == 1,
+    "storage.latency": lambda p: p.bench == "cold" and p.width == 1,
+    "storage.bandwidth": lambda p: p.bench == "cold",
+    "link.overhead": lambda p: p.bench in ("h2d", "d2h", "pageable"),
+    "link.h2d": lambda p: p.bench == "h2d",
+    "link.d2h": lambda p: p.bench == "d2h",
+    "link.pageable": lambda p: p.bench == "pageable",
+    "host.pin_per_call": lambda p: p.bench == "pin",
+    "host.pin_bandwidth": lambda p: p.bench == "pin",
+    "host.register_per_call": lambda p: p.bench == "import",
+    "host.register_bandwidth": lambda p: p.bench == "import",
+    "gpu.copy_engines": lambda p: p.bench == "copies",
 }
 
 
-def _residual(path: str, checks, m: Measurements) -> float | None:
+def _residual(path: str, checks: Sequence[Check]) -> float | None:
     chosen = _SETS.get(path)
-    errors = [(predicted - pt.value()) / pt.value() for pt, predicted in checks
-              if chosen is not None and chosen(pt) and pt.value() > 0]
+    errors = [c.error for c in checks if chosen is not None and chosen(c.probe) and c.measured > 0]
     return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else None
 
 
@@ -391,12 +404,13 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}" if value < 10 else ">999%"
 
 
-def fitted_table(fitted: Sequence[Fitted], title: str = "calibrated platform"):
-    """A rich Table of the fitted parameters."""
+def fitted_table(fitted: Sequence[Fitted], title: str = "calibrated platform", sources: bool = True):
+    """A rich Table of the fitted parameters; ``sources`` adds what set each (a wide column)."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for column in ("parameter", "value", "± std err", "residual", "from"):
+    columns = ("parameter", "value", "± std err", "residual") + (("from",) if sources else ())
+    for column in columns:
         table.add_column(column, justify="right" if column in ("value", "± std err", "residual") else "left",
                          no_wrap=column != "from")
     for f in fitted:
@@ -407,7 +421,7 @@ def fitted_table(fitted: Sequence[Fitted], title: str = "calibrated platform"):
             value = "not measured"
         else:
             value = f"{format_value(f.path, f.value)} (not measured)"
-        table.add_row(f.path, value, _percent(f.error), _percent(f.residual), source)
+        table.add_row(f.path, value, _percent(f.error), _percent(f.residual), *((source,) if sources else ()))
     return table
 
 

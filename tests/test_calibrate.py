@@ -76,8 +76,8 @@ def test_calibrating_the_simulator_recovers_its_own_parameters(name):
             checked += 1
     assert checked >= 10
     # The fitted platform reproduces every microbenchmark of the platform it came from.
-    for measured, predicted in result.checks:
-        assert predicted == pytest.approx(measured.value(), rel=0.02), measured.probe.label
+    for check in result.checks:
+        assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
 
 
 def test_full_config_saturates_what_quick_cannot():

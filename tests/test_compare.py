@@ -98,12 +98,16 @@ def test_ranking_counts_swaps():
         return Row(Case(parse_policy(name)), report(predicted), [report(m) for m in measured])
 
     same = rank([row("staged", 1.0, [2.0, 2.0]), row("direct", 2.0, [3.0, 3.0])])
-    assert same.same_order and same.tau == 1.0 and not same.swapped
+    assert same.same_order and same.tau == 1.0 and same.agree == 1 and not same.swapped
     noisy = rank([row("staged", 1.0, [2.0, 2.4]), row("direct", 2.0, [2.1, 2.1])])
     assert not noisy.same_order and noisy.swapped == [("staged:chunk=64MiB,readers=1",
                                                        "direct:chunk=16MiB,readers=4,fallback=streaming(chunk=16MiB,"
                                                        "slots=8,readers=4,queues=1)", True)]
     assert noisy.swapped_beyond_noise == 0 and noisy.tau == -1.0
+    # Predicted equal: no claim about the order, but a miss when the device tells them apart.
+    tied = rank([row("staged", 1.0, [1.0, 1.0]), row("direct", 1.001, [2.0, 2.0])])
+    assert tied.tied and not tied.swapped and not tied.same_order
+    assert rank([row("staged", 1.0, [1.0, 1.2]), row("direct", 1.001, [1.1, 1.1])]).same_order
 
 
 def test_cli_compare(model, platform, tmp_path):
