@@ -263,7 +263,11 @@ def simulate(
     simulator = Simulator(platform)
     targets = [simulator.device(i) for i in range(gpus)]
     request = _request_for(source, page_cached, gpus, shard)
-    plan = resolve_policy(policy).plan(request, [d.caps for d in targets])
+    chosen = resolve_policy(policy)
+    if chosen.kind == "auto" and chosen.platform is None and isinstance(platform, (str, os.PathLike)):
+        # Simulating a platform: auto chooses by simulating that same platform.
+        chosen = chosen.model_copy(update={"platform": os.fspath(platform)})
+    plan = chosen.plan(request, [d.caps for d in targets])
     result = Engine(mode).run(plan, None, targets, progress=progress)
     names = ", ".join(result.device_names)
     report = Report.from_run(plan, result.trace, result.seconds, names, mode, simulated=True)
