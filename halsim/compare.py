@@ -230,18 +230,19 @@ class Comparison:
 
         table = Table(title=f"{self.device} vs {self.platform}: {Path(self.file).name} "
                             f"({format_size(self.file_bytes)}), {self.repeat} real run(s) each", title_justify="left")
-        for column in ("case", "sim s", "real s", "spread", "error", "staging sim", "staging real"):
+        for column in ("case", "sim s", "real s", "spread", "error", "peak staging"):
             if column == "case":
-                table.add_column(column, overflow="fold", min_width=28)  # a long spec wraps; it is never cut
+                table.add_column(column, overflow="fold", min_width=14)  # a long spec wraps; it is never cut
             else:
-                table.add_column(column, justify="right", no_wrap=True)
+                table.add_column(column, justify="right", no_wrap=column != "peak staging")
         for r in self.rows:
             label = r.case.label if r.predicted.policy == r.case.policy.spec() else \
                 f"{r.case.label} → {r.predicted.policy}"
             colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.15 else "red"
+            sim, real = r.predicted.peak_staging_bytes, r.median_run.peak_staging_bytes
+            staging = format_size(sim) if sim == real else f"{format_size(sim)} sim, {format_size(real)} real"
             table.add_row(label, f"{r.predicted_seconds:.4g}", f"{r.seconds:.4g}", f"±{r.spread:.0%}",
-                          f"[{colour}]{_error(r.error)}[/]", format_size(r.predicted.peak_staging_bytes),
-                          format_size(r.median_run.peak_staging_bytes))
+                          f"[{colour}]{_error(r.error)}[/]", staging)
         return table
 
     def traces(self) -> dict[str, Trace]:
