@@ -90,7 +90,11 @@ def main() -> None:
         rows.append((policy, nbytes / seconds / 1e9, baseline / seconds, staging))
 
     sim_start = time.perf_counter()
-    sim_report = halsim.simulate(_llama_like_100gib(), "h100-pcie5", "streaming:chunk=4MiB,slots=4,readers=4")
+    from halsim.platform import load_platform
+
+    h100 = load_platform("h100-pcie5")  # memory raised to 128 GiB so 100 GiB fits
+    roomy = h100.model_copy(update={"gpus": (h100.gpus[0].model_copy(update={"memory": 128 << 30}),)})
+    sim_report = halsim.simulate(_llama_like_100gib(), roomy, "streaming:chunk=4MiB,slots=4,readers=4")
     sim_seconds = time.perf_counter() - sim_start
 
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}")

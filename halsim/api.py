@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from halsim.device import Device, DeviceBuffer
 from halsim.engine import CancelToken, Engine, Mode, RunResult
-from halsim.errors import FileAccessError, HalsimError, ImportRefusedError, UploadFailed
+from halsim.errors import PolicyError, FileAccessError, HalsimError, ImportRefusedError, UploadFailed
 from halsim.files import Access, HalFile, MemoryFile, copy_bytes, open_file
 from halsim.formats import ParamIndex, read_index
 from halsim.plan import Plan
@@ -109,10 +109,8 @@ class Upload:
             request = UploadRequest(SourceInfo(path, self.file.length, 0), source.buffers, source.transfers,
                                     Direction.DOWNLOAD)
             plan = chosen.plan(request, caps)
-            engine = Engine(mode)
-            runs = _DownloadRun(self.result)
-            result = engine.run(plan, target, runs.devices(devices), progress=progress, cancel=cancel,
-                                faults=faults)
+            result = Engine(mode).run(plan, target, devices, progress=progress, cancel=cancel, faults=faults,
+                                      adopt=self._buffers_by_device())
             target.flush()
             target.close()
             os.replace(partial, path)
@@ -125,6 +123,9 @@ class Upload:
             raise
         names = ", ".join(result.device_names)
         return Report.from_run(plan, result.trace, result.seconds, names, mode, simulated=False)
+
+    def _buffers_by_device(self) -> dict[int, dict[int, DeviceBuffer]]:
+        return {d: execution.buffers() for d, execution in self.result.executions.items()}
 
     def free(self) -> None:
         if not self._freed:
@@ -157,37 +158,6 @@ def _copy_gaps(source: HalFile, target: HalFile, request: UploadRequest) -> None
             target.write_from(offset, piece)
 
 
-class _DownloadRun:
-    """Devices whose executions read from an upload's existing buffers."""
-
-    def __init__(self, upload_result: RunResult):
-        self.upload_result = upload_result
-
-    def devices(self, devices: Sequence[Device]) -> list[Device]:
-        return [_ExistingBuffers(d, self.upload_result) for d in devices]
-
-
-class _ExistingBuffers(Device):
-    """Wraps a device so a download's execution uses the buffers an upload made."""
-
-    def __init__(self, inner: Device, upload_result: RunResult):
-        self.inner = inner
-        self.name = inner.name
-        self.caps = inner.caps
-        self.upload_result = upload_result
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def wait(self, pending, timeout=None):
-        return self.inner.wait(pending, timeout)
-
-    def open(self, plan, file, trace, index=0, faults=None):
-        execution = self.inner.open(plan, file, trace, index, faults)
-        execution.adopt_buffers(self.upload_result.executions[index].buffers())
-        return execution
-
-
 def upload(
     source: "str | os.PathLike | HalFile",
     device: "str | Device" = "cpu",
@@ -201,24 +171,39 @@ def upload(
     cancel: CancelToken | None = None,
     verify: bool = False,
     faults=None,
+    into: "Upload | None" = None,
 ) -> Upload:
     """Upload every tensor of ``source`` to ``device`` (or ``devices``, sharded).
 
     ``policy`` is a Policy or a spec string (``"streaming:chunk=16MiB,slots=4"``);
     the default, ``auto``, picks from the device's capabilities.
+
+    ``into``: fill the buffers of an earlier upload of the same layout instead of
+    allocating new ones (IREE's ``queue_read`` into an existing buffer: reloading
+    weights in place). They stay owned, and freed, by ``into``.
     """
+    if into is not None:
+        if devices is None and device == "cpu":
+            devices = [e.device for _, e in sorted(into.result.executions.items())]
     targets = _devices(device, devices)
     file, index, owns = _open_source(source, index)
     try:
         request = request_from_tensors(SourceInfo.of(file), index.tensors, devices=len(targets), shard=shard)
-        plan = resolve_policy(policy).plan(request, [d.caps for d in targets])
+        caps = [d.caps for d in targets]
+        adopt = None
+        if into is not None:
+            adopt = _adoptable(into, request)
+            # Bytes must land in the given buffers: no binding of host memory in their place.
+            caps = [c.model_copy(update={"unified_memory": False}) for c in caps]
+        plan = resolve_policy(policy).plan(request, caps)
+        run = Engine(mode).run
         try:
-            result = Engine(mode).run(plan, file, targets, progress=progress, cancel=cancel, faults=faults)
+            result = run(plan, file, targets, progress=progress, cancel=cancel, faults=faults, adopt=adopt)
         except ImportRefusedError as err:
             # The device refused the host memory at run time (the engine has freed
             # everything): run the import policy's declared fallback instead.
             plan = _after_refused_import(plan, request, targets, err)
-            result = Engine(mode).run(plan, file, targets, progress=progress, cancel=cancel, faults=faults)
+            result = run(plan, file, targets, progress=progress, cancel=cancel, faults=faults, adopt=adopt)
     except BaseException:
         if owns:
             file.close()
@@ -243,6 +228,19 @@ def _after_refused_import(plan: Plan, request: UploadRequest, targets, err: Impo
     note = f"import refused at run time ({err}); using fallback {fallback.spec()}"
     return Plan(retry.policy, plan.requested, retry.request, retry.steps, retry.pools, retry.windows, retry.limits,
                 plan.notes + retry.notes + (note,))
+
+
+def _adoptable(into: Upload, request: UploadRequest) -> dict[int, dict[int, DeviceBuffer]]:
+    """``into``'s buffers, checked to match ``request``'s one for one."""
+    theirs = into.result.plan.request.buffers
+    if into._freed:
+        raise PolicyError(f"{request.source.name}: cannot upload into a freed upload")
+    if [(b.name, b.size, b.device) for b in theirs] != [(b.name, b.size, b.device) for b in request.buffers]:
+        raise PolicyError(
+            f"{request.source.name}: its tensors do not match the buffers of the upload given as into= "
+            f"({len(request.buffers)} tensors vs {len(theirs)} buffers, or different names, sizes or devices)"
+        )
+    return into._buffers_by_device()
 
 
 def simulate(

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from halsim.errors import HalsimError
@@ -34,7 +35,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -351,7 +352,7 @@ def devices(as_json: bool = typer.Option(False, "--json")) -> None:
             return
         for s in statuses:
             if not s.available:
-                out.print(f"{s.name}: [yellow]unavailable[/] ({s.reason})", highlight=False)
+                out.print(f"{s.name}: [yellow]unavailable[/] ({escape(s.reason)})", highlight=False)
                 continue
             for name, caps in s.devices:
                 out.print(f"{name}: [green]available[/] — {caps.describe()}", highlight=False)

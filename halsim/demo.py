@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from halsim.units import format_size, parse_size
@@ -83,7 +84,7 @@ def run_demo(folder: Path, size_text: str, real: bool, out: Console, err: Consol
         measured = []
         for status in backends():
             if not status.available:
-                err.print(f"{status.name}: unavailable ({status.reason}) — skipped")
+                err.print(f"{status.name}: unavailable ({escape(status.reason)}) — skipped")
                 continue
             for name, _caps in status.devices:
                 device_spec = name if ":" in name or name == "cpu" else f"{name}:0"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 from halsim.device import Device, DeviceBuffer, Execution, Pending
 from halsim.errors import HalsimError, UploadCancelled, UploadFailed
@@ -88,8 +88,14 @@ class Engine:
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
         faults=None,
+        adopt: "Mapping[int, Mapping[int, DeviceBuffer]] | None" = None,
     ) -> RunResult:
-        """Run ``plan``: ``devices[i]`` is device ``i`` of the request."""
+        """Run ``plan``: ``devices[i]`` is device ``i`` of the request.
+
+        ``adopt[i]`` gives device ``i`` buffers that already exist (by index into
+        the request's buffers): a download reads them, an upload ``into`` an
+        earlier one fills them. Adopted buffers are never freed by this run.
+        """
         request = plan.request
         needed = request.devices
         if not devices:
@@ -105,6 +111,8 @@ class Engine:
         try:
             for d in needed:
                 executions[d] = devices[d].open(plan, file, trace, d, faults)
+                if adopt is not None:
+                    executions[d].adopt_buffers(dict(adopt.get(d, {})))
                 executions[d].allocate()
         except BaseException:
             for execution in executions.values():

@@ -37,7 +37,7 @@ class HostExecution(Execution):
         self._lock = threading.Lock()
         self._pools: dict[str, cf.ThreadPoolExecutor] = {}
         self._thread_lane = threading.local()
-        self._lane_counter = 0
+        self._lane_counters: dict[str, int] = {}  # threads started so far, per pool
         self._adopted = False
 
     # ----- what a backend provides -------------------------------------------------
@@ -112,15 +112,16 @@ class HostExecution(Execution):
             self.release(keep_buffers=False)
             raise
         readers = max(1, self.plan.limits.readers)
-        self._pools["io"] = cf.ThreadPoolExecutor(readers, f"halsim-io-d{self.index}", initializer=self._init_thread)
-        self._pools["host"] = cf.ThreadPoolExecutor(max(1, self.plan.limits.imports), f"halsim-host-d{self.index}", initializer=self._init_thread)
+        self._pools["io"] = cf.ThreadPoolExecutor(readers, f"halsim-io-d{self.index}", initializer=self._init_thread, initargs=("io",))
+        self._pools["host"] = cf.ThreadPoolExecutor(max(1, self.plan.limits.imports), f"halsim-host-d{self.index}", initializer=self._init_thread, initargs=("host",))
         for q in range(max(1, self.plan.limits.queues)):
-            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(1, f"halsim-q{q}-d{self.index}", initializer=self._init_thread)
+            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(1, f"halsim-q{q}-d{self.index}", initializer=self._init_thread, initargs=(f"q{q}",))
 
-    def _init_thread(self) -> None:
+    def _init_thread(self, pool: str) -> None:
+        # Lanes are numbered within each pool: reader k is "read/k" whatever the queues do.
         with self._lock:
-            self._thread_lane.index = self._lane_counter
-            self._lane_counter += 1
+            self._thread_lane.index = self._lane_counters.get(pool, 0)
+            self._lane_counters[pool] = self._thread_lane.index + 1
         self.thread_setup()
 
     def submit(self, step: Step) -> Pending:

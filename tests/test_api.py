@@ -106,3 +106,29 @@ def test_staging_released_and_report_fields(model):
         for key in ("seconds", "bytes", "gb_per_s", "peak_staging_bytes", "peak_device_bytes", "copies",
                     "imported_bytes", "policy", "device"):
             assert key in data
+
+
+@pytest.mark.parametrize("policy", ["streaming:chunk=1000,slots=2", "import", "direct", "staged"])
+def test_upload_into_existing_buffers(model, tmp_path, policy):
+    path, tensors = model
+    rng = np.random.default_rng(11)
+    changed = {name: (rng.standard_normal(a.shape).astype(a.dtype) if a.dtype.kind == "f" else a + 1)
+               for name, a in tensors.items()}
+    other = tmp_path / "changed.safetensors"
+    write_safetensors(other, changed)
+    with halsim.upload(path, "cpu", "streaming") as first:
+        before = {name: id(buffer) for name, buffer in first.buffers().items()}
+        again = halsim.upload(other, policy=policy, into=first, verify=True)
+        assert {name: id(buffer) for name, buffer in again.buffers().items()} == before
+        assert again.report.peak_device_bytes == 0  # nothing new allocated
+        again.free()  # the buffers belong to `first`: still there
+        for name, array in changed.items():
+            np.testing.assert_array_equal(first.tensors()[name], array)
+
+
+def test_upload_into_a_different_layout_is_refused(model, tmp_path):
+    path, tensors = model
+    write_safetensors(tmp_path / "small.safetensors", {"x": np.zeros(3, np.float32)})
+    with halsim.upload(path, "cpu") as first:
+        with pytest.raises(halsim.PolicyError, match="small.safetensors: its tensors do not match"):
+            halsim.upload(tmp_path / "small.safetensors", into=first)

@@ -283,7 +283,6 @@ import tempfile
 
 from hypothesis.stateful import Bundle, consumes, multiple
 
-from halsim.api import _DownloadRun
 from halsim.faults import KINDS, Fault, FaultInjector
 from halsim.files import open_file
 from halsim.request import Direction, UploadRequest
@@ -360,8 +359,9 @@ class CpuSessionMachine(RuleBasedStateMachine):
         trace = Trace()
         with open_file(out, "rw", kind="fd", length=self.layout.length) as target:
             try:
-                done = Engine(mode).run(plan, target, _DownloadRun(result).devices(devices), trace=trace,
-                                        cancel=injector.cancel, faults=injector)
+                adopt = {d: e.buffers() for d, e in result.executions.items()}
+                done = Engine(mode).run(plan, target, devices, trace=trace, cancel=injector.cancel,
+                                        faults=injector, adopt=adopt)
             except HalsimError:
                 assert injector.fired
                 check_clean(trace, "a failed download")

@@ -7,7 +7,6 @@ import os
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from halsim.api import _DownloadRun
 from halsim.caps import DeviceCaps
 from halsim.engine import Engine
 from halsim.errors import PolicyError
@@ -78,7 +77,8 @@ def test_download_mirrors_upload(device_spec, scratch, case, down):
                                      Direction.DOWNLOAD)
                 down_plan = _plan_or_skip(down, back, caps)
                 check_plan(down_plan, caps)
-                result = Engine(mode).run(down_plan, target, _DownloadRun(uploaded).devices(devices))
+                adopt = {d: e.buffers() for d, e in uploaded.executions.items()}
+                result = Engine(mode).run(down_plan, target, devices, adopt=adopt)
                 check_run(result, adopted=True)
                 target.flush()
                 for t in request.transfers:
