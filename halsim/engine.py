@@ -65,6 +65,23 @@ def _lane_key(step: Step) -> tuple:
     return ("host", step.device)
 
 
+def _release_all(executions: Mapping[int, Execution], keep_buffers: bool,
+                 after: BaseException | None = None) -> BaseException | None:
+    """Release every execution, even when one fails (else the other devices keep
+    their memory); return the first failure. With ``after`` (the error the run
+    raises), a failure to clean up is added to it as a note instead of hiding it."""
+    first = None
+    for execution in executions.values():
+        try:
+            execution.release(keep_buffers=keep_buffers)
+        except BaseException as err:
+            if first is None:
+                first = err
+    if first is not None and after is not None and first is not after:
+        after.add_note(f"cleaning up also failed: {first}")
+    return first
+
+
 class Engine:
     def __init__(self, mode: Mode = "overlapped"):
         if mode not in ("overlapped", "serial"):
@@ -114,18 +131,20 @@ class Engine:
                 if adopt is not None:
                     executions[d].adopt_buffers(dict(adopt.get(d, {})))
                 executions[d].allocate()
-        except BaseException:
-            for execution in executions.values():
-                execution.release(keep_buffers=False)
+        except BaseException as err:
+            _release_all(executions, keep_buffers=False, after=err)
             raise
         try:
             self._walk(plan, executions, clock, progress, cancel)
-        except BaseException:
-            for execution in executions.values():
-                execution.release(keep_buffers=False)
+        except BaseException as err:
+            _release_all(executions, keep_buffers=False, after=err)
             raise
-        for execution in executions.values():
-            execution.release(keep_buffers=True)
+        failed = _release_all(executions, keep_buffers=True)
+        if failed is not None:
+            # A device could not release its staging or imports: the run is not
+            # usable, so every device's buffers go too, not only that device's.
+            _release_all(executions, keep_buffers=False, after=failed)
+            raise failed
         buffers: dict[int, DeviceBuffer] = {}
         for execution in executions.values():
             buffers.update(execution.buffers())
