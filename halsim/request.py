@@ -150,7 +150,9 @@ def request_from_tensors(
                 first = rows * device // devices
                 last = rows * (device + 1) // devices
                 size = (last - first) * row_bytes
-                piece_shape = ((last - first),) + shape[1:] if shape else shape
+                # A scalar has no rows: the last device holds it; the others an empty
+                # slice, whose shape must say no elements, as its size does.
+                piece_shape = ((last - first),) + shape[1:] if shape else (() if size else (0,))
                 buffers.append(BufferSpec(f"{info.name}@{device}", size, device, info.dtype, piece_shape))
                 transfers.append(Transfer(info.offset + first * row_bytes, len(buffers) - 1, 0, size))
     else:
