@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -341,12 +343,44 @@ _open: dict[int, VulkanDevice] = {}
 _open_lock = threading.Lock()
 
 
+PROBE_TIMEOUT_S = 60
+
+
 def _probe(device: VulkanDevice) -> str | None:
     """The file-import probe, run once per physical device and process."""
     key = (device.index, device.info.name)
     if key not in _probe_results:
-        _probe_results[key] = device.logical.probe_file_import()
+        _probe_results[key] = _run_probe(device.index)
     return _probe_results[key]
+
+
+def _run_probe(index: int) -> str | None:
+    """Run :func:`probe_in_this_process` in a child process: on the NVIDIA driver
+    (H100, 580.159) a refused import of a mapped file made every later
+    vkAllocateMemory of the process fail with VK_ERROR_OUT_OF_DEVICE_MEMORY, so
+    the attempt must not happen in this one."""
+    code = ("import sys; from halsim.backends.vulkan import probe_in_this_process as p; "
+            f"r = p({index}); sys.stdout.write('OK' if r is None else r)")
+    try:
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=PROBE_TIMEOUT_S, env=os.environ.copy())
+    except subprocess.TimeoutExpired:
+        return f"the import probe hung for {PROBE_TIMEOUT_S} s"
+    except OSError as err:
+        return f"cannot run the import probe: {err}"
+    if child.returncode != 0:
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"the import probe failed (exit {child.returncode}: {last})"
+    return None if child.stdout == "OK" else child.stdout or "the import probe said nothing"
+
+
+def probe_in_this_process(index: int) -> str | None:
+    """The probe itself (run by :func:`_probe` in a child process)."""
+    device = VulkanDevice(index, probe=False)
+    try:
+        return device.logical.probe_file_import()
+    finally:
+        device.close()
 
 
 def open_device(index: int = 0) -> VulkanDevice:

@@ -173,8 +173,15 @@ class LogicalDevice:
             pointer = lib.vkGetDeviceProcAddr(self.handle, b"vkGetMemoryHostPointerPropertiesEXT")
             if pointer != ffi.NULL:
                 self._host_pointer_properties = ffi.cast("PFN_vkGetMemoryHostPointerPropertiesEXT", pointer)
-        self._utility: CommandContext | None = None
         self._utility_lock = threading.Lock()
+        # The read-back context lives as long as the device: made now, so it is
+        # part of every baseline rather than appearing mid-run as a "leak".
+        try:
+            self._utility: CommandContext | None = CommandContext(self)
+        except BaseException:
+            lib.vkDestroyDevice(self.handle, ffi.NULL)
+            self.handle = None
+            raise
         instance.devices.add(self)
 
     # ----- bookkeeping -------------------------------------------------------------

@@ -307,8 +307,8 @@ def test_anonymous_memory_imports_without_probe(model):
 def test_refused_file_import_probe_falls_back(model, monkeypatch):
     """A driver that refuses mapped files (Mesa issue 9251) plans the declared fallback."""
     path, tensors = model
-    monkeypatch.setattr(vulkan_driver.LogicalDevice, "probe_file_import",
-                        lambda self: "the driver refuses to import a mapped probe file (simulated)")
+    monkeypatch.setattr(vulkan, "_run_probe",
+                        lambda index: "the driver refuses to import a mapped probe file (simulated)")
     monkeypatch.setattr(vulkan, "_probe_results", {})
     dev = vulkan.VulkanDevice(0)
     try:
@@ -326,6 +326,7 @@ def test_probe_passes_on_lavapipe(device):
     if device.info.device_type != 4:
         pytest.skip("lavapipe only")
     assert device.logical.probe_file_import() is None
+    assert vulkan._run_probe(device.index) is None  # the same probe, in a child process
 
 
 def test_import_refused_at_run_time_falls_back(device, model, monkeypatch):
