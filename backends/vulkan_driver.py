@@ -133,6 +133,7 @@ class LogicalDevice:
         self.name = name
         self.handle = None
         self._counts_lock = threading.Lock()
+        self.generation = 0  # buffers destroyed so far: recordings from before are stale
         self.counts: dict[str, int] = {"memory": 0, "buffer": 0, "command_pool": 0, "fence": 0}
         # The largest piece of one VkBuffer/VkDeviceMemory: split bigger buffers.
         limit = min(info.max_allocation, info.max_buffer)
@@ -235,6 +236,10 @@ class LogicalDevice:
     def destroy_buffer(self, buffer) -> None:
         self.lib.vkDestroyBuffer(self.handle, buffer, self.ffi.NULL)
         self.count("buffer", -1)
+        # A recorded command buffer holds the addresses of the buffers it names, and
+        # a new VkBuffer may get a destroyed one's handle value (NVIDIA does): no
+        # recording made before a destroy may be replayed after it.
+        self.generation += 1
 
     def requirements(self, buffer):
         reqs = self.ffi.new("VkMemoryRequirements*")
@@ -395,8 +400,8 @@ class LogicalDevice:
         if not groups:
             return
         vk, ffi, lib = self.vk, self.ffi, self.lib
-        key = (tuple((int(ffi.cast("uintptr_t", s)), int(ffi.cast("uintptr_t", d)), tuple(r))
-                     for s, d, r in groups), to_host)
+        key = (self.generation, tuple((int(ffi.cast("uintptr_t", s)), int(ffi.cast("uintptr_t", d)), tuple(r))
+                                      for s, d, r in groups), to_host)
         command = context.command
         if key != context.key:
             context.key = None

@@ -255,7 +255,9 @@ def test_unaligned_import_falls_back(device, model):
     index = halsim.formats.read_index(path)
     with halsim.upload(source, device, "import", index=index, verify=True) as done:
         assert done.plan.policy.kind == "streaming"
-        assert any("aligned" in note for note in done.plan.notes)
+        # A driver that refuses file imports (the probe) falls back before alignment matters.
+        why = "aligned" if device.caps.can_import_host else "cannot import"
+        assert any(why in note for note in done.plan.notes), done.plan.notes
         _check(done, tensors)
     # The device checks alignment itself: drivers accept an unaligned pointer silently.
     view = memoryview(backing)[start : start + 2 * mmap.PAGESIZE]
