@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import halsim
+from bench_files import make_file, readinto_seconds
 from halsim.units import format_size, parse_size
 
 POLICIES = [
@@ -34,32 +35,6 @@ POLICIES = [
     "staged",
     "import",  # zero-copy: tensors are views of the page cache (into= copies from the mapping)
 ]
-
-
-def make_file(path: Path, size: int) -> None:
-    tensor = 64 << 20
-    specs = [(f"layer.{i}.weight", "F16", (tensor // 2,)) for i in range(size // tensor)]
-    rng = np.random.default_rng(0)
-    block = rng.integers(0, 256, 1 << 20, dtype=np.uint8)
-
-    def fill(name, piece):
-        view = np.frombuffer(piece, np.uint8)
-        for at in range(0, len(view), len(block)):
-            n = min(len(block), len(view) - at)
-            view[at : at + n] = block[:n]
-
-    halsim.formats.write_safetensors_layout(path, specs, fill=fill)
-
-
-def readinto_seconds(path: Path, out: np.ndarray, offset: int) -> float:
-    start = time.perf_counter()
-    with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        view = memoryview(out)
-        done = 0
-        while done < len(view):
-            done += f.readinto(view[done:])
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -28,12 +28,12 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import halsim
+from bench_files import make_file, readinto_seconds
 from halsim.errors import DeviceUnavailableError
 from halsim.files import MemoryFile
 from halsim.registry import get_device
@@ -48,32 +48,6 @@ POLICIES = [
     "import:piece=64MiB,queues=2",
     "staged",
 ]
-
-
-def make_file(path: Path, size: int) -> None:
-    tensor = 64 << 20
-    specs = [(f"layer.{i}.weight", "F16", (tensor // 2,)) for i in range(max(1, size // tensor))]
-    rng = np.random.default_rng(0)
-    block = rng.integers(0, 256, 1 << 20, dtype=np.uint8)
-
-    def fill(name, piece):
-        view = np.frombuffer(piece, np.uint8)
-        for at in range(0, len(view), len(block)):
-            n = min(len(block), len(view) - at)
-            view[at : at + n] = block[:n]
-
-    halsim.formats.write_safetensors_layout(path, specs, fill=fill)
-
-
-def readinto_seconds(path: Path, out: np.ndarray, offset: int) -> float:
-    start = time.perf_counter()
-    with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        view = memoryview(out)
-        done = 0
-        while done < len(view):
-            done += f.readinto(view[done:])
-    return time.perf_counter() - start
 
 
 def describe(device) -> str:

@@ -9,8 +9,8 @@ from typing import Any, Callable, Sequence
 
 from halsim.device import Device, DeviceBuffer
 from halsim.engine import CancelToken, Engine, Mode, RunResult
-from halsim.errors import PolicyError, FileAccessError, HalsimError, ImportRefusedError, UploadFailed
-from halsim.files import Access, HalFile, MemoryFile, copy_bytes, open_file
+from halsim.errors import PolicyError, HalsimError, ImportRefusedError
+from halsim.files import HalFile, open_file
 from halsim.formats import ParamIndex, read_index
 from halsim.plan import Plan
 from halsim.policies import Policy, parse_policy, resolve_policy

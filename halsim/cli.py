@@ -7,8 +7,6 @@ non-zero; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path

@@ -15,7 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from halsim.caps import DeviceCaps
 

@@ -20,7 +20,7 @@ from typing import Callable, Literal, Mapping, Sequence
 from halsim.device import Device, DeviceBuffer, Execution, Pending
 from halsim.errors import HalsimError, UploadCancelled, UploadFailed
 from halsim.files import HalFile
-from halsim.plan import COPY_OPS, DELIVERING_OPS, HOST_OPS, IO_OPS, Plan, Step
+from halsim.plan import COPY_OPS, DELIVERING_OPS, IO_OPS, Plan, Step
 from halsim.trace import Trace
 
 Mode = Literal["overlapped", "serial"]

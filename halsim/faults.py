@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from halsim.errors import DeviceError, FileAccessError, ImportRefusedError, OutOfMemoryError

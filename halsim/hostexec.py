@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import threading
-import time
 from abc import abstractmethod
 from typing import Any
 
 from halsim.device import DeviceBuffer, Execution, Pending
-from halsim.errors import DeviceError, FileAccessError, HalsimError
+from halsim.errors import DeviceError, HalsimError
 from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec
 from halsim.trace import IMPORTED, STAGING, device_counter

@@ -28,7 +28,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from halsim.plan import Op, Plan, Step
-from halsim.request import Direction, segments
+from halsim.request import Direction
 from halsim.trace import IMPORTED, STAGING, Trace
 
 if TYPE_CHECKING:
