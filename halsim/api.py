@@ -18,9 +18,6 @@ from halsim.registry import get_devices
 from halsim.report import Report
 from halsim.request import Direction, SourceInfo, UploadRequest, request_from_tensors
 
-DeviceLike = "str | Device"
-
-
 def _devices(device, devices) -> list[Device]:
     return get_devices(devices if devices is not None else [device])
 

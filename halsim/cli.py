@@ -70,20 +70,6 @@ def _progress(description: str, enabled: bool) -> Iterator[Callable[[int, int], 
         yield update
 
 
-def _report_table(reports, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("case")
-    for label in ("policy", "device", "seconds", "GB/s", "peak staging", "peak device", "copies", "imported"):
-        table.add_column(label, justify="right" if label not in ("policy", "device") else "left")
-    from halsim.units import format_size
-
-    for case, r in reports:
-        table.add_row(case, r.policy, r.device + (" (sim)" if r.simulated else ""), f"{r.seconds:.4f}",
-                      f"{r.gb_per_s:.2f}", format_size(r.peak_staging_bytes), format_size(r.peak_device_bytes),
-                      str(r.copies), format_size(r.imported_bytes))
-    return table
-
-
 def _print_report(report, as_json: bool, explain: bool = False) -> None:
     if as_json:
         out.print_json(report.to_json()) if out.is_terminal else print(report.to_json())
