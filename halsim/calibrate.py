@@ -6,7 +6,8 @@ device, and timed from the spans of its Trace — so the same code measures the
 CPU, CUDA and Vulkan devices and :class:`~halsim.sim.SimDevice`:
 
 * ``h2d`` / ``d2h`` — COPY / COPY_BACK steps between a pinned staging slot and
-  a buffer, one at a time, by chunk size (the copy step's span);
+  a buffer, one at a time, by chunk size (the copy step's span; and the gap
+  between one copy's end and the next one's start: the engine's cost per step);
 * ``pageable`` — the same copies from ordinary host memory (CPU and CUDA only:
   a Vulkan copy always goes through its own mapped memory);
 * ``copies`` — copies on every copy queue at once: do they overlap?
@@ -133,7 +134,13 @@ class Probe:
     @property
     def readings(self) -> tuple[str, ...]:
         """The names of what one run of it reads off (the first is its value)."""
-        return {"import": ("import", "unimport"), "copies": ("copies", "overlap")}.get(self.bench, (self.bench,))
+        return _READINGS.get(self.bench, (self.bench,))
+
+
+# A serial copy run also reads off the ``gap``: the median time from one copy's end to
+# the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
+_READINGS = {"import": ("import", "unimport"), "copies": ("copies", "overlap"), "h2d": ("h2d", "gap"),
+             "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap")}
 
 
 def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
@@ -142,7 +149,9 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     for bench in ("h2d", "d2h") + (("pageable",) if pageable else ()):
         out += [Probe(bench, c, config.steps(c, within=1 << 62)) for c in config.copy_chunks]  # no file involved
     if caps.copy_queues > 1:
-        chunk = config.copy_chunks[-1]
+        # At least 16 MiB: a copy must outlast the engine's dispatch of the next one, or the
+        # copies run one after the other however many engines there are.
+        chunk = max(config.copy_chunks[-1], 16 * MiB)
         out.append(Probe("copies", chunk, 4 * caps.copy_queues, caps.copy_queues))
     out += [Probe("pin", 0, 0, 0)]  # the cost of a run with no staging: the intercept
     out += [Probe("pin", b, 1, s) for s in config.pin_slots for b in config.pin_bytes]
@@ -447,7 +456,11 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         device = target.pageable() if bench == "pageable" else target.device
         trace = _engine_run(copy_plan(probe), None, device, "serial")
         op = "copy_back" if bench == "d2h" else "copy"
-        return {bench: statistics.median(s.seconds for s in _spans(trace, "copy/", op))}
+        spans = sorted(_spans(trace, "copy/", op), key=lambda s: s.start)
+        # One step at a time: between one copy's end and the next one's start the engine
+        # handled the completion and handed the next step over — its dispatch cost.
+        gaps = [max(b.start - a.end, 0.0) for a, b in zip(spans, spans[1:])]
+        return {bench: statistics.median(s.seconds for s in spans), "gap": statistics.median(gaps) if gaps else 0.0}
     if bench == "copies":
         spans = _spans(_engine_run(copy_plan(probe), None, target.device, "overlapped"), "copy/", "copy")
         return {"copies": _wall(spans), "overlap": _overlap(spans)}

@@ -6,7 +6,9 @@ finished just before it began (a dependency, a freed staging slot, a free
 reader or copy engine). The path's time is then split by what limited each of
 its steps. A simulated trace says exactly that (``trace.meta["sim_bound"]``:
 seconds per step spent limited by host memory, a link, the page cache, the
-drive's latency...); a real trace only says what kind of step it was.
+drive's latency...); a real trace only says what kind of step it was. A
+simulated step handed over by the engine's dispatcher has a span on the
+``engine`` lane just before it: the path runs through it ("engine dispatch").
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ if TYPE_CHECKING:
 
 # Lanes that hold one span per step (the rest are per-resource detail).
 STEP_LANES = ("read/", "write/", "copy/", "import/", "direct/", "alloc/")
+ENGINE = "engine"  # the simulator's dispatcher lane (halsim.sim.dispatch): one span per step, before it
 _EPS = 1e-12
 _BY_OP = {
     "read": "file read", "write": "file write", "copy": "copy to device", "copy_back": "copy to host",
     "copy_imported": "copy from imported memory", "import": "import (registration)", "unimport": "unimport",
     "bind": "bind", "direct": "direct storage read", "pin": "pinned staging allocation",
+    "dispatch": "engine dispatch",
 }
 IDLE = "idle (between steps)"
 
 
 def _step_spans(trace: Trace) -> list[Span]:
-    return [s for s in trace.spans if s.lane.startswith(STEP_LANES)]
+    return [s for s in trace.spans if s.lane.startswith(STEP_LANES) or s.lane == ENGINE]
 
 
 def critical_path(trace: Trace, plan: "Plan | None" = None) -> list[Span]:
@@ -61,7 +65,9 @@ def critical_path(trace: Trace, plan: "Plan | None" = None) -> list[Span]:
         if not candidates:
             break
         wanted = deps.get(current.step, ())
-        candidates.sort(key=lambda s: (s.step not in wanted, s.lane != current.lane, s.start, s.lane))
+        # A step's own dispatch first (it ends as the step starts), then a dependency, then its lane.
+        candidates.sort(key=lambda s: (not (s.lane == ENGINE and s.step == current.step and current.lane != ENGINE),
+                                       s.step not in wanted, s.lane != current.lane, s.start, s.lane))
         current = candidates[0]
         used.add(id(current))
         path.append(current)
@@ -86,7 +92,7 @@ def bottlenecks(trace: Trace, plan: "Plan | None" = None) -> dict[str, float]:
         add(IDLE, span.start - previous_end)
         previous_end = span.end
         length = span.seconds
-        detail = bound.get(span.step) if span.step >= 0 and not span.lane.startswith("alloc/") else None
+        detail = bound.get(span.step) if span.step >= 0 and not span.lane.startswith(("alloc/", ENGINE)) else None
         if detail:
             total = sum(detail.values())
             # Scale to the span: a step's parts add up to its length up to rounding.

@@ -1,7 +1,11 @@
 """Fitting a Platform to microbenchmark measurements, each parameter with its error.
 
-Two kinds of fit:
+Three kinds of fit:
 
+* **Directly** the engine's cost per step (``host.step_overhead``): the median
+  gap between one copy and the next in the serial copy runs of the smallest
+  chunk (what a step costs beyond its own span), with the standard error of
+  that median.
 * **Linear** where the simulator's model is a line: a copy step takes
   ``overhead + bytes / bandwidth``, a warm read ``bytes / page_cache_bandwidth``,
   a cold read ``latency + bytes / rate``, a staging pool ``slots * pin_per_call
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -175,7 +180,8 @@ class _Params:
 
 _RATES = {"storage.bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
           "host.pin_bandwidth", "host.register_bandwidth", "link.h2d", "link.d2h", "link.pageable"}
-_DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", "link.overhead"}
+_DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", "link.overhead",
+              "host.step_overhead"}
 
 
 def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
@@ -189,7 +195,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
                         pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
-                        register_per_call=v["host.register_per_call"]),
+                        register_per_call=v["host.register_per_call"], step_overhead=v["host.step_overhead"]),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
         gpus=(Gpu(name=m.device, kind="dedicated" if caps.kind == "dedicated" else "integrated",
@@ -204,7 +210,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
 _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
                 "host.pin_bandwidth": UNMEASURABLE_RATE, "host.pin_per_call": 0.0,
                 "host.register_bandwidth": UNMEASURABLE_RATE, "host.register_per_call": 0.0,
-                "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1}
+                "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1, "host.step_overhead": 0.0}
 
 
 def _rate(path: str, fit: LinearFit, k: int, p: _Params, source: str, what: str,
@@ -266,6 +272,18 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     if "pageable" not in kinds:
         p.set("link.pageable", None, source="", measured=False,
               note="this device has no pageable copy path; the simulator uses one memcpy thread's rate")
+
+    # The engine's cost per step, before anything that runs many steps at once is fitted.
+    dispatch = _dispatch_points(m)
+    gaps = [g for pt in dispatch for g in pt.samples["gap"]]
+    if gaps:
+        step = statistics.median(gaps)
+        # Standard error of a median: 1.2533 sigma / sqrt(n).
+        err = 1.2533 * statistics.stdev(gaps) / math.sqrt(len(gaps)) / step if len(gaps) > 1 and step > 0 else None
+        p.set("host.step_overhead", step, error=err,
+              source="serial copies, smallest chunk: median gap between one copy and the next")
+    else:
+        p.set("host.step_overhead", 0.0, measured=False, note="no serial copy run recorded its gaps")
 
     # Warm reads, one reader: the page cache, one thread.
     warm = [pt for pt in m.of("read") if pt.probe.width == 1]
@@ -356,7 +374,12 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     fitted_platform = platform()
     checks = [Check(pt.probe, headline(pt.probe, pt), pt.spread(),
                     headline(pt.probe, predict(fitted_platform, pt.probe, scratch))) for pt in m.points]
-    fitted = [Fitted(path, value, info["error"], _residual(path, checks), info["source"], info["measured"],
+    # The step overhead shows in the gaps between steps, not in any probe's headline.
+    gap_checks = [Check(pt.probe, pt.value("gap"), pt.spread("gap"),
+                        predict(fitted_platform, pt.probe, scratch)["gap"]) for pt in dispatch]
+    residuals = {path: _residual(path, checks) for path in p.info}
+    residuals["host.step_overhead"] = _residual_of([c for c in gap_checks if c.measured > 0])
+    fitted = [Fitted(path, value, info["error"], residuals[path], info["source"], info["measured"],
                      info["note"], info["lower_bound"])
               for path, info in p.info.items() if (value := p.values[path]) is not None or not info["measured"]]
     return Calibration(fitted_platform, fitted, checks, m, notes)
@@ -383,8 +406,27 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
 
 def _residual(path: str, checks: Sequence[Check]) -> float | None:
     chosen = _SETS.get(path)
-    errors = [c.error for c in checks if chosen is not None and chosen(c.probe) and c.measured > 0]
+    return _residual_of([c for c in checks if chosen is not None and chosen(c.probe) and c.measured > 0])
+
+
+def _residual_of(checks: Sequence[Check]) -> float | None:
+    errors = [c.error for c in checks]
     return math.sqrt(sum(e * e for e in errors) / len(errors)) if errors else None
+
+
+def _dispatch_points(m: Measurements) -> list[Measurement]:
+    """The serial copy runs of the smallest chunk of each kind that recorded their gaps.
+
+    Their steps are the shortest, so they are the most of them per run, and the
+    gap between one copy and the next — the engine handling a completion and
+    handing the next step over — is all that is left of a step beyond its span.
+    """
+    out = []
+    for kind in ("h2d", "d2h", "pageable"):
+        points = [pt for pt in m.of(kind) if "gap" in pt.samples]
+        if points:
+            out.append(min(points, key=lambda pt: pt.probe.size))
+    return out
 
 
 # ---------------------------------------------------------------- showing it

@@ -61,7 +61,8 @@ class Storage(_Part):
 
 
 class HostMemory(_Part):
-    """Host DRAM: copy bandwidth per thread, a total traffic cap, capacity, pinning costs.
+    """Host DRAM: copy bandwidth per thread, a total traffic cap, capacity, pinning costs;
+    and the host thread that dispatches the plan's steps.
 
     ``total_bandwidth`` counts memory traffic (reads plus writes): a memcpy of
     n bytes moves 2n, a DMA read or write of host memory n. Every thread and
@@ -75,10 +76,13 @@ class HostMemory(_Part):
     pin_per_call: float = Field(0.0, ge=0, description="seconds per pinned allocation call")
     register_bandwidth: float = Field(description="bytes per second of registering existing memory for DMA")
     register_per_call: float = Field(0.0, ge=0, description="seconds per register (and per unregister) call")
+    step_overhead: float = Field(
+        0.0, ge=0, description="seconds of the engine's dispatcher per plan step: the one host thread that "
+        "submits every step and handles its completion; serial, shared by every GPU (0: free)")
 
     _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "register_bandwidth")
     _s = _sizes("capacity")
-    _d = _durations("pin_per_call", "register_per_call")
+    _d = _durations("pin_per_call", "register_per_call", "step_overhead")
 
 
 class Link(_Part):
@@ -187,7 +191,7 @@ class Platform(_Part):
 _RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "memcpy_per_thread", "total_bandwidth",
                 "pin_bandwidth", "register_bandwidth", "h2d", "d2h", "pageable"}
 _SIZE_FIELDS = {"capacity", "memory", "import_alignment"}
-_DURATION_FIELDS = {"latency", "pin_per_call", "register_per_call", "overhead"}
+_DURATION_FIELDS = {"latency", "pin_per_call", "register_per_call", "overhead", "step_overhead"}
 
 
 def _human(key: str, value: Any) -> Any:

@@ -48,7 +48,7 @@ def truth(name: str) -> dict[str, float]:
         "host.register_bandwidth": p.host.register_bandwidth, "host.register_per_call": p.host.register_per_call,
         "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
         "link.pageable": link.pageable or min(p.host.memcpy_per_thread, link.h2d),
-        "gpu.copy_engines": p.gpus[0].copy_engines,
+        "gpu.copy_engines": p.gpus[0].copy_engines, "host.step_overhead": p.host.step_overhead,
     }
 
 
@@ -64,6 +64,8 @@ def cpu_calibration():
 def test_calibrating_the_simulator_recovers_its_own_parameters(name):
     expected = truth(name)
     result = calibrate(f"sim:{name}", Config.quick())
+    if expected["host.step_overhead"]:  # h100-pcie5: 115us per step
+        assert result.parameter("host.step_overhead").measured
     checked = 0
     for f in result.fitted:
         if not f.measured:
@@ -76,6 +78,22 @@ def test_calibrating_the_simulator_recovers_its_own_parameters(name):
             checked += 1
     assert checked >= 10
     # The fitted platform reproduces every microbenchmark of the platform it came from.
+    for check in result.checks:
+        assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+
+
+def test_a_dispatch_bound_device_gives_back_its_step_overhead():
+    """An integrated GPU whose engine costs 40us a step: the step overhead comes back, and
+    nothing else is thrown off by the steps' waits (the streaming and multi-reader runs)."""
+    from halsim.sim import Simulator
+
+    base = load_platform("igpu-unified")
+    platform = base.model_copy(update={"host": base.host.model_copy(update={"step_overhead": 40e-6})})
+    result = calibrate(Simulator(platform).device(0), Config.quick())
+    step = result.parameter("host.step_overhead")
+    assert step.measured and step.value == pytest.approx(40e-6, rel=0.02)
+    assert step.error is not None and step.residual is not None and step.residual < 0.02
+    assert result.platform.host.step_overhead == step.value and 'step_overhead = "40us"' in result.to_toml()
     for check in result.checks:
         assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
 

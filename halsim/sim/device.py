@@ -5,7 +5,9 @@ resources — a reader thread, the drive's queue, flows on the network, a copy
 engine, the import lane — and records what it did in the Trace: one span on
 the step's lane (``read/<k>``, ``copy/d<i>q<q>``, ``import/d<i>``,
 ``direct/d<i>``, as real devices do) and one per resource it crossed
-(``storage``, ``memcpy``, ``link/d<g>/h2d``...).
+(``storage``, ``memcpy``, ``link/d<g>/h2d``...). Before any of that, a step
+waits for the engine's dispatcher when the platform gives it a cost
+(``engine`` lane, :mod:`halsim.sim.dispatch`).
 
 Given a real file, an execution also moves the real bytes (numpy buffers), so
 a simulated upload can be compared byte for byte with a real one. Without a
@@ -23,6 +25,7 @@ from halsim.errors import DeviceError, HalsimError
 from halsim.files import copy_bytes
 from halsim.plan import Op, Step
 from halsim.request import BufferSpec
+from halsim.sim.dispatch import DISPATCH_OP, ENGINE_LANE
 from halsim.sim.tasks import Task
 from halsim.trace import IMPORTED, STAGING, device_counter
 
@@ -95,6 +98,7 @@ class SimExecution(Execution):
         self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
         self._cached_read = machine.host_routes.cached_read
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
+        self._dispatcher = self.sim.dispatcher
 
     # ---------------------------------------------------------------- memory
     def adopt_buffers(self, buffers: dict[int, DeviceBuffer]) -> None:
@@ -169,6 +173,12 @@ class SimExecution(Execution):
         return pending
 
     def _run(self, step: Step, pending: Pending) -> Generator:
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            # The engine's thread hands the step over first: its turn, in submission order.
+            start, end, delay = dispatcher.book()
+            self.trace.span(ENGINE_LANE, DISPATCH_OP, start, end, 0, step.id, self.index)
+            yield self.machine.env.timeout(delay)
         try:
             if self.faults is not None:
                 self.faults.before(step, self)

@@ -2,9 +2,10 @@
 
 ``Simulator(platform)`` owns one simpy environment and one machine; every
 ``device(i)`` of it shares that machine's storage, host memory and switches,
-so a multi-GPU run contends as it would on hardware. The engine drives it like
-any device: it submits steps (simpy processes start) and waits — ``wait``
-advances simulated time until a step it waits on is done.
+so a multi-GPU run contends as it would on hardware; they also share one
+dispatcher, the engine's host thread (``host.step_overhead`` per step). The
+engine drives it like any device: it submits steps (simpy processes start) and
+waits — ``wait`` advances simulated time until a step it waits on is done.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from halsim.errors import DeviceError
 from halsim.platform import Platform, load_platform
 from halsim.request import UploadRequest
 from halsim.sim.device import SimDevice
+from halsim.sim.dispatch import Dispatcher
 from halsim.sim.machine import Machine
 
 
@@ -29,6 +31,8 @@ class Simulator:
         self.platform = load_platform(platform)
         self.env = simpy.Environment()
         self.machine = Machine(self.platform, self.env, pinned_staging=pinned_staging)
+        # The engine's one host thread, shared by every GPU (None when it costs nothing).
+        self.dispatcher = Dispatcher.of(self.platform, self.env)
         self._devices: dict[int, SimDevice] = {}
         self._done: list[Pending] = []  # steps finished and not yet handed to a waiter, in order
 
