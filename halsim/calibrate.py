@@ -162,6 +162,9 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     out += [Probe("read", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
     out += [Probe("stream", config.thread_chunk, config.scratch // config.thread_chunk, n) for n in config.threads]
+    # A ring of small chunks: many steps, so the engine's dispatch of each one bounds it.
+    small = min(MiB, config.thread_chunk // 2)
+    out.append(Probe("stream", small, min(1024, config.scratch // small), max(config.threads)))
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
     out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
