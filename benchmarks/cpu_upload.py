@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 import halsim
-from bench_files import make_file, readinto_seconds
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under python -P
+from bench_files import make_file, readinto_seconds  # noqa: E402
 from halsim.units import format_size, parse_size
 
 POLICIES = [
