@@ -47,7 +47,9 @@ def _table(rows, title: str) -> Table:
     for label in ("case", "on", "seconds", "GB/s", "staging", "device", "copies", "imported"):
         table.add_column(label, justify="left" if label in ("case", "on") else "right")
     for case, where, r in rows:
-        table.add_row(case, where, f"{r.seconds:.3f}", f"{r.gb_per_s:.1f}", format_size(r.peak_staging_bytes),
+        # Bytes used in place move nothing: a rate would only measure mapping them.
+        rate = "in place" if r.copies == 0 and r.imported_bytes == r.bytes else f"{r.gb_per_s:.1f}"
+        table.add_row(case, where, f"{r.seconds:.3f}", rate, format_size(r.peak_staging_bytes),
                       format_size(r.peak_device_bytes), str(r.copies), format_size(r.imported_bytes))
     policies = sorted({(case, r.policy) for case, _, r in rows})
     table.caption = "\n".join(f"{case}: {policy}" for case, policy in policies)
