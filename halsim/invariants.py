@@ -217,7 +217,10 @@ def _check_coverage(plan: Plan) -> None:
     io_op = Op.READ if upload else Op.WRITE
     io = [(s.file_offset, s.file_offset + s.length) for s in plan.steps if s.op is io_op]
     if io:
-        staged = [(t.file_offset, t.file_offset + t.length) for t in request.transfers]
+        # The bytes that go through staging: what the copies into or out of slots carry
+        # (a hybrid plan stages only its streamed share).
+        through_slots = {Op.COPY, Op.COPY_BACK}
+        staged = [(s.file_offset, s.file_offset + s.length) for s in plan.steps if s.op in through_slots]
         expected, actual = _depth(staged), _depth(io)
         if expected != actual:
             pos, d_got, d_want = _first_difference(actual, expected)
@@ -260,6 +263,8 @@ def _check_staging_bound(plan: Plan) -> None:
     per_device_bytes: dict[int, int] = defaultdict(int)
     for t in request.transfers:
         per_device_bytes[request.buffers[t.buffer].device] += t.length
+    if policy.kind == "hybrid":
+        policy = policy.streamed  # only its streamed share stages
     for pool in plan.pools:
         if policy.kind == "streaming":
             if pool.slots > policy.slots or pool.slot_bytes > policy.chunk:
@@ -424,7 +429,8 @@ def _check_windows(plan: Plan, analysis: _Analysis, caps: "dict[int, DeviceCaps]
 
 def _held_pieces(plan: Plan) -> int:
     """How many import pieces a dedicated device may hold at once: two per importer."""
-    return 2 * getattr(plan.policy, "importers", 1)
+    policy = plan.policy.imported if plan.policy.kind == "hybrid" else plan.policy
+    return 2 * getattr(policy, "importers", 1)
 
 
 def _window_bound(plan: Plan) -> int:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
+from dataclasses import replace
 from typing import Sequence
 
 from halsim.caps import DeviceCaps
 from halsim.errors import PolicyError
-from halsim.plan import ImportWindow, Limits, Op, Plan, StagingPool, Step
+from halsim.plan import COPY_OPS, ImportWindow, Limits, Op, Plan, StagingPool, Step
 from halsim.request import Direction, Transfer, UploadRequest, align_down, align_up, segments
 
 
@@ -19,6 +20,7 @@ def make_plan(policy, request: UploadRequest, caps: DeviceCaps | Sequence[Device
         "streaming": _plan_streaming,
         "import": _plan_import,
         "direct": _plan_direct,
+        "hybrid": _plan_hybrid,
         "auto": _plan_auto,
     }[policy.kind]
     # Plans are tens of thousands of small immutable objects with no cycles:
@@ -291,6 +293,50 @@ def _plan_direct(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
         out.add(Op.DIRECT, device, length, file_offset=offset, buffer=t.buffer,
                 buffer_offset=t.buffer_offset + offset - t.file_offset)
     return Plan(policy, policy, request, tuple(out.steps), (), (), Limits(readers=policy.readers))
+
+
+def _split_at_share(transfers, share: float) -> tuple[list[Transfer], list[Transfer]]:
+    """The first ``share`` of the bytes (in file order) and the rest; a transfer across the cut is split."""
+    ordered = sorted(transfers, key=lambda t: (t.file_offset, t.buffer))
+    cut = int(sum(t.length for t in ordered) * share)
+    first, rest, seen = [], [], 0
+    for t in ordered:
+        if seen + t.length <= cut:
+            first.append(t)
+        elif seen >= cut:
+            rest.append(t)
+        else:
+            n = cut - seen
+            first.append(Transfer(t.file_offset, t.buffer, t.buffer_offset, n))
+            rest.append(Transfer(t.file_offset + n, t.buffer, t.buffer_offset + n, t.length - n))
+        seen += t.length
+    return first, rest
+
+
+def _plan_hybrid(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) -> Plan:
+    why = _import_refusal(request, caps)
+    if why:
+        plan = make_plan(policy.streamed, request, _caps_list(caps))
+        note = f"hybrid: import not possible ({why}); streaming everything with {policy.streamed.spec()}"
+        return Plan(plan.policy, policy, request, plan.steps, plan.pools, plan.windows, plan.limits,
+                    plan.notes + (note,))
+    imported, streamed = _split_at_share(request.transfers, policy.share)
+    part_a = _plan_import(policy.imported, UploadRequest(request.source, request.buffers, tuple(imported),
+                                                         request.direction), caps)
+    part_b = _plan_streaming(policy.streamed, UploadRequest(request.source, request.buffers, tuple(streamed),
+                                                            request.direction), caps)
+    # Imported copies keep queues [0, qa); streamed copies take the next ones (cycling
+    # within what the devices have), so neither part waits behind the other's copies.
+    qa, qb = part_a.limits.queues, part_b.limits.queues
+    queues = max(1, min(qa + qb, max(c.copy_queues for c in caps.values())))
+    base = len(part_a.steps)
+    steps = list(part_a.steps)
+    for s in part_b.steps:
+        steps.append(replace(s, id=s.id + base, deps=tuple(d + base for d in s.deps),
+                             queue=(s.queue + qa) % queues if s.op in COPY_OPS else s.queue))
+    limits = Limits(readers=part_b.limits.readers, queues=queues, imports=part_a.limits.imports)
+    return Plan(policy, policy, request, tuple(steps), part_b.pools, part_a.windows, limits,
+                part_a.notes + part_b.notes)
 
 
 def _plan_auto(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) -> Plan:

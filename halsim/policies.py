@@ -36,8 +36,8 @@ class _PolicyBase(BaseModel):
         for name, value in self.model_dump().items():
             if name == "kind" or value is None:
                 continue
-            if name == "fallback":
-                fields.append(f"fallback={getattr(self, 'fallback').spec_nested()}")
+            if name in _NESTED_FIELDS:
+                fields.append(f"{name}={getattr(self, name).spec_nested()}")
             elif name in _SIZE_FIELDS:
                 fields.append(f"{name}={_exact_size(value)}")
             else:
@@ -52,6 +52,8 @@ class _PolicyBase(BaseModel):
         return self.spec()
 
 
+# Fields holding a policy, written nested: fallback=streaming(chunk=4MiB,slots=2).
+_NESTED_FIELDS = {"fallback", "imported", "streamed"}
 _SIZE_FIELDS = {"chunk", "piece", "budget"}
 
 
@@ -130,6 +132,22 @@ class DirectPolicy(_PolicyBase):
     _chunk = field_validator("chunk", mode="before")(lambda cls, v: _size(v))
 
 
+class HybridPolicy(_PolicyBase):
+    """Import one share of the bytes and stream the rest, at the same time.
+
+    Import is bound by pinning pages, streaming by the readers' copies: on a
+    dedicated GPU they use different resources, so together they can beat
+    either alone. ``share`` is the fraction of tensor bytes imported (the
+    first ones in file order). When the device or source cannot import, the
+    whole request streams (and the plan says why).
+    """
+
+    kind: Literal["hybrid"] = "hybrid"
+    share: float = Field(0.5, gt=0.0, lt=1.0)
+    imported: ImportPolicy = ImportPolicy(piece=64 * MiB)
+    streamed: StreamingPolicy = StreamingPolicy(chunk=16 * MiB, slots=16, readers=8, queues=1)
+
+
 class AutoPolicy(_PolicyBase):
     """Chooses a concrete policy for the request and device (see :mod:`halsim.choose`)."""
 
@@ -143,11 +161,11 @@ class AutoPolicy(_PolicyBase):
 
 
 Policy = Annotated[
-    Union[StagedPolicy, StreamingPolicy, ImportPolicy, DirectPolicy, AutoPolicy],
+    Union[StagedPolicy, StreamingPolicy, ImportPolicy, DirectPolicy, HybridPolicy, AutoPolicy],
     Field(discriminator="kind"),
 ]
 _POLICY = TypeAdapter(Policy)
-KINDS = ("staged", "streaming", "import", "direct", "auto")
+KINDS = ("staged", "streaming", "import", "direct", "hybrid", "auto")
 
 # IREE's streaming after #14665: one 64 MiB slot, one reader — fully serial.
 IREE_STREAMING = StreamingPolicy(chunk=64 * MiB, slots=1, readers=1, queues=1)
@@ -210,7 +228,7 @@ def _spec_to_dict(spec: str) -> dict[str, Any]:
                 raise PolicyError(f"expected key=value in policy spec {spec!r}, got {item!r}")
             if key in data:
                 raise PolicyError(f"{key!r} given twice in policy spec {spec!r}")
-            data[key] = _spec_to_dict(value) if key == "fallback" else value
+            data[key] = _spec_to_dict(value) if key in _NESTED_FIELDS else value
     return data
 
 
@@ -240,17 +258,19 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def policy_to_toml(policy: Policy) -> str:
-    """TOML for ``policy``; ``load_policy`` reads it back."""
-    lines = []
-    nested = {}
-    for key, value in policy.model_dump(exclude_none=True).items():
-        if isinstance(value, dict):
-            nested[key] = value
-        else:
-            lines.append(f"{key} = {json.dumps(value)}")
-    for key, table in nested.items():
-        lines.append(f"\n[{key}]")
-        lines.extend(f"{k} = {json.dumps(v)}" for k, v in table.items())
+    """TOML for ``policy``; ``load_policy`` reads it back. Nested policies become
+    tables: ``[fallback]``, ``[imported.fallback]``."""
+    lines: list[str] = []
+
+    def table(data: dict, prefix: str) -> None:
+        nested = {k: v for k, v in data.items() if isinstance(v, dict)}
+        if prefix:
+            lines.append(f"\n[{prefix}]")
+        lines.extend(f"{k} = {json.dumps(v)}" for k, v in data.items() if not isinstance(v, dict))
+        for key, value in nested.items():
+            table(value, f"{prefix}.{key}" if prefix else key)
+
+    table(policy.model_dump(exclude_none=True), "")
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,7 @@ def model(tmp_path):
 
 
 POLICIES = ["staged", "streaming:chunk=1000,slots=3,readers=2,queues=2", "streaming:chunk=64MiB,slots=1,readers=1",
-            "import", "direct", "auto", "import:fallback=staged"]
+            "import", "direct", "auto", "import:fallback=staged", "hybrid:share=0.4,streamed=streaming(chunk=1000,slots=2)"]
 
 
 @pytest.mark.parametrize("policy", POLICIES)

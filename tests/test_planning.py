@@ -44,7 +44,8 @@ def expected(request):
 
 @pytest.mark.parametrize("spec", ["streaming:chunk=128,slots=2,readers=2", "streaming:chunk=1,slots=3",
                                   "streaming:chunk=64MiB,slots=1,readers=1", "staged:chunk=77", "import",
-                                  "import:piece=4096", "direct:chunk=33", "auto"])
+                                  "import:piece=4096", "direct:chunk=33", "auto", "hybrid",
+                                  "hybrid:share=0.3,streamed=streaming(chunk=50,slots=2,queues=2)"])
 @pytest.mark.parametrize("caps", [DEDICATED, INTEGRATED, DeviceCaps(direct_storage=True)])
 def test_every_byte_once(spec, caps):
     request = make_request()
@@ -166,3 +167,23 @@ def test_request_validation_names_the_file():
         UploadRequest(SourceInfo("src", 10), (BufferSpec("w", 100),), (Transfer(0, 0, 0, 50),))
     with pytest.raises(PolicyError, match="overflows buffer 'w'"):
         UploadRequest(SourceInfo("src", 100), (BufferSpec("w", 10),), (Transfer(0, 0, 0, 50),))
+
+
+def test_hybrid_imports_a_share_and_streams_the_rest():
+    request = make_request(sizes=(5000, 9000, 3000))
+    plan = parse_policy("hybrid:share=0.5,imported=import(piece=4096),"
+                        "streamed=streaming(chunk=1000,slots=2,queues=1)").plan(request, DeviceCaps(copy_queues=2))
+    imported = sum(s.length for s in plan.steps if s.op is Op.COPY_IMPORTED)
+    streamed = sum(s.length for s in plan.steps if s.op is Op.COPY)
+    assert imported == request.total_bytes // 2 and imported + streamed == request.total_bytes
+    assert plan.staging_bytes <= 2 * 1000 and plan.windows
+    # the two parts copy on different queues
+    assert {s.queue for s in plan.steps if s.op is Op.COPY_IMPORTED} == {0}
+    assert {s.queue for s in plan.steps if s.op is Op.COPY} == {1}
+    assert delivered(plan) == expected(request)
+
+
+def test_hybrid_streams_everything_when_import_is_impossible():
+    plan = parse_policy("hybrid").plan(make_request(host_alignment=0), DEDICATED)
+    assert plan.policy.kind == "streaming" and plan.requested.kind == "hybrid"
+    assert "not in host memory" in plan.notes[0]

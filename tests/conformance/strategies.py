@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from halsim.caps import DeviceCaps
-from halsim.policies import AutoPolicy, DirectPolicy, ImportPolicy, StagedPolicy, StreamingPolicy
+from halsim.policies import AutoPolicy, DirectPolicy, HybridPolicy, ImportPolicy, StagedPolicy, StreamingPolicy
 from halsim.request import BufferSpec, Direction, SourceInfo, Transfer, UploadRequest, request_from_tensors
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -37,9 +37,10 @@ imports = st.builds(ImportPolicy, piece=chunks, queues=st.integers(1, 4), fallba
                     **({"importers": st.integers(1, 4)} if "importers" in ImportPolicy.model_fields else {}))
 directs = st.builds(DirectPolicy, chunk=chunks, readers=st.integers(1, 5), fallback=fallbacks)
 autos = st.builds(AutoPolicy, budget=st.one_of(st.integers(1, 1 << 16), st.sampled_from([1, 2, 3, 255, MiB, 256 * MiB, GiB])))
-policies = st.one_of(streaming, staged, imports, directs, autos)
+hybrids = st.builds(HybridPolicy, share=st.floats(0.01, 0.99), imported=imports, streamed=streaming)
+policies = st.one_of(streaming, staged, imports, directs, hybrids, autos)
 
-download_policies = st.one_of(streaming, staged, imports, directs, autos)
+download_policies = st.one_of(streaming, staged, imports, directs, hybrids, autos)
 
 
 def granularity(policy) -> int:
@@ -49,6 +50,8 @@ def granularity(policy) -> int:
         unit = policy.chunk
     elif kind == "import":
         unit = policy.piece
+    elif kind == "hybrid":
+        unit = min(granularity(policy.imported), granularity(policy.streamed))
     else:  # auto: a ring that fits the budget, chunks no smaller than budget / 16
         unit = max(1, policy.budget // 16)
     fallback = getattr(policy, "fallback", None)
