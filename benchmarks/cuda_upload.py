@@ -67,8 +67,15 @@ PAGE_CACHED = [
     ("import 128MiB pieces, 8 importers, 2 queues", "import:piece=128MiB,queues=2,importers=8", None),
     ("import 32MiB pieces, 12 importers, 2 queues", "import:piece=32MiB,queues=2,importers=12", None),
     ("direct 16MiB, 8 readers (cuFile, buffered fd)", "direct:chunk=16MiB,readers=8", BUFFERED),
+    ("hybrid: import 40%, stream 60% (16MiB x16, 8 readers)", "hybrid:share=0.4", None),
+    ("hybrid: import 50%, stream 50%", "hybrid:share=0.5", None),
+    ("  same, registered + blocking", "hybrid:share=0.5", BOTH),
+    ("hybrid: import 50%, 2 queues each", "hybrid:share=0.5,imported=import(piece=64MiB,queues=2),"
+     "streamed=streaming(chunk=16MiB,slots=16,readers=8,queues=2)", BOTH),
+    ("hybrid: import 60%, stream 40%", "hybrid:share=0.6", BOTH),
 ]
 HOST_MEMORY = [
+    ("host memory: hybrid, import 50%", "hybrid:share=0.5", BOTH),
     ("host memory: import 256MiB pieces, 1 importer", "import:piece=256MiB,queues=2", None),
     ("host memory: import 64MiB pieces, 8 importers", "import:piece=64MiB,queues=2,importers=8", None),
     ("host memory: streaming 16MiB x16, 8 readers, reg.+block.", "streaming:chunk=16MiB,slots=16,readers=8,queues=2",
@@ -481,6 +488,7 @@ def main() -> None:
     parser.add_argument("--make-only", action="store_true")
     parser.add_argument("--no-cold", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated label substrings: run only those halsim rows")
     args = parser.parse_args()
 
     path, index = make_file(args.dir, args.layers)
@@ -502,8 +510,13 @@ def main() -> None:
     costs = allocation_costs(device, index)
     print(f"  allocation costs: {costs}", flush=True)
 
+    wanted = [w for w in args.only.split(",") if w]
+
+    def chosen(rows):
+        return [r for r in rows if not wanted or any(w in r[0] for w in wanted)]
+
     best_streaming = None
-    for label, policy, extra_env in PAGE_CACHED:
+    for label, policy, extra_env in chosen(PAGE_CACHED):
         full = (policy, extra_env) in (("streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
                                        ("streaming:chunk=16MiB,slots=16,readers=8,queues=2", BOTH),
                                        ("import:piece=256MiB,queues=2", None)) or \
@@ -521,7 +534,7 @@ def main() -> None:
     memory = mmap.mmap(-1, index.file_length)
     with open(path, "rb", buffering=0) as f:
         _read_all(f, memory)
-    for label, policy, extra_env in HOST_MEMORY:
+    for label, policy, extra_env in chosen(HOST_MEMORY):
         source = MemoryFile(memory, name=str(path))
         bench.halsim_row("host-memory", label, policy, source=source, env=extra_env)
         source.close()
