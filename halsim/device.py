@@ -76,6 +76,17 @@ class Execution(ABC):
         self.trace = trace
         self.index = index  # device index within the request
         self.faults = faults
+        # Buffers that *are* imported host memory (BIND): never allocated on the device.
+        self._bound = {s.buffer for s in plan.steps if s.op.value == "bind" and s.device == index}
+        self._adopted = False  # buffers came from an earlier run (adopt_buffers)
+
+    def buffers_to_allocate(self):
+        """(index, spec) of each buffer this execution must allocate itself."""
+        if self._adopted:
+            return
+        for index, spec in enumerate(self.plan.request.buffers):
+            if spec.device == self.index and index not in self._bound:
+                yield index, spec
 
     @abstractmethod
     def allocate(self) -> None:

@@ -36,7 +36,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from halsim.errors import DeviceError, FileAccessError, ImportRefusedError, OutOfMemoryError
+from halsim.errors import DeviceError, FileAccessError, ImportRefusedError, OutOfMemoryError, UploadCancelled
 from halsim.plan import Op, Step
 
 if TYPE_CHECKING:
@@ -55,6 +55,17 @@ STEP_FAULTS: dict[str, frozenset[Op]] = {
 }
 ALLOC_FAULTS: dict[str, str] = {"device_oom": "device", "staging_oom": "staging"}
 KINDS = tuple(STEP_FAULTS) + tuple(ALLOC_FAULTS)
+# The error each fault must end in (cancel: UploadCancelled), for devices and tests alike.
+EXPECTED_ERRORS: dict[str, type] = {
+    "read_error": FileAccessError,
+    "write_error": FileAccessError,
+    "short_read": FileAccessError,
+    "copy_error": DeviceError,
+    "import_refused": ImportRefusedError,
+    "device_oom": OutOfMemoryError,
+    "staging_oom": OutOfMemoryError,
+    "cancel": UploadCancelled,
+}
 
 
 @dataclass(frozen=True)

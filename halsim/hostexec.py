@@ -26,9 +26,7 @@ class HostExecution(Execution):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        plan, d = self.plan, self.index
-        self.request = plan.request
-        self._bound = {s.buffer for s in plan.steps if s.op is Op.BIND and s.device == d}
+        self.request = self.plan.request
         self._buffers: dict[int, DeviceBuffer] = {}
         self._slots: list[memoryview] = []
         self._staging_bytes = 0
@@ -37,7 +35,6 @@ class HostExecution(Execution):
         self._pools: dict[str, cf.ThreadPoolExecutor] = {}
         self._thread_lane = threading.local()
         self._lane_counters: dict[str, int] = {}  # threads started so far, per pool
-        self._adopted = False
 
     # ----- what a backend provides -------------------------------------------------
     @abstractmethod
@@ -93,9 +90,7 @@ class HostExecution(Execution):
     def allocate(self) -> None:
         trace, now = self.trace, self.device.now
         try:
-            for index, spec in enumerate(self.request.buffers):
-                if spec.device != self.index or index in self._bound or self._adopted:
-                    continue
+            for index, spec in self.buffers_to_allocate():
                 if self.faults is not None:
                     self.faults.on_allocate("device", spec.size, self)
                 self._buffers[index] = self.alloc_buffer(spec)

@@ -71,13 +71,11 @@ class SimExecution(Execution):
         self.gpu = device.gpu
         self.request = self.plan.request
         self.routes = self.machine.gpu_routes[self.gpu]
-        self._bound = {s.buffer for s in self.plan.steps if s.op is Op.BIND and s.device == self.index}
         self._buffers: dict[int, SimBuffer] = {}
         self._device_bytes: dict[int, int] = {}  # buffers this execution allocated
         self._staging_bytes = 0
         self._slots: list[np.ndarray] = []
         self._windows: dict[int, memoryview | None] = {}
-        self._adopted = False
         self._real = self.file is not None
         self._meta = self.trace.meta.setdefault(BOUND_META, {})
         self.trace.meta.setdefault("platform", self.machine.platform.name)
@@ -110,9 +108,7 @@ class SimExecution(Execution):
         machine, trace, name = self.machine, self.trace, self.device.name
         pool = machine.device_memory[self.gpu]
         try:
-            for index, spec in enumerate(self.request.buffers):
-                if spec.device != self.index or index in self._bound or self._adopted:
-                    continue
+            for index, spec in self.buffers_to_allocate():
                 if self.faults is not None:
                     self.faults.on_allocate("device", spec.size, self)
                 pool.take(spec.size, f"buffer {spec.name!r}", name)
@@ -351,7 +347,7 @@ class SimExecution(Execution):
         yield  # a generator like every step
 
     def _direct(self, step: Step, bound: dict) -> Generator:
-        machine, env = self.machine, self.machine.env
+        env = self.machine.env
         start = env.now
         yield from self._storage(self.routes.storage_h2d, step.length, "direct", bound)
         if self._real:

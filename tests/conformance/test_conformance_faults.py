@@ -10,11 +10,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import halsim
-from halsim.engine import CancelToken, Engine
+from halsim.engine import Engine
 from halsim.errors import (
-    DeviceError, FileAccessError, HalsimError, ImportRefusedError, OutOfMemoryError, UploadCancelled,
+    HalsimError,
 )
-from halsim.faults import ALLOC_FAULTS, Fault, FaultInjector, STEP_FAULTS
+from halsim.faults import EXPECTED_ERRORS, ALLOC_FAULTS, Fault, FaultInjector, STEP_FAULTS
 from halsim.files import open_file
 from halsim.formats import write_safetensors
 from halsim.invariants import check_clean, check_plan, check_run, check_trace
@@ -30,16 +30,7 @@ from .runs import check_against_layout, source_file
 from .strategies import write_file
 from .strategies import MAX_CHUNKS, MAX_STEPS, RUN_CAP, Layout, Tensor, file_kinds, granularity, layouts, modes, policies, requests
 
-EXPECTED = {
-    "read_error": FileAccessError,
-    "write_error": FileAccessError,
-    "short_read": FileAccessError,
-    "copy_error": DeviceError,
-    "import_refused": ImportRefusedError,
-    "device_oom": OutOfMemoryError,
-    "staging_oom": OutOfMemoryError,
-    "cancel": UploadCancelled,
-}
+EXPECTED = EXPECTED_ERRORS
 
 # A small model: unaligned offsets, an empty tensor, tensors straddling chunks and pieces.
 LAYOUT = Layout(30_000, 13, 13 + 7000 + 13 + 9000 + 1,
