@@ -4,14 +4,18 @@ It translates plan steps into driver calls and decides nothing else:
 
 * buffers: one ``cuMemAlloc`` per tensor (out of memory is
   :class:`~halsim.errors.OutOfMemoryError`, naming the tensor and what is free);
-* staging: one pinned pool (``cuMemHostAlloc``, PORTABLE) of ``slots x chunk``
-  per run, sliced into the slots that READ steps fill on reader threads;
+* staging: one pinned ring of ``slots x chunk`` per run, whose slots READ
+  steps fill on reader threads; by default each slot is pinned on its own on
+  a background thread while the first slots already stream
+  (:mod:`halsim.backends.cuda_staging` says why);
 * COPY / COPY_BACK: ``cuMemcpyHtoDAsync`` / ``cuMemcpyDtoHAsync`` on the
   stream of the step's copy queue (one stream per queue, made per run), then a
-  stream synchronise: a copy step completes only when its bytes have arrived,
+  wait on a blocking-sync event (``HALSIM_CUDA_WAIT=spin``: a spinning stream
+  synchronise): a copy step completes only when its bytes have arrived,
   and that completion is what lets the engine refill the slot;
 * IMPORT / UNIMPORT: ``cuMemHostRegister`` (READ_ONLY where the device supports
   it) / ``cuMemHostUnregister`` of a page-aligned window of the mapped file;
+  host memory its owner already page-locked is copied from as it is;
   COPY_IMPORTED copies from it with no staging; on integrated GPUs that can use
   registered host memory, BIND makes a buffer of the registered bytes in place;
 * DIRECT: cuFile (GPUDirect Storage or its compatibility mode) reads the file
@@ -28,7 +32,6 @@ Without cuda-python, a driver or a GPU, :func:`open_device` and
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
 import threading
 import weakref
@@ -37,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from halsim.backends import cuda_cufile, cuda_dlpack
+from halsim.backends import cuda_cufile, cuda_dlpack, cuda_staging
 from halsim.backends.cuda_driver import (
     PAGE_SIZE,
     DeviceInfo,
@@ -318,6 +321,10 @@ class HostRegistry:
         if failure is not None:
             raise failure
 
+    def overlaps(self, start: int, end: int) -> bool:
+        with self._lock:
+            return any(b < end and start < e for b, (e, _, _) in self._ranges.items())
+
     def ranges(self) -> dict[int, tuple[int, int]]:
         with self._lock:
             return {base: (end, users) for base, (end, users, _) in self._ranges.items()}
@@ -343,15 +350,14 @@ class CudaExecution(HostExecution):
         self.info: DeviceInfo = device.info
         self.label = device.name
         self._streams: list[Any] = []
-        self._staging_ptr = 0
+        self._staging: cuda_staging.PipelinedSlots | cuda_staging.HostAllocPool | None = None
         self._staging_size = 0
+        self._staging_mode = cuda_staging.staging_mode()
         self._cufile: cuda_cufile.CuFileSource | None = None
         self._cufile_lock = threading.Lock()
-        self._blocking_wait = os.environ.get("HALSIM_CUDA_WAIT", "spin").strip().lower() == "block"
+        self._blocking_wait = os.environ.get("HALSIM_CUDA_WAIT", "block").strip().lower() != "spin"
         self._thread_events = threading.local()
         self._events: list[Any] = []
-        self._register_staging = os.environ.get("HALSIM_CUDA_STAGING", "alloc").strip().lower() == "register"
-        self._staging_map: mmap.mmap | None = None
 
     # ----- helpers ---------------------------------------------------------------------
     def _context(self):
@@ -458,54 +464,25 @@ class CudaExecution(HostExecution):
     def free_buffer(self, buffer: DeviceBuffer) -> None:
         buffer.free()
 
-    def alloc_staging(self, slots: int, slot_bytes: int) -> list[memoryview]:
+    def alloc_staging(self, slots: int, slot_bytes: int):
         total = slots * slot_bytes
         if total == 0:
             return [memoryview(bytearray(0)) for _ in range(slots)]
-        oom = f"cannot pin {slots} x {slot_bytes} bytes of staging"
-        if self._register_staging:
-            ptr = self._map_and_register(total, oom)
+        if self._staging_mode == "alloc":
+            ring = cuda_staging.HostAllocPool(slots, slot_bytes, self.label, host_view)
         else:
-            ptr = check(cu.cuMemHostAlloc(total, cu.CU_MEMHOSTALLOC_PORTABLE), f"cuMemHostAlloc of {total} bytes",
-                        device=self.label, oom=oom)
-        self._staging_ptr, self._staging_size = int(ptr), total
+            ring = cuda_staging.PipelinedSlots(slots, slot_bytes, self.info.context, self.label, host_view)
+        self._staging, self._staging_size = ring, total
         _count("staging", 1, total)
-        return [host_view(self._staging_ptr + i * slot_bytes, slot_bytes) for i in range(slots)]
-
-    def _map_and_register(self, total: int, oom: str) -> int:
-        """HALSIM_CUDA_STAGING=register: the pool is an anonymous mapping, faulted in
-        up front, then page-locked with cuMemHostRegister (instead of cuMemHostAlloc)."""
-        flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_ANONYMOUS", 0x20) | getattr(mmap, "MAP_POPULATE", 0)
-        try:
-            mapping = mmap.mmap(-1, total, flags=flags)
-        except OSError as err:
-            raise OutOfMemoryError(f"{oom}: mmap failed: {err.strerror}", device=self.label) from None
-        view = memoryview(mapping)
-        address = address_of(view)
-        view.release()
-        (err,) = cu.cuMemHostRegister(address, total, cu.CU_MEMHOSTREGISTER_PORTABLE)
-        if not is_success(err):
-            mapping.close()
-            name = result_name(err)
-            kind = OutOfMemoryError if name == "CUDA_ERROR_OUT_OF_MEMORY" else DeviceError
-            raise kind(f"{oom}: cuMemHostRegister failed: {name}", device=self.label)
-        self._staging_map = mapping
-        return address
+        return ring
 
     def free_staging(self) -> None:
-        ptr, size, mapping = self._staging_ptr, self._staging_size, self._staging_map
-        self._staging_ptr = self._staging_size = 0
-        self._staging_map = None
-        if ptr:
+        ring, size = self._staging, self._staging_size
+        self._staging, self._staging_size = None, 0
+        if ring is not None:
             _count("staging", -1, -size)
             with self._context():
-                if mapping is None:
-                    check(cu.cuMemFreeHost(ptr), "cuMemFreeHost", device=self.label)
-                    return
-                try:
-                    check(cu.cuMemHostUnregister(ptr), "cuMemHostUnregister of staging", device=self.label)
-                finally:
-                    mapping.close()
+                ring.close()
 
     # ----- copies ------------------------------------------------------------------------
     def copy_in(self, step: Step, source: memoryview, buffer: DeviceBuffer, offset: int) -> None:
@@ -531,10 +508,11 @@ class CudaExecution(HostExecution):
     def _wait(self, stream: Any, what: str, step: Step) -> None:
         """Until the copies queued on ``stream`` are done: the step completes only then."""
         if not self._blocking_wait:
-            # Spins (with the GIL released): the lowest latency, one busy core per queue.
+            # HALSIM_CUDA_WAIT=spin (GIL released): the lowest latency, one busy core per queue.
             self._call(cu.cuStreamSynchronize(stream), f"cuStreamSynchronize after {what}", step)
             return
-        # HALSIM_CUDA_WAIT=block: sleep on a blocking-sync event, leaving the core to the readers.
+        # The default: sleep on a blocking-sync event, leaving the core to the readers
+        # (10-15% faster uploads on the lent 16-CPU machine, where readers need every core).
         event = getattr(self._thread_events, "event", None)
         if event is None:
             flags = int(cu.CUevent_flags.CU_EVENT_BLOCKING_SYNC) | int(cu.CUevent_flags.CU_EVENT_DISABLE_TIMING)
@@ -576,6 +554,10 @@ class CudaExecution(HostExecution):
                 f"which is not page-aligned ({PAGE_SIZE} bytes)", device=self.label)
         end = address + -(-length // PAGE_SIZE) * PAGE_SIZE  # the driver locks whole pages
         with self._context():
+            if not self.device.caps.import_in_place and self._pinned_by_its_owner(address, address + length):
+                # Already page-locked (cuMemHostAlloc, a framework's pinned tensor): copy
+                # from it as it is. Registering again would be refused, and costs time.
+                return _Registration(address, length, (), 0)
             held = HOST_REGISTRY.acquire(address, end, lambda b, n: self._register(window, b, n), self._unregister)
             device_ptr = 0
             if self.device.caps.import_in_place:
@@ -585,6 +567,23 @@ class CudaExecution(HostExecution):
                     raise ImportRefusedError(f"cuMemHostGetDevicePointer failed: {result_name(err)}", device=self.label)
                 device_ptr = int(dptr)
         return _Registration(address, length, held, device_ptr)
+
+    def _pinned_by_its_owner(self, start: int, end: int) -> bool:
+        """Whether [start, end) lies in one page-locked allocation that halsim did not register."""
+        if HOST_REGISTRY.overlaps(start, end):
+            return False  # halsim's own registration: the registry shares it
+        attribute = cu.CUpointer_attribute
+        host = int(cu.CUmemorytype.CU_MEMORYTYPE_HOST)
+        ids = set()
+        for probe in (start, end - 1):
+            err, kind = cu.cuPointerGetAttribute(attribute.CU_POINTER_ATTRIBUTE_MEMORY_TYPE, probe)
+            if not is_success(err) or int(kind) != host:
+                return False  # pageable memory: the driver answers with an error
+            err, buffer_id = cu.cuPointerGetAttribute(attribute.CU_POINTER_ATTRIBUTE_BUFFER_ID, probe)
+            if not is_success(err):
+                return False
+            ids.add(int(buffer_id))
+        return len(ids) == 1  # a copy must not cross from one allocation into the next
 
     def unimport_window(self, window: ImportWindow, handle: _Registration) -> None:
         if handle.held:

@@ -71,6 +71,9 @@ _ATTRS = ["INTEGRATED", "UNIFIED_ADDRESSING", "CAN_MAP_HOST_MEMORY", "CAN_USE_HO
           "HOST_REGISTER_SUPPORTED", "READ_ONLY_HOST_REGISTER_SUPPORTED", "ASYNC_ENGINE_COUNT", "PCI_BUS_ID"]
 DeviceAttribute = enum.IntEnum("CUdevice_attribute", {f"CU_DEVICE_ATTRIBUTE_{a}": i + 1 for i, a in enumerate(_ATTRS)})
 StreamFlags = enum.IntEnum("CUstream_flags", {"CU_STREAM_DEFAULT": 0, "CU_STREAM_NON_BLOCKING": 1})
+PointerAttribute = enum.IntEnum("CUpointer_attribute", {"CU_POINTER_ATTRIBUTE_MEMORY_TYPE": 2,
+                                                        "CU_POINTER_ATTRIBUTE_BUFFER_ID": 7})
+MemoryType = enum.IntEnum("CUmemorytype", {"CU_MEMORYTYPE_HOST": 1, "CU_MEMORYTYPE_DEVICE": 2})
 EventFlags = enum.IntEnum("CUevent_flags", {"CU_EVENT_DEFAULT": 0, "CU_EVENT_BLOCKING_SYNC": 1,
                                             "CU_EVENT_DISABLE_TIMING": 2})
 
@@ -90,6 +93,8 @@ class FakeDriver:
     CUdevice_attribute = DeviceAttribute
     CUstream_flags = StreamFlags
     CUevent_flags = EventFlags
+    CUpointer_attribute = PointerAttribute
+    CUmemorytype = MemoryType
     CU_MEMHOSTALLOC_PORTABLE = 1
     CU_MEMHOSTREGISTER_PORTABLE = 1
     CU_MEMHOSTREGISTER_DEVICEMAP = 2
@@ -225,7 +230,8 @@ class FakeDriver:
     def cuMemHostAlloc(self, size, flags):
         if not self._need_context():
             return (CUresult.CUDA_ERROR_INVALID_CONTEXT, 0)
-        mem = np.empty(size, np.uint8)
+        raw = np.empty(size + PAGE, np.uint8)  # page-aligned, as the driver's
+        mem = raw[(-raw.ctypes.data) % PAGE:][:size]
         with self.lock:
             self.pinned[mem.ctypes.data] = mem
         return (OK, mem.ctypes.data)
@@ -253,6 +259,25 @@ class FakeDriver:
         with self.lock:
             return (OK,) if self.registered.pop(address, None) is not None else \
                 (CUresult.CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED,)
+
+    def cuPointerGetAttribute(self, attribute, ptr):
+        ptr = int(ptr)
+        with self.lock:
+            host = {a: len(m) for a, m in self.pinned.items()}
+            host.update(self.registered)
+            owner = next((a for a, n in host.items() if a <= ptr < a + n), None)
+            if owner is None:
+                device = next((a for a, m in self.device_mem.items() if a <= ptr < a + len(m)), None)
+                if device is None:
+                    return (CUresult.CUDA_ERROR_INVALID_VALUE, 0)
+                owner, kind = device, MemoryType.CU_MEMORYTYPE_DEVICE
+            else:
+                kind = MemoryType.CU_MEMORYTYPE_HOST
+        if attribute is PointerAttribute.CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+            return (OK, kind)
+        if attribute is PointerAttribute.CU_POINTER_ATTRIBUTE_BUFFER_ID:
+            return (OK, owner)
+        return (CUresult.CUDA_ERROR_INVALID_VALUE, 0)
 
     def cuMemHostGetDevicePointer(self, address, flags):
         if not self._inside(self.registered, address, 1):
@@ -805,6 +830,33 @@ def test_host_memory_source(env, mixed):
     env.assert_clean(before)
 
 
+def test_pinned_host_memory_is_copied_from_as_it_is(env, mixed):
+    """A source in memory its owner page-locked (cuMemHostAlloc, a pinned torch
+    tensor): import copies from it without registering it again."""
+    data = np.frombuffer(mixed.read_bytes(), np.uint8)
+    index = read_index(mixed)
+    with cuda_driver.current(env.device.info.context):
+        ptr = cuda_driver.check(env.cu.cuMemHostAlloc(len(data) + PAGE, 0), "cuMemHostAlloc")
+    try:
+        pinned = hcuda.host_view(int(ptr), len(data) + PAGE)
+        pinned[: len(data)] = data
+        before = env.snapshot()
+        registered = env.cu.calls["cuMemHostRegister"] if env.kind == "fake" else None
+        for policy in ("import:piece=1MiB,queues=2", "import:piece=64KiB,importers=2"):
+            source = MemoryFile(pinned[: len(data)], name=str(mixed))
+            with halsim.upload(source, env.device, policy, index=index, verify=True) as done:
+                assert done.plan.policy.kind == "import", done.plan.notes
+                check_buffers(done, index)
+            source.close()
+        if registered is not None:
+            assert env.cu.calls["cuMemHostRegister"] == registered, "pinned memory was registered again"
+        assert hcuda.HOST_REGISTRY.ranges() == {}
+        env.assert_clean(before)
+    finally:
+        with cuda_driver.current(env.device.info.context):
+            cuda_driver.check(env.cu.cuMemFreeHost(ptr), "cuMemFreeHost")
+
+
 def test_windows_sharing_a_page(env, tmp_path):
     """Two runs of a file whose gap is under a page: their windows share a page, so
     they share its registration, and a copy that crosses from the shared range
@@ -826,12 +878,12 @@ def test_windows_sharing_a_page(env, tmp_path):
     assert hcuda.HOST_REGISTRY.ranges() == {}
 
 
-@pytest.mark.parametrize("settings", [{"HALSIM_CUDA_STAGING": "register"}, {"HALSIM_CUDA_WAIT": "block"},
-                                      {"HALSIM_CUDA_STAGING": "register", "HALSIM_CUDA_WAIT": "block"}])
+@pytest.mark.parametrize("settings", [{"HALSIM_CUDA_STAGING": "alloc"}, {"HALSIM_CUDA_WAIT": "spin"},
+                                      {"HALSIM_CUDA_STAGING": "alloc", "HALSIM_CUDA_WAIT": "spin"}])
 @pytest.mark.parametrize("policy", ["streaming:chunk=1000003,slots=3,readers=2,queues=2", "import:piece=64KiB",
                                     "staged"])
 def test_staging_and_wait_variants(env, mixed, monkeypatch, settings, policy, tmp_path):
-    """The pool as a registered anonymous mapping; copies waited for on blocking events."""
+    """The pool as one cuMemHostAlloc; copies waited for by spinning."""
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     index = read_index(mixed)
@@ -855,6 +907,24 @@ def test_driver_error_names_curesult_and_step(monkeypatch, mixed):
     with pytest.raises(DeviceError, match=r"cuMemcpyHtoDAsync failed: CUDA_ERROR_ILLEGAL_ADDRESS.*during step \d+ copy"):
         halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=4,readers=2")
     env.assert_clean(before)
+
+
+def test_staging_slot_that_cannot_be_pinned_fails_the_read_and_frees_the_rest(monkeypatch, mixed):
+    """The ring pins slots in the background: slot 3 failing must fail the upload
+    (naming the staging) and leave none of the slots pinned before it."""
+    env = _use_fake(monkeypatch)
+    before = env.snapshot()
+    env.cu.fail["cuMemHostRegister"] = (2, CUresult.CUDA_ERROR_OUT_OF_MEMORY)
+    with pytest.raises(OutOfMemoryError, match=r"cannot pin 4 x 65536 bytes of staging.*CUDA_ERROR_OUT_OF_MEMORY"):
+        halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=4,readers=2")
+    env.assert_clean(before)
+
+
+def test_staging_mode_must_be_known(monkeypatch, mixed):
+    env = _use_fake(monkeypatch)
+    monkeypatch.setenv("HALSIM_CUDA_STAGING", "hugepages")
+    with pytest.raises(DeviceError, match="HALSIM_CUDA_STAGING='hugepages' is not one of pipelined, alloc"):
+        halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=4")
 
 
 def test_import_without_read_only_support_uses_plain_flags(monkeypatch, mixed):

@@ -1,0 +1,337 @@
+"""What page-locking host memory costs on this machine, every way halsim could do it.
+
+Issue 5's throughput goals hinge on it: an 8 GiB upload at 35 GB/s lasts
+0.25 s, and pinning a 256 MiB staging pool took 0.16 s in earlier runs. This
+times, on the GPU machine, in one run:
+
+* a 256 MiB staging pool: one ``cuMemHostAlloc``; 16 slots of 16 MiB, one after
+  another and on several threads; an anonymous mapping registered with
+  ``cuMemHostRegister`` with and without transparent huge pages;
+* a pageable host-memory source (4 GiB, already written): registering it whole
+  and in pieces on several threads, 4 KiB pages and huge pages, and the DMA
+  from it afterwards;
+* a page-cached file mapping: registering it as is, after ``MAP_POPULATE``,
+  and after prefaulting its page tables on several threads;
+
+and prints one table (JSON with ``--json``). Nothing here changes GPU settings.
+
+    python3 benchmarks/cuda_pinning.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import mmap
+import ctypes
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MiB, GiB = 1 << 20, 1 << 30
+MADV_POPULATE_READ, MADV_POPULATE_WRITE = 22, 23  # Linux 5.14+
+
+
+def timed(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def thp_setting() -> str:
+    try:
+        return Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError as err:
+        return f"unknown ({err.strerror})"
+
+
+class Pinning:
+    def __init__(self):
+        from halsim.backends.cuda_driver import check, cu, device_info, set_current
+
+        self.cu, self.check = cu, check
+        self.info = device_info(0)
+        self.set_current = lambda: set_current(self.info.context, "cuda:0")
+        self.set_current()
+        self.stream = check(cu.cuStreamCreate(1), "cuStreamCreate")
+        self.device = check(cu.cuMemAlloc(4 * GiB), "cuMemAlloc")
+
+    # ----- pieces ---------------------------------------------------------------
+    def host_alloc(self, size: int) -> int:
+        return int(self.check(self.cu.cuMemHostAlloc(size, self.cu.CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc"))
+
+    def free_host(self, ptr: int) -> None:
+        self.check(self.cu.cuMemFreeHost(ptr), "cuMemFreeHost")
+
+    def register(self, address: int, size: int, read_only: bool = False) -> None:
+        flags = self.cu.CU_MEMHOSTREGISTER_PORTABLE | (self.cu.CU_MEMHOSTREGISTER_READ_ONLY if read_only else 0)
+        self.check(self.cu.cuMemHostRegister(address, size, flags), "cuMemHostRegister")
+
+    def unregister(self, address: int) -> None:
+        self.check(self.cu.cuMemHostUnregister(address), "cuMemHostUnregister")
+
+    def dma(self, address: int, size: int) -> float:
+        start = time.perf_counter()
+        done = 0
+        while done < size:  # the device buffer is 4 GiB
+            n = min(size - done, 4 * GiB)
+            self.check(self.cu.cuMemcpyHtoDAsync(self.device, address + done, n, self.stream), "cuMemcpyHtoDAsync")
+            done += n
+        self.check(self.cu.cuStreamSynchronize(self.stream), "cuStreamSynchronize")
+        return time.perf_counter() - start
+
+    def pool(self, threads: int, fn, items):
+        def run(item):
+            self.set_current()
+            return fn(item)
+        with cf.ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(run, items))
+
+
+def anonymous(size: int, huge: bool | None, touch: bool = True) -> tuple[mmap.mmap, int]:
+    mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if huge is not None:
+        mapping.madvise(mmap.MADV_HUGEPAGE if huge else mmap.MADV_NOHUGEPAGE)
+    if touch:
+        try:
+            mapping.madvise(MADV_POPULATE_WRITE)
+        except OSError:
+            np.frombuffer(mapping, np.uint8)[:: mmap.PAGESIZE] = 1
+    view = memoryview(mapping)
+    address = np.frombuffer(view, np.uint8).ctypes.data
+    view.release()
+    return mapping, address
+
+
+def staging_rows(p: Pinning) -> list[dict]:
+    rows = []
+    total, slot = 256 * MiB, 16 * MiB
+
+    def one_block():
+        ptr = p.host_alloc(total)
+        p.free_host(ptr)
+    rows.append(("staging 256 MiB: one cuMemHostAlloc (+free)", timed(one_block)))
+
+    def block_alloc_only():
+        ptr = p.host_alloc(total)
+        held.append(ptr)
+    held: list[int] = []
+    rows.append(("staging 256 MiB: one cuMemHostAlloc (alloc alone)", timed(block_alloc_only)))
+    for ptr in held:
+        p.free_host(ptr)
+
+    for threads in (1, 4, 8, 16):
+        def slots_on_threads(threads=threads):
+            ptrs = p.pool(threads, lambda _: p.host_alloc(slot), range(total // slot))
+            for ptr in ptrs:
+                p.free_host(ptr)
+        rows.append((f"staging 16 x 16 MiB cuMemHostAlloc on {threads} thread(s) (+free)", timed(slots_on_threads)))
+
+    for huge in (False, True):
+        def mapped_register(huge=huge):
+            mapping, address = anonymous(total, huge)
+            p.register(address, total)
+            p.unregister(address)
+            mapping.close()
+        rows.append((f"staging 256 MiB: mmap+populate+register ({'huge' if huge else '4 KiB'} pages)",
+                     timed(mapped_register)))
+
+    for threads in (4, 16):
+        def slot_register(threads=threads):
+            def one(_):
+                mapping, address = anonymous(slot, True)
+                p.register(address, slot)
+                return mapping, address
+            made = p.pool(threads, one, range(total // slot))
+            for mapping, address in made:
+                p.unregister(address)
+                mapping.close()
+        rows.append((f"staging 16 x 16 MiB mmap(huge)+register on {threads} threads", timed(slot_register)))
+    return [{"what": w, "seconds": round(s, 4), "gb_per_s": round(total / s / 1e9, 2)} for w, s in rows]
+
+
+def host_memory_rows(p: Pinning, size: int) -> list[dict]:
+    rows = []
+    for huge in (False, True):
+        mapping, address = anonymous(size, huge)
+        kind = "huge pages" if huge else "4 KiB pages"
+        start = time.perf_counter()
+        p.register(address, size)
+        reg = time.perf_counter() - start
+        dma = min(p.dma(address, size) for _ in range(3))
+        start = time.perf_counter()
+        p.unregister(address)
+        unreg = time.perf_counter() - start
+        rows.append({"what": f"host memory {size // GiB} GiB ({kind}): register whole", "seconds": round(reg, 4),
+                     "gb_per_s": round(size / reg / 1e9, 2), "dma_gb_per_s": round(size / dma / 1e9, 2),
+                     "unregister_s": round(unreg, 4)})
+        for threads, piece in ((4, 256 * MiB), (8, 256 * MiB), (8, 64 * MiB)):
+            pieces = [address + k for k in range(0, size, piece)]
+            start = time.perf_counter()
+            p.pool(threads, lambda a: p.register(a, piece), pieces)
+            reg = time.perf_counter() - start
+            for a in pieces:
+                p.unregister(a)
+            rows.append({"what": f"host memory ({kind}): register {piece // MiB} MiB pieces on {threads} threads",
+                         "seconds": round(reg, 4), "gb_per_s": round(size / reg / 1e9, 2)})
+        mapping.close()
+    # numpy's own allocation: what a user's array is
+    array = np.ones(size, np.uint8)
+    address = array.ctypes.data
+    base = address - address % mmap.PAGESIZE
+    length = -(-(address + size - base) // mmap.PAGESIZE) * mmap.PAGESIZE
+    start = time.perf_counter()
+    p.register(base, length)
+    reg = time.perf_counter() - start
+    p.unregister(base)
+    rows.append({"what": f"numpy array {size // GiB} GiB: register whole", "seconds": round(reg, 4),
+                 "gb_per_s": round(size / reg / 1e9, 2)})
+    del array
+    return rows
+
+
+def file_rows(p: Pinning, path: Path, size: int) -> list[dict]:
+    rows = []
+    with open(path, "rb") as f:
+        fd = f.fileno()
+
+        def fresh(populate=False):
+            flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+            mapping = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+            view = memoryview(mapping)
+            address = np.frombuffer(view, np.uint8).ctypes.data
+            view.release()
+            return mapping, address
+
+        def measure(label, prepare, read_only=True):
+            times = []
+            for _ in range(2):
+                mapping, address = fresh(populate=prepare == "populate")
+                start = time.perf_counter()
+                if callable(prepare):
+                    prepare(mapping)
+                prepared = time.perf_counter()
+                p.register(address, size, read_only=read_only)
+                registered = time.perf_counter()
+                p.unregister(address)
+                mapping.close()
+                times.append((prepared - start, registered - prepared))
+            prep, reg = min(times, key=lambda t: t[0] + t[1])
+            rows.append({"what": label, "prepare_s": round(prep, 4), "register_s": round(reg, 4),
+                         "gb_per_s": round(size / (prep + reg) / 1e9, 2)})
+
+        measure(f"file mapping {size // GiB} GiB, page-cached: register (read-only)", None)
+        measure("file mapping: MAP_POPULATE at mmap, then register", "populate")
+
+        def prefault(threads):
+            def run(mapping):
+                piece = 64 * MiB
+                def one(offset):
+                    mapping.madvise(MADV_POPULATE_READ, offset, min(piece, size - offset))
+                with cf.ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(one, range(0, size, piece)))
+            return run
+        for threads in (1, 8):
+            try:
+                measure(f"file mapping: MADV_POPULATE_READ on {threads} thread(s), then register", prefault(threads))
+            except OSError as err:
+                rows.append({"what": f"file mapping: MADV_POPULATE_READ on {threads} thread(s)",
+                             "error": err.strerror})
+                break
+        # registering pieces of one mapping on several threads
+        for threads in (1, 8):
+            mapping, address = fresh()
+            piece = 128 * MiB
+            pieces = [address + k for k in range(0, size, piece)]
+            start = time.perf_counter()
+            p.pool(threads, lambda a: p.register(a, piece, read_only=True), pieces)
+            reg = time.perf_counter() - start
+            for a in pieces:
+                p.unregister(a)
+            mapping.close()
+            rows.append({"what": f"file mapping: register 128 MiB pieces on {threads} thread(s)",
+                         "register_s": round(reg, 4), "gb_per_s": round(size / reg / 1e9, 2)})
+    return rows
+
+
+def reader_rows(p: Pinning, path: Path, size: int) -> list[dict]:
+    """Page cache -> pinned slots by N reader threads, no GPU: the ring's upper bound."""
+    rows = []
+    slot, slots = 16 * MiB, 32
+    base = p.host_alloc(slot * slots)
+    views = [memoryview((ctypes.c_ubyte * slot).from_address(base + k * slot)).cast("B")
+             for k in range(slots)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for threads in (1, 4, 8, 12, 16):
+            def read(k):
+                os.preadv(fd, [views[k % slots]], k * slot)
+            def run():
+                with cf.ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(read, range(size // slot)))
+            seconds = timed(run)
+            rows.append({"what": f"pread page cache -> pinned 16 MiB slots, {threads} thread(s)",
+                         "seconds": round(seconds, 4), "gb_per_s": round(size / seconds / 1e9, 2)})
+    finally:
+        os.close(fd)
+        for v in views:
+            v.release()
+        p.free_host(base)
+    return rows
+
+
+def make_file(folder: Path, size: int) -> Path:
+    path = folder / "pinning.bin"
+    block = np.random.default_rng(5).integers(0, 255, 64 * MiB, dtype=np.uint8).tobytes()
+    with open(path, "wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+    with open(path, "rb") as f:  # into the page cache
+        while f.read(64 * MiB):
+            pass
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--host-gib", type=int, default=4)
+    parser.add_argument("--file-gib", type=int, default=2)
+    args = parser.parse_args()
+
+    p = Pinning()
+    result = {"card": p.info.name, "kernel": platform.release(), "cpus": os.cpu_count(), "thp": thp_setting(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    print(result, flush=True)
+
+    def show(group: str, rows: list[dict]) -> None:
+        result[group] = rows
+        print(f"\n{group}")
+        for row in rows:
+            rest = "  ".join(f"{k}={v}" for k, v in row.items() if k != "what")
+            print(f"  {row['what']:<72} {rest}", flush=True)
+        if args.json:  # after each group: a later failure keeps what was measured
+            args.json.write_text(json.dumps(result, indent=1))
+
+    show("staging", staging_rows(p))
+    show("host_memory", host_memory_rows(p, args.host_gib * GiB))
+    path = make_file(args.dir, args.file_gib * GiB)
+    try:
+        show("file", file_rows(p, path, args.file_gib * GiB))
+        show("readers", reader_rows(p, path, args.file_gib * GiB))
+    finally:
+        path.unlink()
+
+
+if __name__ == "__main__":
+    main()
