@@ -46,40 +46,46 @@ from halsim.workloads import Workload, load_workload, pattern_bytes
 GB = 1e9
 MiB, GiB = 1 << 20, 1 << 30
 
-REGISTER = {"HALSIM_CUDA_STAGING": "register"}  # staging: anonymous mapping + cuMemHostRegister
-BLOCK = {"HALSIM_CUDA_WAIT": "block"}  # copies waited for on blocking-sync events, not spinning
-BOTH = {**REGISTER, **BLOCK}
+# The backend's variants, for comparison with its defaults (pipelined staging, blocking waits).
+ALLOC = {"HALSIM_CUDA_STAGING": "alloc"}  # staging: one cuMemHostAlloc up front
+SPIN = {"HALSIM_CUDA_WAIT": "spin"}  # copies waited for by a spinning cuStreamSynchronize
 BUFFERED = {"HALSIM_CUFILE_BUFFERED": "1"}
 
-# (label, policy, environment) — the environment picks the backend's variants.
+# (label, policy, environment)
 PAGE_CACHED = [
     ("auto", "auto", None),
-    ("streaming 16MiB x8, 4 readers (auto's ring)", "streaming:chunk=16MiB,slots=8,readers=4,queues=1", None),
     ("streaming 16MiB x16, 8 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
-    ("  same, registered + blocking", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", BOTH),
-    ("streaming 16MiB x16, 12 readers, 2 queues, reg.+block.", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
-     BOTH),
+    ("streaming 16MiB x16, 12 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", None),
+    ("  same, spinning waits", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", SPIN),
+    ("  same, staging by one cuMemHostAlloc", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", ALLOC),
+    ("  same, both (the first session's defaults)", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
+     {**ALLOC, **SPIN}),
+    ("streaming 16MiB x16, 14 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=14,queues=2", None),
+    ("streaming 16MiB x16, 16 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=16,queues=2", None),
+    ("streaming 8MiB x32, 14 readers, 2 queues", "streaming:chunk=8MiB,slots=32,readers=14,queues=2", None),
     ("IREE inline loop: streaming 64MiB x1, 1 reader", "streaming:chunk=64MiB,slots=1,readers=1", None),
     ("import 256MiB pieces, 1 importer, 2 queues", "import:piece=256MiB,queues=2", None),
-    ("import 64MiB pieces, 2 importers, 2 queues", "import:piece=64MiB,queues=2,importers=2", None),
-    ("import 64MiB pieces, 4 importers, 2 queues", "import:piece=64MiB,queues=2,importers=4", None),
-    ("import 64MiB pieces, 8 importers, 2 queues", "import:piece=64MiB,queues=2,importers=8", None),
-    ("import 128MiB pieces, 8 importers, 2 queues", "import:piece=128MiB,queues=2,importers=8", None),
-    ("import 32MiB pieces, 12 importers, 2 queues", "import:piece=32MiB,queues=2,importers=12", None),
+    ("import 256MiB pieces, 2 importers, 2 queues", "import:piece=256MiB,queues=2,importers=2", None),
+    ("import 128MiB pieces, 4 importers, 2 queues", "import:piece=128MiB,queues=2,importers=4", None),
+    ("import 1GiB pieces, 2 importers, 2 queues", "import:piece=1GiB,queues=2,importers=2", None),
     ("direct 16MiB, 8 readers (cuFile, buffered fd)", "direct:chunk=16MiB,readers=8", BUFFERED),
-    ("hybrid: import 40%, stream 60% (16MiB x16, 8 readers)", "hybrid:share=0.4", None),
     ("hybrid: import 50%, stream 50%", "hybrid:share=0.5", None),
-    ("  same, registered + blocking", "hybrid:share=0.5", BOTH),
-    ("hybrid: import 50%, 2 queues each", "hybrid:share=0.5,imported=import(piece=64MiB,queues=2),"
-     "streamed=streaming(chunk=16MiB,slots=16,readers=8,queues=2)", BOTH),
-    ("hybrid: import 60%, stream 40%", "hybrid:share=0.6", BOTH),
 ]
+# (label, policy, environment, which host memory holds the file)
 HOST_MEMORY = [
-    ("host memory: hybrid, import 50%", "hybrid:share=0.5", BOTH),
-    ("host memory: import 256MiB pieces, 1 importer", "import:piece=256MiB,queues=2", None),
-    ("host memory: import 64MiB pieces, 8 importers", "import:piece=64MiB,queues=2,importers=8", None),
-    ("host memory: streaming 16MiB x16, 8 readers, reg.+block.", "streaming:chunk=16MiB,slots=16,readers=8,queues=2",
-     BOTH),
+    ("host memory, 4 KiB pages: streaming 16MiB x16, 12 readers", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
+     None, "pages"),
+    ("host memory, 4 KiB pages: import 256MiB pieces, 2 importers", "import:piece=256MiB,queues=2,importers=2", None,
+     "pages"),
+    ("host memory, huge pages: import 256MiB pieces, 1 importer", "import:piece=256MiB,queues=2", None, "huge"),
+    ("host memory, huge pages: import 256MiB pieces, 2 importers", "import:piece=256MiB,queues=2,importers=2", None,
+     "huge"),
+    ("host memory, huge pages: import 1GiB pieces, 2 importers", "import:piece=1GiB,queues=2,importers=2", None, "huge"),
+    ("host memory, huge pages: streaming 16MiB x16, 12 readers", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
+     None, "huge"),
+    ("pinned host memory: import 1GiB pieces, 2 queues", "import:piece=1GiB,queues=2", None, "pinned"),
+    ("pinned host memory: import 1GiB pieces, 2 queues, into existing buffers", "import:piece=1GiB,queues=2", None,
+     "pinned-into"),
 ]
 
 
@@ -288,7 +294,7 @@ class Bench:
         return row
 
     def halsim_row(self, group: str, label: str, policy: str, env: dict | None = None, source=None,
-                   repeat: int | None = None, full_verify: bool = False) -> dict | None:
+                   repeat: int | None = None, full_verify: bool = False, into=None) -> dict | None:
         if self.out_of_time(label):
             return None
         saved = {k: os.environ.get(k) for k in (env or {})}
@@ -302,7 +308,7 @@ class Bench:
                 self.rss.reset()
                 start = time.perf_counter()
                 done = halsim.upload(source if source is not None else self.path, self.device, policy,
-                                     index=self.index)
+                                     index=self.index, into=into)
                 times.append(time.perf_counter() - start)
                 peaks.append(self.rss.peak())
                 try:
@@ -518,7 +524,7 @@ def main() -> None:
     best_streaming = None
     for label, policy, extra_env in chosen(PAGE_CACHED):
         full = (policy, extra_env) in (("streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
-                                       ("streaming:chunk=16MiB,slots=16,readers=8,queues=2", BOTH),
+                                       ("streaming:chunk=16MiB,slots=16,readers=12,queues=2", None),
                                        ("import:piece=256MiB,queues=2", None)) or \
             policy.startswith("direct:chunk=16MiB,readers=4")
         # cuFile with O_DIRECT reads storage, not the page cache: fewer repeats.
@@ -530,19 +536,22 @@ def main() -> None:
                 (best_streaming is None or row["gb_per_s"] > best_streaming["gb_per_s"]):
             best_streaming = row
 
-    # Host-memory source: the file already in (page-aligned, anonymous) memory.
-    memory = mmap.mmap(-1, index.file_length)
-    with open(path, "rb", buffering=0) as f:
-        _read_all(f, memory)
-    for label, policy, extra_env in chosen(HOST_MEMORY):
-        source = MemoryFile(memory, name=str(path))
-        bench.halsim_row("host-memory", label, policy, source=source, env=extra_env)
-        source.close()
+    # Host-memory source: the file already in host memory, three ways a loader may hold it.
+    sources = HostSources(device, path, index.file_length)
     try:
-        memory.close()
-    except BufferError:  # a view is still referenced somewhere: the mapping goes with it
-        pass
-    del memory
+        for label, policy, extra_env, kind in chosen(HOST_MEMORY):
+            source = sources.get(kind)
+            into = None
+            if kind == "pinned-into":  # IREE's queue_read into buffers that exist: reloading weights
+                into = halsim.upload(source, device, policy, index=index)
+            try:
+                bench.halsim_row("host-memory", label, policy, source=source, env=extra_env, into=into)
+            finally:
+                if into is not None:
+                    into.free()
+                source.close()
+    finally:
+        sources.close()
 
     if not args.no_peers:
         try:
@@ -562,8 +571,8 @@ def main() -> None:
             if best_streaming:
                 cold_rows.append((f"cold: {best_streaming['method'].strip()} ({best_streaming['policy']})",
                                   best_streaming["policy"], best_streaming.get("env") or None))
-            cold_rows.append(("cold: streaming 16MiB x16, 16 readers, 2 queues, reg.+block.",
-                              "streaming:chunk=16MiB,slots=16,readers=16,queues=2", BOTH))
+            cold_rows.append(("cold: streaming 16MiB x16, 16 readers, 2 queues",
+                              "streaming:chunk=16MiB,slots=16,readers=16,queues=2", None))
             if device.direct_storage:
                 cold_rows.append(("cold: direct 16MiB, 8 readers (cuFile, O_DIRECT)", "direct:chunk=16MiB,readers=8",
                                   None))
@@ -581,6 +590,51 @@ def main() -> None:
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
+
+
+class HostSources:
+    """The benchmark file in host memory: pageable on 4 KiB pages, pageable on
+    transparent huge pages (a large numpy array gets them), or page-locked by
+    its owner (``cuMemHostAlloc``, as a pinned torch tensor is)."""
+
+    def __init__(self, device, path: Path, length: int):
+        self.device, self.path, self.length = device, path, length
+        self.made: dict[str, object] = {}
+        self.pinned_ptr = 0
+
+    def get(self, kind: str) -> MemoryFile:
+        kind = "pinned" if kind == "pinned-into" else kind
+        if kind not in self.made:
+            if kind == "pinned":
+                from halsim.backends.cuda import host_view
+                from halsim.backends.cuda_driver import check, cu, current
+
+                with current(self.device.info.context):
+                    self.pinned_ptr = int(check(cu.cuMemHostAlloc(self.length, cu.CU_MEMHOSTALLOC_PORTABLE),
+                                                "cuMemHostAlloc"))
+                memory = host_view(self.pinned_ptr, self.length)
+            else:
+                memory = mmap.mmap(-1, self.length)
+                memory.madvise(mmap.MADV_HUGEPAGE if kind == "huge" else mmap.MADV_NOHUGEPAGE)
+            with open(self.path, "rb", buffering=0) as f:
+                _read_all(f, memory)
+            self.made[kind] = memory
+        return MemoryFile(self.made[kind], name=f"{self.path} ({kind} host memory)")
+
+    def close(self) -> None:
+        for kind, memory in self.made.items():
+            if isinstance(memory, mmap.mmap):
+                try:
+                    memory.close()
+                except BufferError:  # a view is still referenced: the mapping goes with it
+                    pass
+        self.made.clear()
+        if self.pinned_ptr:
+            from halsim.backends.cuda_driver import check, cu, current
+
+            with current(self.device.info.context):
+                check(cu.cuMemFreeHost(self.pinned_ptr), "cuMemFreeHost")
+            self.pinned_ptr = 0
 
 
 def _read_all(f, memory) -> None:

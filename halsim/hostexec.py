@@ -15,7 +15,7 @@ from abc import abstractmethod
 from typing import Any
 
 from halsim.device import DeviceBuffer, Execution, Pending
-from halsim.errors import DeviceError, HalsimError
+from halsim.errors import DeviceError, HalsimError, ImportRefusedError
 from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec
 from halsim.trace import IMPORTED, STAGING, device_counter
@@ -178,7 +178,12 @@ class HostExecution(Execution):
             checker = getattr(self.file, "check_unchanged", None)
             if checker is not None:
                 checker()  # touching a mapping of a truncated file would SIGBUS
-            handle = self.import_window(window, self._host_bytes(step))
+            try:
+                handle = self.import_window(window, self._host_bytes(step))
+            except ImportRefusedError:
+                if checker is not None:
+                    checker()  # the file shrank while the device pinned it: that is the error to report
+                raise
             with self._lock:
                 self._windows[window.id] = handle
             self.trace.change(IMPORTED, self.device.now(), window.length)
