@@ -677,6 +677,16 @@ class CudaDevice(Device):
         self.direct_storage, self.direct_detail = cuda_cufile.probe(index)
         self.caps = caps_of(self.info, self.direct_storage)
 
+    @property
+    def pins_staging_in_background(self) -> bool:
+        return cuda_staging.staging_mode() == "pipelined"
+
+    # Measured on the lent H100 (docs/benchmarks/cuda.md): cuMemHostRegister and
+    # cuMemHostUnregister take the driver's lock, so an import cost registration +
+    # copy + unregistration in series, and copies slowed while staging was pinned.
+    # For the simulator (calibrate copies it into the Platform).
+    registration_stalls_copies = True
+
     def open(self, plan, file, trace, index: int = 0, faults=None) -> CudaExecution:
         return CudaExecution(self, plan, file, trace, index, faults)
 

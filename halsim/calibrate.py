@@ -474,6 +474,7 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         execution = device.open(pool_plan(probe), None, Trace(), 0)
         start = device.now()
         execution.allocate()
+        execution.staging_ready()
         execution.release(keep_buffers=False)
         return {"pin": device.now() - start}
     if bench == "import":
@@ -531,6 +532,9 @@ class Measurements:
     notes: list[str] = field(default_factory=list)
     host: str = ""  # machine and CPU, for the record
     when: str = ""
+    # How the backend pins (HostMemory.pin_in_background, .register_stalls_copies): what
+    # the device says of itself, not fitted.
+    behaviour: dict[str, bool] = field(default_factory=dict)
 
     def of(self, bench: str) -> list[Measurement]:
         return [m for m in self.points if m.probe.bench == bench]
@@ -538,8 +542,14 @@ class Measurements:
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "caps": self.caps.model_dump(), "host_capacity": self.host_capacity,
                 "simulated": self.simulated, "config": dataclasses.asdict(self.config), "host": self.host,
-                "when": self.when, "notes": list(self.notes),
+                "when": self.when, "notes": list(self.notes), "behaviour": dict(self.behaviour),
                 "points": [{"probe": dataclasses.asdict(m.probe), "samples": m.samples} for m in self.points]}
+
+
+def pinning_behaviour(device: Any) -> dict[str, bool]:
+    """Whether ``device`` pins staging in the background and whether its registrations stall its copies."""
+    return {"pin_in_background": bool(getattr(device, "pins_staging_in_background", False)),
+            "register_stalls_copies": bool(getattr(device, "registration_stalls_copies", False))}
 
 
 def host_description() -> str:
@@ -562,7 +572,8 @@ def measure(target: Target, config: Config | None = None, progress: ProgressFn |
     repeats = 1 if target.simulated else config.repeats
     result = Measurements(target.device.name, caps, target.host_capacity(), target.simulated, config,
                           host="simulated" if target.simulated else host_description(),
-                          when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+                          when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                          behaviour=pinning_behaviour(target.device))
     total = len(todo) * repeats
     samples: dict[Probe, dict[str, list[float]]] = {probe: {} for probe in todo}
     skip: set[str] = set()

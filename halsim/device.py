@@ -92,6 +92,9 @@ class Execution(ABC):
     def allocate(self) -> None:
         """Allocate this device's buffers and staging pool. Frees what it got on failure."""
 
+    def staging_ready(self) -> None:
+        """Block until the whole staging pool is usable (a device may pin it in the background)."""
+
     @abstractmethod
     def submit(self, step: "Step") -> Pending:
         """Start ``step``; return at once (or after finishing it, on a serial backend)."""

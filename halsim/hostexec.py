@@ -111,6 +111,10 @@ class HostExecution(Execution):
         for q in range(max(1, self.plan.limits.queues)):
             self._pools[f"q{q}"] = cf.ThreadPoolExecutor(1, f"halsim-q{q}-d{self.index}", initializer=self._init_thread, initargs=(f"q{q}",))
 
+    def staging_ready(self) -> None:
+        for k in range(len(self._slots)):
+            self._slots[k]  # a ring pinned in the background waits here for slot k (or raises its error)
+
     def _init_thread(self, pool: str) -> None:
         # Lanes are numbered within each pool: reader k is "read/k" whatever the queues do.
         with self._lock:

@@ -328,12 +328,14 @@ def _plan_hybrid(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
     # Imported copies keep queues [0, qa); streamed copies take the next ones (cycling
     # within what the devices have), so neither part waits behind the other's copies.
     qa, qb = part_a.limits.queues, part_b.limits.queues
-    queues = max(1, min(qa + qb, max(c.copy_queues for c in caps.values())))
+    # Per device: devices of one request may have different numbers of copy queues.
+    queues_of = {d: max(1, min(qa + qb, c.copy_queues)) for d, c in caps.items()}
+    queues = max(queues_of.values())
     base = len(part_a.steps)
     steps = list(part_a.steps)
     for s in part_b.steps:
         steps.append(replace(s, id=s.id + base, deps=tuple(d + base for d in s.deps),
-                             queue=(s.queue + qa) % queues if s.op in COPY_OPS else s.queue))
+                             queue=(s.queue + qa) % queues_of[s.device] if s.op in COPY_OPS else s.queue))
     limits = Limits(readers=part_b.limits.readers, queues=queues, imports=part_a.limits.imports)
     return Plan(policy, policy, request, tuple(steps), part_b.pools, part_a.windows, limits,
                 part_a.notes + part_b.notes)

@@ -79,6 +79,12 @@ class HostMemory(_Part):
     step_overhead: float = Field(
         0.0, ge=0, description="seconds of the engine's dispatcher per plan step: the one host thread that "
         "submits every step and handles its completion; serial, shared by every GPU (0: free)")
+    pin_in_background: bool = Field(
+        False, description="staging slots are pinned one at a time on a background thread while the first "
+        "ones already stream (the CUDA backend's default); false: the whole pool is pinned before the first step")
+    register_stalls_copies: bool = Field(
+        False, description="pinning or registering host memory holds the driver's lock, so copies wait "
+        "meanwhile (CUDA on the lent H100: an import cost its registration, copy and unregistration in series)")
 
     _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "register_bandwidth")
     _s = _sizes("capacity")

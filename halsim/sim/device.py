@@ -75,6 +75,8 @@ class SimExecution(Execution):
         self._device_bytes: dict[int, int] = {}  # buffers this execution allocated
         self._staging_bytes = 0
         self._slots: list[np.ndarray] = []
+        self._slot_ready: list = []  # simpy events, when slots are pinned in the background
+        self._stop_pinning = False
         self._windows: dict[int, memoryview | None] = {}
         self._real = self.file is not None
         self._meta = self.trace.meta.setdefault(BOUND_META, {})
@@ -128,7 +130,11 @@ class SimExecution(Execution):
                     self._slots = [np.empty(staging.slot_bytes, dtype=np.uint8) for _ in range(staging.slots)]
                 calls = staging.slots if machine.pinned_staging else 0
                 seconds = machine.pin_seconds(staging.bytes, calls) if machine.pinned_staging else 0.0
-                if seconds > 0:
+                if seconds > 0 and machine.platform.host.pin_in_background:
+                    self._slot_ready = [machine.env.event() for _ in range(staging.slots)]
+                    self._slot_bytes, self._pin_started = staging.slot_bytes, machine.now
+                    machine.env.process(self._pin_slots(staging.slot_bytes))
+                elif seconds > 0:
                     start = machine.now
                     self.sim.advance(seconds)
                     trace.span(f"alloc/d{self.index}", "pin", start, machine.now, staging.bytes, -1, self.index)
@@ -136,8 +142,35 @@ class SimExecution(Execution):
             self.release(keep_buffers=False)
             raise
 
+    def _pin_slots(self, slot_bytes: int) -> Generator:
+        """Pin the staging slots one by one, as the CUDA backend's background thread does."""
+        machine, env = self.machine, self.machine.env
+        per_call = machine.platform.host.pin_per_call
+        for ready in self._slot_ready:
+            if self._stop_pinning:
+                return  # released (an error, a cancel, or a run that needed fewer slots)
+            start = self._pin_started = env.now
+            if per_call:
+                yield env.timeout(per_call)
+            flow = machine.net.start(machine.host_routes.pin, slot_bytes)
+            yield flow.done
+            self.trace.span(f"alloc/d{self.index}", "pin", start, env.now, slot_bytes, -1, self.index)
+            ready.succeed()
+
+    def staging_ready(self) -> None:
+        # One slot at a time, by what pinning it takes alone: exact when nothing
+        # else runs (calibration), and it converges when something does.
+        if not self._slot_ready:
+            return
+        host = self.machine.platform.host
+        alone = host.pin_per_call + self._slot_bytes / host.pin_bandwidth
+        for ready in self._slot_ready:
+            while not ready.triggered:
+                self.sim.advance(max(alone - (self.machine.now - self._pin_started), 1e-9))
+
     def release(self, keep_buffers: bool) -> None:
         machine, trace = self.machine, self.trace
+        self._stop_pinning = True
         now = machine.now
         if self._staging_bytes:
             machine.host_memory.give(self._staging_bytes)
@@ -176,6 +209,10 @@ class SimExecution(Execution):
             self.trace.span(ENGINE_LANE, DISPATCH_OP, start, end, 0, step.id, self.index)
             yield self.machine.env.timeout(delay)
         try:
+            if self._slot_ready and step.slot >= 0:
+                ready = self._slot_ready[step.slot]
+                if not ready.triggered:
+                    yield ready  # its slot is still being pinned
             if self.faults is not None:
                 self.faults.before(step, self)
             bound: dict[str, float] = {}
@@ -303,10 +340,13 @@ class SimExecution(Execution):
             cold, _ = self._split(window.length)
             if cold:
                 yield from self._storage(machine.host_routes.fault_in, cold, "import", bound)
-            seconds = machine.register_seconds(window.length) if not window.in_place \
-                else machine.unregister_seconds()  # in place: only map, one call
-            yield env.timeout(seconds)
-            bound[REGISTER] = bound.get(REGISTER, 0.0) + seconds
+            begun = env.now
+            yield env.timeout(machine.platform.host.register_per_call)
+            if not window.in_place:  # in place: only map, one call
+                # A flow, not a fixed time: where registering holds the driver's lock it shares it with copies.
+                flow = machine.net.start(machine.host_routes.register, window.length)
+                yield flow.done
+            bound[REGISTER] = bound.get(REGISTER, 0.0) + env.now - begun
             self._windows[window.id] = self._host_window(step, window) if self._real else None
             self.trace.change(IMPORTED, env.now, window.length)
         finally:
@@ -399,6 +439,14 @@ class SimDevice(Device):
 
     def now(self) -> float:
         return self.simulator.env.now
+
+    @property
+    def pins_staging_in_background(self) -> bool:
+        return self.simulator.platform.host.pin_in_background
+
+    @property
+    def registration_stalls_copies(self) -> bool:
+        return self.simulator.platform.host.register_stalls_copies
 
     def open(self, plan, file, trace, index: int = 0, faults=None) -> SimExecution:
         return SimExecution(self, plan, file, trace, index, faults)

@@ -45,9 +45,5 @@ class Machine:
         host = self.platform.host
         return calls * host.pin_per_call + nbytes / host.pin_bandwidth
 
-    def register_seconds(self, nbytes: int) -> float:
-        host = self.platform.host
-        return host.register_per_call + nbytes / host.register_bandwidth
-
     def unregister_seconds(self) -> float:
         return self.platform.host.register_per_call

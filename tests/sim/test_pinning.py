@@ -1,0 +1,120 @@
+"""Pinning as the CUDA backend does it: staging slots pinned in the background,
+and registration that holds the driver's lock (copies wait meanwhile)."""
+
+import pytest
+
+from halsim.engine import Engine
+from halsim.invariants import check_trace
+from halsim.policies import ImportPolicy, StreamingPolicy
+from halsim.sim import Simulator
+
+from sim_helpers import GB, MiB, make_request, toy_platform
+
+
+def upload(platform, request, policy):
+    sim = Simulator(platform)
+    device = sim.device(0)
+    plan = policy.plan(request, device.caps)
+    result = Engine("overlapped").run(plan, None, [device])
+    check_trace(plan, result.trace, complete=True)
+    return result
+
+
+def spans(result, lane_prefix, op=None):
+    return sorted((s for s in result.trace.spans if s.lane.startswith(lane_prefix) and (op is None or s.op == op)),
+                  key=lambda s: s.start)
+
+
+# Pinning a slot costs 16 MiB at 0.1 GB/s = 0.17 s: slow enough to see.
+SLOW_PIN = {"host__pin_bandwidth": "100MB/s", "host__pin_per_call": "1ms"}
+RING = StreamingPolicy(chunk=16 * MiB, slots=4, readers=2)
+
+
+def test_up_front_pinning_delays_the_first_read_by_the_whole_pool():
+    result = upload(toy_platform(**SLOW_PIN), make_request([64 * MiB]), RING)
+    pool_seconds = 4 * (1e-3 + 16 * MiB / 1e8)
+    assert spans(result, "read/")[0].start == pytest.approx(pool_seconds, rel=1e-6)
+
+
+def test_background_pinning_starts_reading_after_one_slot():
+    slot_seconds = 1e-3 + 16 * MiB / 1e8
+    result = upload(toy_platform(host__pin_in_background=True, **SLOW_PIN), make_request([64 * MiB]), RING)
+    reads = spans(result, "read/")
+    pins = spans(result, "alloc/d0", "pin")
+    assert len(pins) == 4
+    assert reads[0].start == pytest.approx(slot_seconds, rel=1e-6)
+    # each read waits for its own slot, and only for it
+    for k, read in enumerate(reads):
+        assert read.start >= pins[k].end - 1e-12
+    up_front = upload(toy_platform(**SLOW_PIN), make_request([64 * MiB]), RING)
+    assert result.seconds < up_front.seconds
+
+
+def test_background_pinning_of_slots_a_small_upload_never_uses_stops_at_release():
+    platform = toy_platform(host__pin_in_background=True, **SLOW_PIN)
+    sim = Simulator(platform)
+    device = sim.device(0)
+    plan = RING.plan(make_request([MiB]), device.caps)
+    first = Engine().run(plan, None, [device])
+    assert len(spans(first, "alloc/d0", "pin")) == 1  # one read, one slot: the rest never pinned
+    # the next run on the same machine does not share the driver or the clock with leftovers
+    second = Engine().run(plan, None, [device])
+    assert second.seconds == pytest.approx(first.seconds, rel=1e-9)
+
+
+def test_calibration_waits_for_a_background_pool():
+    from halsim.plan import Limits, Plan, StagingPool
+    from halsim.request import SourceInfo, UploadRequest
+    from halsim.trace import Trace
+
+    sim = Simulator(toy_platform(host__pin_in_background=True, **SLOW_PIN))
+    device = sim.device(0)
+    request = UploadRequest(SourceInfo("none", 0, 4096, True), (), ())
+    plan = Plan(RING, RING, request, (), (StagingPool(0, 4, 16 * MiB),), (), Limits())
+    execution = device.open(plan, None, Trace(), 0)
+    start = device.now()
+    execution.allocate()
+    execution.staging_ready()
+    execution.release(keep_buffers=False)
+    assert device.now() - start == pytest.approx(4 * (1e-3 + 16 * MiB / 1e8), rel=1e-3)
+
+
+# Registration as fast as the link: 2 GB/s each.
+IMPORT = ImportPolicy(piece=64 * MiB)
+
+
+def test_registration_overlaps_copies_unless_it_holds_the_driver_lock():
+    request = make_request([512 * MiB])
+    free = upload(toy_platform(host__register_bandwidth="2GB/s"), request, IMPORT)
+    locked = upload(toy_platform(host__register_bandwidth="2GB/s", host__register_stalls_copies=True), request,
+                    IMPORT)
+    n = 512 * MiB
+    # Overlapped: the copies (n / 2 GB/s) plus the first piece's registration.
+    assert free.seconds == pytest.approx(n / (2 * GB) + 64 * MiB / (2 * GB), rel=0.02)
+    # In series: every byte registered, then copied, through one lock.
+    assert locked.seconds == pytest.approx(2 * n / (2 * GB), rel=0.02)
+
+
+def test_driver_lock_slows_copies_while_slots_are_pinned_in_the_background():
+    request = make_request([256 * MiB])
+    pins = {"host__pin_bandwidth": "2GB/s", "host__pin_in_background": True}
+    free = upload(toy_platform(**pins), request, RING)
+    locked = upload(toy_platform(host__register_stalls_copies=True, **pins), request, RING)
+    assert locked.seconds > free.seconds
+    locked_copies = spans(locked, "copy/")
+    first_pins_end = spans(locked, "alloc/d0", "pin")[-1].end
+    assert locked_copies[0].start < first_pins_end  # the ring streamed while it was still being pinned
+
+
+def test_flags_round_trip_through_toml():
+    from halsim.platform import load_platform
+
+    p = toy_platform(host__pin_in_background=True, host__register_stalls_copies=True)
+    text = p.to_toml()
+    assert "pin_in_background = true" in text and "register_stalls_copies = true" in text
+    import tempfile, os
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "p.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        assert load_platform(path) == p
