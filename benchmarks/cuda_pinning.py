@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -281,6 +282,39 @@ def reader_rows(p: Pinning, path: Path, size: int) -> list[dict]:
             seconds = timed(run)
             rows.append({"what": f"pread page cache -> pinned 16 MiB slots, {threads} thread(s)",
                          "seconds": round(seconds, 4), "gb_per_s": round(size / seconds / 1e9, 2)})
+        # The same while the GPU's DMA reads host memory at full speed: what a
+        # streamed upload asks of the memory system at once.
+        source = p.host_alloc(GiB)
+        try:
+            for threads in (8, 12, 16):
+                stop = threading.Event()
+                moved = [0]
+
+                def dma_loop():
+                    p.set_current()
+                    while not stop.is_set():
+                        p.dma(source, GiB)
+                        moved[0] += GiB
+                dma = threading.Thread(target=dma_loop)
+                def read_slot(k):
+                    os.preadv(fd, [views[k % slots]], k * slot)
+                dma.start()
+                time.sleep(0.05)
+                start, dma_before = time.perf_counter(), moved[0]
+                rounds = 3
+                for _ in range(rounds):
+                    with cf.ThreadPoolExecutor(threads) as pool:
+                        list(pool.map(read_slot, range(size // slot)))
+                seconds = time.perf_counter() - start
+                dma_bytes = moved[0] - dma_before
+                stop.set()
+                dma.join()
+                rows.append({"what": f"pread, {threads} threads, while DMA streams pinned memory to the GPU",
+                             "seconds": round(seconds / rounds, 4),
+                             "gb_per_s": round(rounds * size / seconds / 1e9, 2),
+                             "dma_gb_per_s_meanwhile": round(dma_bytes / seconds / 1e9, 2)})
+        finally:
+            p.free_host(source)
     finally:
         os.close(fd)
         for v in views:

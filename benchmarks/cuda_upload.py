@@ -86,6 +86,10 @@ HOST_MEMORY = [
     ("pinned host memory: import 1GiB pieces, 2 queues", "import:piece=1GiB,queues=2", None, "pinned"),
     ("pinned host memory: import 1GiB pieces, 2 queues, into existing buffers", "import:piece=1GiB,queues=2", None,
      "pinned-into"),
+    ("pinned host memory: import as one window, 1 queue, into existing buffers", "import:piece=16GiB,queues=1", None,
+     "pinned-into"),
+    ("pinned host memory: import as one window, 3 queues, into existing buffers", "import:piece=16GiB,queues=3", None,
+     "pinned-into"),
 ]
 
 
