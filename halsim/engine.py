@@ -106,12 +106,15 @@ class Engine:
         cancel: CancelToken | None = None,
         faults=None,
         adopt: "Mapping[int, Mapping[int, DeviceBuffer]] | None" = None,
+        staging_first: bool = False,
     ) -> RunResult:
         """Run ``plan``: ``devices[i]`` is device ``i`` of the request.
 
         ``adopt[i]`` gives device ``i`` buffers that already exist (by index into
         the request's buffers): a download reads them, an upload ``into`` an
         earlier one fills them. Adopted buffers are never freed by this run.
+        ``staging_first``: wait until each device's staging is usable before the
+        first step, where a device pins it in the background (calibration).
         """
         request = plan.request
         needed = request.devices
@@ -131,6 +134,8 @@ class Engine:
                 if adopt is not None:
                     executions[d].adopt_buffers(dict(adopt.get(d, {})))
                 executions[d].allocate()
+                if staging_first:
+                    executions[d].staging_ready()
         except BaseException as err:
             _release_all(executions, keep_buffers=False, after=err)
             raise

@@ -118,3 +118,13 @@ def test_flags_round_trip_through_toml():
         with open(path, "w") as f:
             f.write(text)
         assert load_platform(path) == p
+
+
+def test_staging_first_runs_no_step_before_the_whole_pool_is_pinned():
+    sim = Simulator(toy_platform(host__pin_in_background=True, **SLOW_PIN))
+    device = sim.device(0)
+    plan = RING.plan(make_request([64 * MiB]), device.caps)
+    result = Engine().run(plan, None, [device], staging_first=True)
+    pins = spans(result, "alloc/d0", "pin")
+    assert len(pins) == 4
+    assert spans(result, "read/")[0].start >= pins[-1].end - 1e-12
