@@ -99,7 +99,7 @@ class Config:
     def full(cls) -> "Config":
         """Sizes up to what an upload uses (64 MiB chunks, 1 GiB scratch), five repeats."""
         return cls(scratch=GiB, copy_chunks=(64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB),
-                   read_sizes=(64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB),
+                   read_sizes=(64 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB),
                    cold_sizes=(256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB), threads=(1, 2, 4, 8),
                    thread_chunk=16 * MiB, memcpy_bytes=128 * MiB, pin_slots=(1, 2, 4, 8),
                    pin_bytes=(4 * MiB, 16 * MiB, 64 * MiB), import_pieces=(4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB),

@@ -97,6 +97,7 @@ class SimExecution(Execution):
         self._o_direct = platform.storage.o_direct
         self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
         self._cached_read = machine.host_routes.cached_read
+        self._flat_page_cache = not machine.platform.storage.page_cache_curve
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._dispatcher = self.sim.dispatcher
 
@@ -271,7 +272,8 @@ class SimExecution(Execution):
                 if cold:
                     yield from self._storage(machine.host_routes.cold_read, cold, "read", bound)
                 if cached:
-                    flow = machine.net.start(self._cached_read, cached)
+                    cls = self._cached_read if self._flat_page_cache else machine.cached_read_class(step.length)
+                    flow = machine.net.start(cls, cached)
                     yield flow.done
                     if bound:
                         _merge(bound, flow.bound)

@@ -14,7 +14,7 @@ from halsim.platform import Platform
 from halsim.sim.flows import FlowNetwork
 from halsim.sim.gates import Gate, Ids
 from halsim.sim.memory import MemoryPool
-from halsim.sim.routes import GpuRoutes, HostRoutes, build_resources
+from halsim.sim.routes import HOST, PAGE_CACHE_THREAD, GpuRoutes, HostRoutes, build_resources
 
 
 class Machine:
@@ -36,6 +36,11 @@ class Machine:
         self.storage_queue = Gate(self.env, platform.storage.queue_depth)
         self.copy_engines = [[Gate(self.env, 1) for _ in range(gpu.copy_engines)] for gpu in platform.gpus]
         self.import_lanes = [Gate(self.env, 1) for _ in platform.gpus]
+
+    def cached_read_class(self, request_bytes: int) -> int:
+        """The flow class of one thread's page-cache read of a ``request_bytes`` request."""
+        rate = self.platform.storage.page_cache_rate(request_bytes)
+        return self.net.flow_class([(HOST, 2)], rate, PAGE_CACHE_THREAD)
 
     @property
     def now(self) -> float:
