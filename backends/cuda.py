@@ -10,8 +10,9 @@ It translates plan steps into driver calls and decides nothing else:
   (:mod:`halsim.backends.cuda_staging` says why);
 * COPY / COPY_BACK: ``cuMemcpyHtoDAsync`` / ``cuMemcpyDtoHAsync`` on the
   stream of the step's copy queue (one stream per queue, made per run), then a
-  wait on a blocking-sync event (``HALSIM_CUDA_WAIT=spin``: a spinning stream
-  synchronise): a copy step completes only when its bytes have arrived,
+  wait: on a blocking-sync event where reader threads need the cores, else a
+  spinning stream synchronise (``HALSIM_CUDA_WAIT``): a copy step completes
+  only when its bytes have arrived,
   and that completion is what lets the engine refill the slot;
 * IMPORT / UNIMPORT: ``cuMemHostRegister`` (READ_ONLY where the device supports
   it) / ``cuMemHostUnregister`` of a page-aligned window of the mapped file;
@@ -60,7 +61,7 @@ from halsim.device import Device, DeviceBuffer
 from halsim.errors import DeviceError, DeviceUnavailableError, HalsimError, ImportRefusedError, OutOfMemoryError
 from halsim.files import address_of
 from halsim.hostexec import HostExecution
-from halsim.plan import ImportWindow, Step
+from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec, Direction
 
 __all__ = [
@@ -344,6 +345,19 @@ class _Registration:
     device_ptr: int  # where the device sees ``address`` (integrated, in place); 0 otherwise
 
 
+def _blocking_wait(plan, index: int, label: str) -> bool:
+    """How a copy is waited for: HALSIM_CUDA_WAIT=block (a blocking-sync event: the
+    core goes to the readers), spin (cuStreamSynchronize: the lowest latency), or
+    auto (the default): block when reader threads need the cores, spin when no
+    step of this device reads (import, host memory, downloads' copies out)."""
+    mode = os.environ.get("HALSIM_CUDA_WAIT", "auto").strip().lower() or "auto"
+    if mode not in ("auto", "block", "spin"):
+        raise DeviceError(f"HALSIM_CUDA_WAIT={mode!r} is not one of auto, block, spin", device=label)
+    if mode == "auto":
+        return any(s.op is Op.READ and s.device == index for s in plan.steps)
+    return mode == "block"
+
+
 class CudaExecution(HostExecution):
     def __init__(self, device: "CudaDevice", plan, file, trace, index: int, faults=None):
         super().__init__(device, plan, file, trace, index, faults)
@@ -355,7 +369,7 @@ class CudaExecution(HostExecution):
         self._staging_mode = cuda_staging.staging_mode()
         self._cufile: cuda_cufile.CuFileSource | None = None
         self._cufile_lock = threading.Lock()
-        self._blocking_wait = os.environ.get("HALSIM_CUDA_WAIT", "block").strip().lower() != "spin"
+        self._blocking_wait = _blocking_wait(plan, index, self.label)
         self._thread_events = threading.local()
         self._events: list[Any] = []
 

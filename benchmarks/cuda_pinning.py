@@ -323,6 +323,49 @@ def reader_rows(p: Pinning, path: Path, size: int) -> list[dict]:
     return rows
 
 
+def overlap_rows(p: Pinning, size: int = GiB) -> list[dict]:
+    """Does a DMA already in flight go on while the host registers memory?"""
+    source = p.host_alloc(size)
+    mapping, address = anonymous(size, True)
+    cu = p.cu
+
+    def start_dma():
+        p.check(cu.cuMemcpyHtoDAsync(p.device, source, size, p.stream), "cuMemcpyHtoDAsync")
+
+    def finish_dma():
+        p.check(cu.cuStreamSynchronize(p.stream), "cuStreamSynchronize")
+
+    def dma_alone():
+        start_dma()
+        finish_dma()
+
+    def register_alone():
+        p.register(address, size)
+        p.unregister(address)
+
+    def both():
+        start_dma()
+        p.register(address, size)
+        p.unregister(address)
+        finish_dma()
+
+    def both_then_copy():  # registering first: is the copy call held until it ends?
+        p.register(address, size)
+        start_dma()
+        p.unregister(address)
+        finish_dma()
+    try:
+        dma, reg, together, ordered = (timed(fn, 5) for fn in (dma_alone, register_alone, both, both_then_copy))
+    finally:
+        p.free_host(source)
+        mapping.close()
+    return [{"what": f"DMA {size >> 20} MiB from pinned memory, alone", "seconds": round(dma, 4)},
+            {"what": f"register + unregister {size >> 20} MiB (huge pages), alone", "seconds": round(reg, 4)},
+            {"what": "DMA issued, then register + unregister meanwhile", "seconds": round(together, 4),
+             "overlap": round((dma + reg - together) / min(dma, reg), 2)},
+            {"what": "register, DMA issued, unregister meanwhile", "seconds": round(ordered, 4)}]
+
+
 def make_file(folder: Path, size: int) -> Path:
     path = folder / "pinning.bin"
     block = np.random.default_rng(5).integers(0, 255, 64 * MiB, dtype=np.uint8).tobytes()
@@ -357,6 +400,7 @@ def main() -> None:
         if args.json:  # after each group: a later failure keeps what was measured
             args.json.write_text(json.dumps(result, indent=1))
 
+    show("overlap", overlap_rows(p))
     show("staging", staging_rows(p))
     show("host_memory", host_memory_rows(p, args.host_gib * GiB))
     path = make_file(args.dir, args.file_gib * GiB)

@@ -70,6 +70,18 @@ PAGE_CACHED = [
     ("import 1GiB pieces, 2 importers, 2 queues", "import:piece=1GiB,queues=2,importers=2", None),
     ("direct 16MiB, 8 readers (cuFile, buffered fd)", "direct:chunk=16MiB,readers=8", BUFFERED),
     ("hybrid: import 50%, stream 50%", "hybrid:share=0.5", None),
+    ("hybrid: import 20% in 256MiB pieces, stream 80% (16MiB x16, 12 readers, 2 queues)",
+     "hybrid:share=0.2,imported=import(piece=256MiB),streamed=streaming(chunk=16MiB,slots=16,readers=12,queues=2)",
+     None),
+    ("hybrid: import 30% in 256MiB pieces, stream 70% (same ring)",
+     "hybrid:share=0.3,imported=import(piece=256MiB),streamed=streaming(chunk=16MiB,slots=16,readers=12,queues=2)",
+     None),
+    ("hybrid: import 20% in 64MiB pieces, stream 80% (same ring)",
+     "hybrid:share=0.2,imported=import(piece=64MiB),streamed=streaming(chunk=16MiB,slots=16,readers=12,queues=2)",
+     None),
+    ("hybrid: import 20% in 256MiB pieces, stream 80% (16MiB x16, 10 readers, 2 queues)",
+     "hybrid:share=0.2,imported=import(piece=256MiB),streamed=streaming(chunk=16MiB,slots=16,readers=10,queues=2)",
+     None),
 ]
 # (label, policy, environment, which host memory holds the file)
 HOST_MEMORY = [

@@ -920,6 +920,23 @@ def test_staging_slot_that_cannot_be_pinned_fails_the_read_and_frees_the_rest(mo
     env.assert_clean(before)
 
 
+@pytest.mark.parametrize("policy, blocking", [("streaming:chunk=64KiB,slots=4", True), ("import:piece=64KiB", False)])
+def test_waits_block_only_where_readers_need_the_cores(monkeypatch, mixed, policy, blocking):
+    from halsim.policies import parse_policy
+    from halsim.trace import Trace
+
+    env = _use_fake(monkeypatch)
+    index = read_index(mixed)
+    request = request_from_tensors(SourceInfo(str(mixed), index.file_length, PAGE, True), index.tensors)
+    plan = parse_policy(policy).plan(request, env.device.caps)
+    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0)._blocking_wait is blocking
+    monkeypatch.setenv("HALSIM_CUDA_WAIT", "spin")
+    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0)._blocking_wait is False
+    monkeypatch.setenv("HALSIM_CUDA_WAIT", "sleepy")
+    with pytest.raises(DeviceError, match="HALSIM_CUDA_WAIT='sleepy' is not one of auto, block, spin"):
+        hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+
+
 def test_staging_mode_must_be_known(monkeypatch, mixed):
     env = _use_fake(monkeypatch)
     monkeypatch.setenv("HALSIM_CUDA_STAGING", "hugepages")
