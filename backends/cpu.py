@@ -17,7 +17,7 @@ from halsim.device import Device, DeviceBuffer
 from halsim.errors import OutOfMemoryError
 from halsim.files import copy_bytes
 from halsim.formats import numpy_dtype
-from halsim.hostexec import HostExecution
+from halsim.hostexec import HostExecution, host_threads
 from halsim.plan import Step
 from halsim.request import BufferSpec
 
@@ -104,6 +104,7 @@ class CpuDevice(Device):
             copy_queues=copy_queues,
             memory_bytes=_host_memory_bytes(),
             max_allocation=_host_memory_bytes(),
+            host_threads=host_threads(),
         )
 
     def open(self, plan, file, trace, index=0, faults=None) -> CpuExecution:

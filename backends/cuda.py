@@ -60,7 +60,7 @@ from halsim.caps import DeviceCaps
 from halsim.device import Device, DeviceBuffer
 from halsim.errors import DeviceError, DeviceUnavailableError, HalsimError, ImportRefusedError, OutOfMemoryError
 from halsim.files import address_of
-from halsim.hostexec import HostExecution
+from halsim.hostexec import HostExecution, host_threads
 from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec, Direction
 
@@ -678,6 +678,7 @@ def caps_of(info: DeviceInfo, direct_storage: bool) -> DeviceCaps:
         copy_queues=max(1, info.async_engines),
         memory_bytes=info.total_memory,
         max_allocation=info.total_memory,
+        host_threads=host_threads(),
     )
 
 

@@ -41,7 +41,7 @@ from halsim.caps import DeviceCaps
 from halsim.device import Device, DeviceBuffer
 from halsim.errors import DeviceError, DeviceUnavailableError, ImportRefusedError, OutOfMemoryError
 from halsim.formats import numpy_dtype
-from halsim.hostexec import HostExecution
+from halsim.hostexec import HostExecution, host_threads
 from halsim.plan import ImportWindow, Step
 from halsim.request import BufferSpec
 
@@ -310,6 +310,7 @@ class VulkanDevice(Device):
             copy_queues=info.queue_count,
             memory_bytes=info.device_local_bytes,
             max_allocation=info.max_allocation,
+            host_threads=host_threads(),
         )
 
     @property

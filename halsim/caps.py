@@ -25,6 +25,8 @@ class DeviceCaps(BaseModel):
     copy_queues: int = Field(1, ge=1)
     memory_bytes: int = Field(1 << 40, ge=0)
     max_allocation: int = Field(1 << 40, ge=1)
+    # CPU threads of the host that drives the device (reader threads share them); None: unknown.
+    host_threads: int | None = Field(None, ge=1)
 
     @field_validator("import_alignment", "memory_bytes", "max_allocation", mode="before")
     @classmethod
@@ -42,4 +44,6 @@ class DeviceCaps(BaseModel):
         parts.append(f"import {'yes, align ' + str(self.import_alignment) if self.can_import_host else 'no'}")
         parts.append(f"direct storage {'yes' if self.direct_storage else 'no'}")
         parts.append(f"{self.copy_queues} copy queue(s)")
+        if self.host_threads:
+            parts.append(f"{self.host_threads} host threads")
         return ", ".join(parts)

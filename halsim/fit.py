@@ -197,7 +197,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
                         pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
                         register_per_call=v["host.register_per_call"], step_overhead=v["host.step_overhead"],
-                        **m.behaviour),
+                        cpus=caps.host_threads, **m.behaviour),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
         gpus=(Gpu(name=m.device, kind="dedicated" if caps.kind == "dedicated" else "integrated",

@@ -10,6 +10,7 @@ supplies memory and copies (``alloc_buffer``, ``alloc_staging``, ``copy_in``...)
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import threading
 from abc import abstractmethod
 from typing import Any
@@ -19,6 +20,14 @@ from halsim.errors import DeviceError, HalsimError, ImportRefusedError
 from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec
 from halsim.trace import IMPORTED, STAGING, device_counter
+
+
+def host_threads() -> int:
+    """CPU threads this process may run on (its affinity: a container's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 class HostExecution(Execution):

@@ -112,6 +112,8 @@ class HostMemory(_Part):
     pin_in_background: bool = Field(
         False, description="staging slots are pinned one at a time on a background thread while the first "
         "ones already stream (the CUDA backend's default); false: the whole pool is pinned before the first step")
+    cpus: int | None = Field(None, ge=1, description="the host's CPU threads, which reader threads share "
+                             "(auto sizes its readers by them); empty: unknown")
     register_stalls_copies: bool = Field(
         False, description="pinning or registering host memory holds the driver's lock, so copies wait "
         "meanwhile (CUDA on the lent H100: an import cost its registration, copy and unregistration in series)")
@@ -212,6 +214,7 @@ class Platform(_Part):
             copy_queues=gpu.copy_engines,
             memory_bytes=gpu.memory,
             max_allocation=gpu.memory,
+            host_threads=self.host.cpus,
         )
 
     def all_caps(self) -> list[DeviceCaps]:
