@@ -322,9 +322,14 @@ class HostRegistry:
         if failure is not None:
             raise failure
 
-    def overlaps(self, start: int, end: int) -> bool:
+    def pinned_elsewhere(self, start: int, end: int, probe) -> bool:
+        """Whether [start, end) is page-locked by someone other than halsim: ``probe``
+        asks the driver, under the registry's lock, so that no window can be
+        registering these pages meanwhile and be mistaken for their owner."""
         with self._lock:
-            return any(b < end and start < e for b, (e, _, _) in self._ranges.items())
+            if any(b < end and start < e for b, (e, _, _) in self._ranges.items()):
+                return False  # halsim's own registration: acquire() shares it
+            return probe(start, end)
 
     def ranges(self) -> dict[int, tuple[int, int]]:
         with self._lock:
@@ -348,13 +353,13 @@ class _Registration:
 def _blocking_wait(plan, index: int, label: str) -> bool:
     """How a copy is waited for: HALSIM_CUDA_WAIT=block (a blocking-sync event: the
     core goes to the readers), spin (cuStreamSynchronize: the lowest latency), or
-    auto (the default): block when reader threads need the cores, spin when no
-    step of this device reads (import, host memory, downloads' copies out)."""
+    auto (the default): block when reader threads need the cores (reads, or a
+    download's writes), spin when no step of this device uses them (import)."""
     mode = os.environ.get("HALSIM_CUDA_WAIT", "auto").strip().lower() or "auto"
     if mode not in ("auto", "block", "spin"):
         raise DeviceError(f"HALSIM_CUDA_WAIT={mode!r} is not one of auto, block, spin", device=label)
     if mode == "auto":
-        return any(s.op is Op.READ and s.device == index for s in plan.steps)
+        return any(s.op in (Op.READ, Op.WRITE) and s.device == index for s in plan.steps)
     return mode == "block"
 
 
@@ -366,7 +371,7 @@ class CudaExecution(HostExecution):
         self._streams: list[Any] = []
         self._staging: cuda_staging.PipelinedSlots | cuda_staging.HostAllocPool | None = None
         self._staging_size = 0
-        self._staging_mode = cuda_staging.staging_mode()
+        self._staging_mode = cuda_staging.staging_mode(self.label)
         self._cufile: cuda_cufile.CuFileSource | None = None
         self._cufile_lock = threading.Lock()
         self._blocking_wait = _blocking_wait(plan, index, self.label)
@@ -568,7 +573,8 @@ class CudaExecution(HostExecution):
                 f"which is not page-aligned ({PAGE_SIZE} bytes)", device=self.label)
         end = address + -(-length // PAGE_SIZE) * PAGE_SIZE  # the driver locks whole pages
         with self._context():
-            if not self.device.caps.import_in_place and self._pinned_by_its_owner(address, address + length):
+            if not self.device.caps.import_in_place and \
+                    HOST_REGISTRY.pinned_elsewhere(address, address + length, self._pinned_by_its_owner):
                 # Already page-locked (cuMemHostAlloc, a framework's pinned tensor): copy
                 # from it as it is. Registering again would be refused, and costs time.
                 return _Registration(address, length, (), 0)
@@ -583,9 +589,8 @@ class CudaExecution(HostExecution):
         return _Registration(address, length, held, device_ptr)
 
     def _pinned_by_its_owner(self, start: int, end: int) -> bool:
-        """Whether [start, end) lies in one page-locked allocation that halsim did not register."""
-        if HOST_REGISTRY.overlaps(start, end):
-            return False  # halsim's own registration: the registry shares it
+        """Whether [start, end) lies in one page-locked allocation (the registry has
+        already ruled out its own registrations)."""
         attribute = cu.CUpointer_attribute
         host = int(cu.CUmemorytype.CU_MEMORYTYPE_HOST)
         ids = set()
@@ -694,7 +699,7 @@ class CudaDevice(Device):
 
     @property
     def pins_staging_in_background(self) -> bool:
-        return cuda_staging.staging_mode() == "pipelined"
+        return cuda_staging.staging_mode(self.name) == "pipelined"
 
     # Measured on the lent H100 (docs/benchmarks/cuda.md): cuMemHostRegister and
     # cuMemHostUnregister take the driver's lock, so an import cost registration +

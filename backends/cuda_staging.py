@@ -33,10 +33,10 @@ MADV_POPULATE_WRITE = 23  # Linux 5.14+; older kernels fault the pages in on reg
 MODES = ("pipelined", "alloc")
 
 
-def staging_mode() -> str:
+def staging_mode(label: str = "") -> str:
     mode = os.environ.get("HALSIM_CUDA_STAGING", "pipelined").strip().lower() or "pipelined"
     if mode not in MODES:
-        raise DeviceError(f"HALSIM_CUDA_STAGING={mode!r} is not one of {', '.join(MODES)}")
+        raise DeviceError(f"HALSIM_CUDA_STAGING={mode!r} is not one of {', '.join(MODES)}", device=label)
     return mode
 
 
@@ -93,12 +93,13 @@ class PipelinedSlots:
         self._thread.start()
 
     def _pin_all(self) -> None:
-        oom = f"cannot pin {len(self._ready)} x {self._slot_bytes} bytes of staging"
+        n = len(self._ready)
         try:
             with current(self._context, self._label):
-                for k in range(len(self._ready)):
+                for k in range(n):
                     if self._stop.is_set():
                         break
+                    oom = f"cannot pin staging slot {k} of {n} x {self._slot_bytes} bytes"
                     mapping, address = pin_anonymous(self._slot_bytes, self._label, oom)
                     self._pinned.append((mapping, address))
                     self._views[k] = self._view_of(address, self._slot_bytes)
@@ -116,8 +117,12 @@ class PipelinedSlots:
         self._ready[k].wait()
         view = self._views[k]
         if view is None:
-            if self._error is not None:
-                raise self._error
+            error = self._error
+            if error is not None:
+                # A fresh error per waiter: several reader threads may raise it at once.
+                kind = OutOfMemoryError if isinstance(error, OutOfMemoryError) else DeviceError
+                raise kind(getattr(error, "args", ("",))[0] if isinstance(error, DeviceError) else
+                           f"pinning the staging ring failed: {type(error).__name__}: {error}") from error
             raise DeviceError("the staging ring was released", device=self._label)
         return view
 

@@ -476,8 +476,10 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         execution = device.open(pool_plan(probe), None, Trace(), 0)
         start = device.now()
         execution.allocate()
-        execution.staging_ready()
-        execution.release(keep_buffers=False)
+        try:
+            execution.staging_ready()
+        finally:
+            execution.release(keep_buffers=False)
         return {"pin": device.now() - start}
     if bench == "import":
         with target.source(cold=False) as (file, source):

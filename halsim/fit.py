@@ -291,15 +291,17 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     warm = [pt for pt in m.of("read") if pt.probe.width == 1]
     reads = linear_fit([[1.0, pt.probe.size] for pt in warm], [pt.value() for pt in warm])
     _rate("storage.page_cache_bandwidth", reads, 1, p, "warm reads by size, 1 reader", "read time")
-    if reads.coef[0] > max(2 * reads.stderr[0], 0.02 * min(pt.value() for pt in warm)):
-        notes.append(f"a warm read costs {reads.coef[0] * 1e6:.3g} us beyond its bytes; the simulator has no "
-                     "per-read cost for cached reads, so it predicts small requests too fast")
+    per_read_cost = reads.coef[0] > max(2 * reads.stderr[0], 0.02 * min(pt.value() for pt in warm))
 
     # The rate by request size, where it departs from one rate: the simulator then reads
     # each request at its measured rate (the H100 VM read 64 MiB requests 26% slower).
     by_size = sorted((pt.probe.size, pt.probe.size / pt.value()) for pt in warm if pt.value() > 0)
     flat = p.values["storage.page_cache_bandwidth"]
-    if len(by_size) > 1 and flat and max(abs(rate / flat - 1) for _, rate in by_size) > 0.05:
+    curve = len(by_size) > 1 and flat and max(abs(rate / flat - 1) for _, rate in by_size) > 0.05
+    if per_read_cost and not curve:
+        notes.append(f"a warm read costs {reads.coef[0] * 1e6:.3g} us beyond its bytes; the simulator has no "
+                     "per-read cost for cached reads, so it predicts small requests too fast")
+    if curve:
         p.values["storage.page_cache_curve"] = tuple((size, _round_rate(rate)) for size, rate in by_size)
         notes.append("one thread's page-cache reads run at " + ", ".join(
             f"{rate / 1e9:.3g} GB/s ({size >> 10} KiB)" if size < 1 << 20 else f"{rate / 1e9:.3g} GB/s ({size >> 20} MiB)"

@@ -151,6 +151,10 @@ class HostExecution(Execution):
     def _run_step(self, step: Step) -> None:
         if self.faults is not None:
             self.faults.before(step, self)
+        if step.slot >= 0 and self._slots:
+            # A ring pinned in the background: wait for this slot before the step's
+            # span starts (as the simulator does), so pinning is not timed as reading.
+            self._slots[step.slot]
         start = self.device.now()
         try:
             self._perform(step)

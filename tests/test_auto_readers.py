@@ -25,7 +25,7 @@ def test_the_ring_never_has_more_readers_than_slots():
     assert chosen.readers == min(48, chosen.slots) == 16
 
 
-def test_devices_of_one_host_share_its_threads():
+def test_devices_of_one_host_are_sized_by_the_smallest_thread_count():
     request = load_workload("gpt2").request(devices=2)
     chosen = choose_by_caps(request, {0: DeviceCaps(host_threads=16), 1: DeviceCaps(host_threads=8)}, GiB)
     assert chosen.readers == 6  # the smaller count: they run on the same CPUs

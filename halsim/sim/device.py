@@ -77,6 +77,7 @@ class SimExecution(Execution):
         self._slots: list[np.ndarray] = []
         self._slot_ready: list = []  # simpy events, when slots are pinned in the background
         self._stop_pinning = False
+        self._pinning = None  # the slot being pinned now, if any
         self._windows: dict[int, memoryview | None] = {}
         self._real = self.file is not None
         self._meta = self.trace.meta.setdefault(BOUND_META, {})
@@ -151,27 +152,37 @@ class SimExecution(Execution):
             if self._stop_pinning:
                 return  # released (an error, a cancel, or a run that needed fewer slots)
             start = self._pin_started = env.now
+            self._pinning = ready
             if per_call:
                 yield env.timeout(per_call)
             flow = machine.net.start(machine.host_routes.pin, slot_bytes)
             yield flow.done
             self.trace.span(f"alloc/d{self.index}", "pin", start, env.now, slot_bytes, -1, self.index)
+            self._pinning = None
             ready.succeed()
 
-    def staging_ready(self) -> None:
-        # One slot at a time, by what pinning it takes alone: exact when nothing
-        # else runs (calibration), and it converges when something does.
-        if not self._slot_ready:
-            return
+    def _advance_until(self, done) -> None:
+        """Let simulated time pass until the event ``done``, a slot's pinning at a time:
+        by what pinning a slot takes alone, exact when nothing else runs
+        (calibration), and converging when something does."""
         host = self.machine.platform.host
         alone = host.pin_per_call + self._slot_bytes / host.pin_bandwidth
+        while not done.triggered:
+            self.sim.advance(max(alone - (self.machine.now - self._pin_started), 1e-9))
+
+    def staging_ready(self) -> None:
+        if self._stop_pinning:
+            raise DeviceError("staging_ready after release: the staging is gone", device=self.device.name)
         for ready in self._slot_ready:
-            while not ready.triggered:
-                self.sim.advance(max(alone - (self.machine.now - self._pin_started), 1e-9))
+            self._advance_until(ready)
 
     def release(self, keep_buffers: bool) -> None:
         machine, trace = self.machine, self.trace
         self._stop_pinning = True
+        # As the real ring's close() joins its thread: the slot being pinned finishes first
+        # (and no pinning of this run goes on into the next one on this machine).
+        if self._pinning is not None:
+            self._advance_until(self._pinning)
         now = machine.now
         if self._staging_bytes:
             machine.host_memory.give(self._staging_bytes)

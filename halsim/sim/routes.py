@@ -19,22 +19,35 @@ STORAGE = "storage"
 HOST = "host memory"
 PAGE_CACHE_THREAD = "page cache (one thread)"
 PAGEABLE = "pageable copy (driver bounce)"
-DRIVER = "driver lock"
 REGISTRATION = "registration"
 PINNING = "pinning"
-# The driver lock's capacity is one second of work per second, scaled so that
+# A driver lock's capacity is one second of work per second, scaled so that
 # weights (seconds per byte x scale) stay near 1 for the solver.
 DRIVER_SCALE = 1e9
 
 
-def driver_use(platform: Platform, rate: float) -> list[tuple[str, float]]:
-    """What a transfer at ``rate`` alone takes of the driver lock: nothing unless
-    registration stalls copies; then its time, so that transfers sharing it run in series."""
-    return [(DRIVER, DRIVER_SCALE / rate)] if platform.host.register_stalls_copies else []
-
-
 def link_name(gpu: int, direction: str) -> str:
     return f"link/d{gpu}/{direction}"
+
+
+def driver_lock(gpu: int, direction: str) -> str:
+    return f"driver lock/d{gpu}/{direction}"
+
+
+def copy_lock_use(platform: Platform, gpu: int, direction: str, rate: float) -> list[tuple[str, float]]:
+    """What a copy at ``rate`` alone takes of its link direction's driver lock (nothing
+    unless registration stalls copies). Copies on one link direction already share
+    the link, so the lock costs them nothing among themselves; it is registration,
+    which takes every lock, that they share it with: registering and copying then
+    run, in aggregate, one after the other."""
+    return [(driver_lock(gpu, direction), DRIVER_SCALE / rate)] if platform.host.register_stalls_copies else []
+
+
+def registration_lock_use(platform: Platform, rate: float) -> list[tuple[str, float]]:
+    """Registering (or pinning) at ``rate`` holds the lock of every GPU and direction."""
+    if not platform.host.register_stalls_copies:
+        return []
+    return [(driver_lock(g, d), DRIVER_SCALE / rate) for g in range(len(platform.gpus)) for d in ("h2d", "d2h")]
 
 
 def build_resources(net: FlowNetwork, platform: Platform) -> None:
@@ -45,7 +58,9 @@ def build_resources(net: FlowNetwork, platform: Platform) -> None:
         net.resource(link_name(i, "h2d"), link.h2d)
         net.resource(link_name(i, "d2h"), link.d2h)
     if platform.host.register_stalls_copies:
-        net.resource(DRIVER, DRIVER_SCALE)
+        for i in range(len(platform.gpus)):
+            net.resource(driver_lock(i, "h2d"), DRIVER_SCALE)
+            net.resource(driver_lock(i, "d2h"), DRIVER_SCALE)
     for switch in platform.switches:
         net.resource(f"switch/{switch.name}/h2d", switch.h2d)
         net.resource(f"switch/{switch.name}/d2h", switch.d2h)
@@ -77,9 +92,9 @@ class HostRoutes:
             cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD),
             direct_write=net.flow_class([(STORAGE, write_weight), (HOST, 1)]),
             fault_in=net.flow_class([(STORAGE, 1), (HOST, 1)]),
-            register=net.flow_class(driver_use(platform, platform.host.register_bandwidth),
+            register=net.flow_class(registration_lock_use(platform, platform.host.register_bandwidth),
                                     platform.host.register_bandwidth, REGISTRATION),
-            pin=net.flow_class(driver_use(platform, platform.host.pin_bandwidth), platform.host.pin_bandwidth,
+            pin=net.flow_class(registration_lock_use(platform, platform.host.pin_bandwidth), platform.host.pin_bandwidth,
                                PINNING),
         )
 
@@ -103,19 +118,24 @@ class GpuRoutes:
         dma = 2 if spec.kind == "integrated" else 1
         pageable = link.pageable or min(platform.host.memcpy_per_thread, link.h2d)
 
-        def via(direction: str, host: float, rate: float | None = None) -> list[tuple[str, float]]:
+        def via(direction: str, host: float) -> list[tuple[str, float]]:
             path = [(HOST, host), (link_name(gpu, direction), 1)]
             if switch is not None:
                 path.append((f"switch/{switch.name}/{direction}", 1))
-            return path + driver_use(platform, rate or (link.h2d if direction == "h2d" else link.d2h))
+            return path
+
+        def copy(direction: str, host: float) -> list[tuple[str, float]]:
+            # Weighed by the link's rate, pageable copies too: among copies the lock binds no tighter than the link.
+            return via(direction, host) + copy_lock_use(platform, gpu, direction,
+                                                        link.h2d if direction == "h2d" else link.d2h)
 
         # The drive writes device memory directly; on an integrated GPU that memory is host DRAM.
         storage_path = [(STORAGE, 1)] + via("h2d", 1 if spec.kind == "integrated" else 0)
         return cls(
-            h2d=net.flow_class(via("h2d", dma)),
-            d2h=net.flow_class(via("d2h", dma)),
+            h2d=net.flow_class(copy("h2d", dma)),
+            d2h=net.flow_class(copy("d2h", dma)),
             # The driver's bounce: a CPU copy into its pinned buffer (2), then the DMA (1).
-            h2d_pageable=net.flow_class(via("h2d", dma + 2, pageable), pageable, PAGEABLE),
-            d2h_pageable=net.flow_class(via("d2h", dma + 2, pageable), pageable, PAGEABLE),
+            h2d_pageable=net.flow_class(copy("h2d", dma + 2), pageable, PAGEABLE),
+            d2h_pageable=net.flow_class(copy("d2h", dma + 2), pageable, PAGEABLE),
             storage_h2d=net.flow_class(storage_path),
         )

@@ -249,7 +249,8 @@ class FakeDriver:
             return (CUresult.CUDA_ERROR_INVALID_VALUE,)
         first, last = address // PAGE, (address + length - 1) // PAGE
         with self.lock:
-            for a, n in self.registered.items():
+            ranges = list(self.registered.items()) + [(a, len(m)) for a, m in self.pinned.items()]
+            for a, n in ranges:
                 if first <= (a + n - 1) // PAGE and a // PAGE <= last:
                     return (CUresult.CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED,)
             self.registered[address] = length
@@ -915,7 +916,7 @@ def test_staging_slot_that_cannot_be_pinned_fails_the_read_and_frees_the_rest(mo
     env = _use_fake(monkeypatch)
     before = env.snapshot()
     env.cu.fail["cuMemHostRegister"] = (2, CUresult.CUDA_ERROR_OUT_OF_MEMORY)
-    with pytest.raises(OutOfMemoryError, match=r"cannot pin 4 x 65536 bytes of staging.*CUDA_ERROR_OUT_OF_MEMORY"):
+    with pytest.raises(OutOfMemoryError, match=r"cannot pin staging slot 2 of 4 x 65536 bytes.*CUDA_ERROR_OUT_OF_MEMORY"):
         halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=4,readers=2")
     env.assert_clean(before)
 
@@ -935,6 +936,20 @@ def test_waits_block_only_where_readers_need_the_cores(monkeypatch, mixed, polic
     monkeypatch.setenv("HALSIM_CUDA_WAIT", "sleepy")
     with pytest.raises(DeviceError, match="HALSIM_CUDA_WAIT='sleepy' is not one of auto, block, spin"):
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+
+
+def test_calibrating_pinning_frees_the_pool_when_a_slot_cannot_be_pinned(monkeypatch):
+    from types import SimpleNamespace
+
+    from halsim.calibrate import Probe, run_probe
+
+    env = _use_fake(monkeypatch)
+    before = env.snapshot()
+    env.cu.fail["cuMemHostRegister"] = (1, CUresult.CUDA_ERROR_OUT_OF_MEMORY)
+    target = SimpleNamespace(device=env.device, simulated=False)
+    with pytest.raises(OutOfMemoryError, match="cannot pin staging slot 1 of 4"):
+        run_probe(target, Probe("pin", 64 * 1024, 1, 4))
+    env.assert_clean(before)
 
 
 def test_staging_mode_must_be_known(monkeypatch, mixed):

@@ -7,6 +7,7 @@ from halsim.engine import Engine
 from halsim.invariants import check_trace
 from halsim.policies import ImportPolicy, StreamingPolicy
 from halsim.sim import Simulator
+from halsim.trace import Trace
 
 from sim_helpers import GB, MiB, make_request, toy_platform
 
@@ -20,9 +21,13 @@ def upload(platform, request, policy):
     return result
 
 
-def spans(result, lane_prefix, op=None):
-    return sorted((s for s in result.trace.spans if s.lane.startswith(lane_prefix) and (op is None or s.op == op)),
+def spans_of(trace, lane_prefix, op=None):
+    return sorted((s for s in trace.spans if s.lane.startswith(lane_prefix) and (op is None or s.op == op)),
                   key=lambda s: s.start)
+
+
+def spans(result, lane_prefix, op=None):
+    return spans_of(result.trace, lane_prefix, op)
 
 
 # Pinning a slot costs 16 MiB at 0.1 GB/s = 0.17 s: slow enough to see.
@@ -50,16 +55,53 @@ def test_background_pinning_starts_reading_after_one_slot():
     assert result.seconds < up_front.seconds
 
 
-def test_background_pinning_of_slots_a_small_upload_never_uses_stops_at_release():
-    platform = toy_platform(host__pin_in_background=True, **SLOW_PIN)
+def test_a_cancelled_run_stops_pinning_and_leaves_nothing_to_the_next():
+    from halsim.engine import CancelToken
+    from halsim.errors import UploadCancelled
+
+    platform = toy_platform(host__pin_in_background=True, host__register_stalls_copies=True, **SLOW_PIN)
+    request = make_request([64 * MiB])
     sim = Simulator(platform)
     device = sim.device(0)
-    plan = RING.plan(make_request([MiB]), device.caps)
-    first = Engine().run(plan, None, [device])
-    assert len(spans(first, "alloc/d0", "pin")) == 1  # one read, one slot: the rest never pinned
-    # the next run on the same machine does not share the driver or the clock with leftovers
-    second = Engine().run(plan, None, [device])
-    assert second.seconds == pytest.approx(first.seconds, rel=1e-9)
+    plan = RING.plan(request, device.caps)
+    token = CancelToken()
+    trace = Trace()
+    with pytest.raises(UploadCancelled):
+        Engine().run(plan, None, [device], trace=trace, progress=lambda done, total: token.cancel(), cancel=token)
+    pins = spans_of(trace, "alloc/d0", "pin")
+    assert 1 <= len(pins) < 4  # the slot being pinned finished; the rest never started
+    # Nothing of the cancelled run goes on: the next run on this machine takes what a fresh one does.
+    again = Engine().run(plan, None, [device])
+    fresh = upload(platform, request, RING)
+    assert again.seconds == pytest.approx(fresh.seconds, rel=1e-9)
+    assert len(spans(again, "alloc/d0", "pin")) == 4
+
+
+def test_staging_ready_after_release_is_an_error():
+    from halsim.errors import DeviceError
+    from halsim.trace import Trace
+
+    sim = Simulator(toy_platform(host__pin_in_background=True, **SLOW_PIN))
+    device = sim.device(0)
+    execution = device.open(RING.plan(make_request([64 * MiB]), device.caps), None, Trace(), 0)
+    execution.allocate()
+    execution.release(keep_buffers=False)
+    with pytest.raises(DeviceError, match="after release"):
+        execution.staging_ready()
+
+
+def test_copies_to_different_gpus_do_not_share_a_driver_lock():
+    request = make_request([256 * MiB, 256 * MiB], devices=2)
+    policy = StreamingPolicy(chunk=16 * MiB, slots=4, readers=4)
+    times = []
+    for stalls in (False, True):
+        platform = toy_platform(gpus=2, host__register_stalls_copies=stalls, host__memcpy_per_thread="100GB/s",
+                                storage__page_cache_bandwidth="100GB/s")
+        sim = Simulator(platform)
+        devices = [sim.device(0), sim.device(1)]
+        plan = policy.plan(request, [d.caps for d in devices])
+        times.append(Engine().run(plan, None, devices).seconds)
+    assert times[1] == pytest.approx(times[0], rel=1e-9)
 
 
 def test_calibration_waits_for_a_background_pool():
