@@ -70,6 +70,22 @@ def _progress(description: str, enabled: bool) -> Iterator[Callable[[int, int], 
         yield update
 
 
+@contextmanager
+def _count_progress(description: str) -> Iterator[Callable[..., None]]:
+    """A bar of items done (runs, benchmarks) on stderr; ``update(done, total, what=None)``
+    also retitles it with what is running."""
+    from rich.progress import MofNCompleteColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int, what: str | None = None) -> None:
+            bar.update(task, completed=done, total=total, **({"description": what} if what else {}))
+
+        yield update
+
+
 def _print_report(report, as_json: bool, explain: bool = False) -> None:
     if as_json:
         out.print_json(report.to_json()) if out.is_terminal else print(report.to_json())
@@ -190,8 +206,6 @@ def sweep(
     top: int = typer.Option(5, "--top", min=1, help="How many best configurations to list."),
 ) -> None:
     """Simulate every configuration of a grid; print the best within the budget and the Pareto front."""
-    from rich.progress import MofNCompleteColumn
-
     from halsim import sweep as sweeps
 
     with _errors():
@@ -200,13 +214,10 @@ def sweep(
         if output is not None and output.suffix.lower() not in (".parquet", ".csv"):
             _fail(f"{output}: results go to a .parquet or .csv file")
         targets = sweeps.make_targets(platform, workload, file, gpus=gpus, shard=shard, page_cached=not cold)
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
         started = time.perf_counter()
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task(f"simulating {len(configs) * len(targets)} runs", total=None)
+        with _count_progress(f"simulating {len(configs) * len(targets)} runs") as update:
             result = sweeps.run_sweep(configs, targets, executor=executor, workers=workers, scheduler=scheduler,
-                                      mode=mode, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                         total=total))
+                                      mode=mode, progress=update)
         err.print(f"{len(result.frame)} runs ({result.simulations} distinct) simulated in "
                   f"{time.perf_counter() - started:.1f} s, {result.cpu_seconds:.1f} CPU-s", highlight=False)
         for table in sweeps.summary_tables(result, budget, top):
@@ -230,17 +241,12 @@ def calibrate(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every measurement and the fit as JSON."),
 ) -> None:
     """Measure a device with microbenchmarks and fit a platform for the simulator to it."""
-    from rich.progress import MofNCompleteColumn
-
     from halsim.calibrate import Config, calibrate as run
 
     with _errors():
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task("calibrating", total=None)
+        with _count_progress("calibrating") as update:
             result = run(device, Config.quick() if quick else Config.full(), scratch_dir=scratch, name=name,
-                         progress=lambda done, total, what: bar.update(task, completed=done, total=total,
-                                                                       description=f"{device}: {what}"))
+                         progress=lambda done, total, what: update(done, total, f"{device}: {what}"))
         out.print(result.table(sources=out.width >= 120))  # the TOML's comments say what set each value
         for note in result.notes:
             out.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -266,17 +272,11 @@ def compare(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the comparison as JSON."),
 ) -> None:
     """Run policies in the simulator and on a device on the same file: predicted vs measured."""
-    from rich.progress import MofNCompleteColumn
-
     from halsim.compare import cases, compare as run
 
     with _errors():
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-            task = bar.add_task("comparing", total=None)
-            result = run(path, device, platform, cases(policy, cache), repeat=repeat, mode=mode,
-                         progress=lambda done, total, what: bar.update(task, completed=done, total=total,
-                                                                       description=what))
+        with _count_progress("comparing") as update:
+            result = run(path, device, platform, cases(policy, cache), repeat=repeat, mode=mode, progress=update)
         out.print(result.table())
         out.print(result.summary(), highlight=False)
         for note in result.notes:
