@@ -433,26 +433,24 @@ class CudaExecution(HostExecution):
 
     def _destroy_streams(self) -> None:
         streams, self._streams = self._streams, []
-        failed = None
-        for stream in streams:
-            (err,) = cu.cuStreamDestroy(stream)
-            _count("streams", -1)
-            if not is_success(err) and failed is None:
-                failed = result_name(err)
-        if failed:
-            raise DeviceError(f"cuStreamDestroy failed: {failed}", device=self.label)
+        _count("streams", -len(streams))
+        self._destroy_each(streams, cu.cuStreamDestroy, "cuStreamDestroy")
 
     def _destroy_events(self) -> None:
         with self._lock:
             events, self._events = self._events, []
         self._thread_events = threading.local()
+        self._destroy_each(events, cu.cuEventDestroy, "cuEventDestroy")
+
+    def _destroy_each(self, handles: list, destroy, what: str) -> None:
+        """Destroy every handle, even after one fails; then raise the first failure."""
         failed = None
-        for event in events:
-            (err,) = cu.cuEventDestroy(event)
+        for handle in handles:
+            (err,) = destroy(handle)
             if not is_success(err) and failed is None:
                 failed = result_name(err)
         if failed:
-            raise DeviceError(f"cuEventDestroy failed: {failed}", device=self.label)
+            raise DeviceError(f"{what} failed: {failed}", device=self.label)
 
     def _close_cufile(self) -> None:
         with self._cufile_lock:
