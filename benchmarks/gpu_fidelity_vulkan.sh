@@ -8,12 +8,7 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 began=$(date +%s)
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >/dev/null 2>&1
-  export PYTHONPATH=/tmp/site
-fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
+source benchmarks/gpu_install.sh || exit 1
 echo "[$(( $(date +%s) - began ))s] fidelity"
 timeout ${FIDELITY_SECONDS:-290} python3 benchmarks/fidelity_gpu.py "$OUT/fidelity" 2>&1 | tail -45
 echo "[$(( $(date +%s) - began ))s] fidelity exit ${PIPESTATUS[0]}"

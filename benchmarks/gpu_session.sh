@@ -16,13 +16,7 @@ began=$(date +%s)
 say() { echo "[$(( $(date +%s) - began ))s] $*"; }
 
 say "install"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >"$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
-  export PYTHONPATH=/tmp/site
-fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$OUT/install.log" 2>&1 \
-  || { tail -20 "$OUT/install.log"; exit 1; }
+source benchmarks/gpu_install.sh || exit 1
 
 # The benchmark's file is written while the tests run (it takes a CPU, not the GPU).
 python3 benchmarks/cuda_upload.py --make-only --dir "$BENCH_DIR" >"$OUT/make_file.log" 2>&1 &

@@ -10,12 +10,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 began=$(date +%s)
 say() { echo "[$(( $(date +%s) - began ))s] $*"; }
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    >/dev/null 2>&1
-  export PYTHONPATH=/tmp/site
-fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
+source benchmarks/gpu_install.sh || exit 1
 say "CUDA tests and conformance"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py >"$OUT/test_cuda.log" 2>&1
 say "test_cuda exit $?: $(tail -1 "$OUT/test_cuda.log")"
