@@ -121,8 +121,9 @@ class PipelinedSlots:
             if error is not None:
                 # A fresh error per waiter: several reader threads may raise it at once.
                 kind = OutOfMemoryError if isinstance(error, OutOfMemoryError) else DeviceError
-                raise kind(getattr(error, "args", ("",))[0] if isinstance(error, DeviceError) else
-                           f"pinning the staging ring failed: {type(error).__name__}: {error}") from error
+                message = str(error) if isinstance(error, DeviceError) else \
+                    f"pinning the staging ring failed: {type(error).__name__}: {error}"
+                raise kind(message) from error
             raise DeviceError("the staging ring was released", device=self._label)
         return view
 
