@@ -911,7 +911,7 @@ def test_driver_error_names_curesult_and_step(monkeypatch, mixed):
 
 
 def test_staging_slot_that_cannot_be_pinned_fails_the_read_and_frees_the_rest(monkeypatch, mixed):
-    """The ring pins slots in the background: slot 3 failing must fail the upload
+    """The ring pins slots in the background: the third slot (2) failing must fail the upload
     (naming the staging) and leave none of the slots pinned before it."""
     env = _use_fake(monkeypatch)
     before = env.snapshot()
