@@ -366,6 +366,60 @@ def overlap_rows(p: Pinning, size: int = GiB) -> list[dict]:
             {"what": "register, DMA issued, unregister meanwhile", "seconds": round(ordered, 4)}]
 
 
+def submission_rows(p: Pinning, size: int = GiB, copy: int = 64 * MiB) -> list[dict]:
+    """While one thread registers or unregisters, does another thread's copy wait?
+
+    Times, from the copy's submission, how long ``cuMemcpyHtoDAsync`` blocks and
+    when the copy is done, against the other thread's call; the simulator needs
+    to know which of the two (if either) holds copies back.
+    """
+    source = p.host_alloc(copy)
+    mapping, address = anonymous(size, True)
+    cu = p.cu
+
+    def race(before, during, after) -> dict:
+        before()
+        began, ended = threading.Event(), [0.0]
+
+        def other():
+            p.set_current()
+            began.set()
+            during()
+            ended[0] = time.perf_counter()
+        thread = threading.Thread(target=other)
+        thread.start()
+        began.wait()
+        time.sleep(0.002)  # the other call is under way
+        submit = time.perf_counter()
+        p.check(cu.cuMemcpyHtoDAsync(p.device, source, copy, p.stream), "cuMemcpyHtoDAsync")
+        returned = time.perf_counter()
+        p.check(cu.cuStreamSynchronize(p.stream), "cuStreamSynchronize")
+        done = time.perf_counter()
+        thread.join()
+        after()
+        return {"submit_blocked_s": returned - submit, "copy_done_s": done - submit,
+                "other_call_left_s": ended[0] - submit}
+
+    def median_of(fn, repeat: int = 5) -> dict:
+        runs = [fn() for _ in range(repeat)]
+        return {k: round(statistics.median(r[k] for r in runs), 5) for k in runs[0]}
+
+    nothing = lambda: None  # noqa: E731
+    try:
+        alone = timed(lambda: p.dma(source, copy), 5)
+        during_register = median_of(lambda: race(nothing, lambda: p.register(address, size),
+                                                 lambda: p.unregister(address)))
+        during_unregister = median_of(lambda: race(lambda: p.register(address, size),
+                                                   lambda: p.unregister(address), nothing))
+    finally:
+        p.free_host(source)
+        mapping.close()
+    what = f"{copy >> 20} MiB copy submitted 2 ms into"
+    return [{"what": f"{copy >> 20} MiB copy alone", "seconds": round(alone, 5)},
+            {"what": f"{what} registering {size >> 20} MiB on another thread", **during_register},
+            {"what": f"{what} unregistering {size >> 20} MiB on another thread", **during_unregister}]
+
+
 def make_file(folder: Path, size: int) -> Path:
     path = folder / "pinning.bin"
     block = np.random.default_rng(5).integers(0, 255, 64 * MiB, dtype=np.uint8).tobytes()
@@ -384,6 +438,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--host-gib", type=int, default=4)
     parser.add_argument("--file-gib", type=int, default=2)
+    parser.add_argument("--only-overlap", action="store_true", help="only whether registration and copies overlap")
     args = parser.parse_args()
 
     p = Pinning()
@@ -401,6 +456,9 @@ def main() -> None:
             args.json.write_text(json.dumps(result, indent=1))
 
     show("overlap", overlap_rows(p))
+    show("submission", submission_rows(p))
+    if args.only_overlap:
+        return
     show("staging", staging_rows(p))
     show("host_memory", host_memory_rows(p, args.host_gib * GiB))
     path = make_file(args.dir, args.file_gib * GiB)

@@ -79,6 +79,14 @@ PAGE_CACHED = [
     ("hybrid: import 20% in 64MiB pieces, stream 80% (same ring)",
      "hybrid:share=0.2,imported=import(piece=64MiB),streamed=streaming(chunk=16MiB,slots=16,readers=12,queues=2)",
      None),
+    # Released at the end: no cuMemHostUnregister (which waits for every copy in flight) between copies.
+    ("import 256MiB pieces, 2 queues, released at end", "import:piece=256MiB,queues=2,release=at_end", None),
+    ("import 64MiB pieces, 2 queues, released at end", "import:piece=64MiB,queues=2,release=at_end", None),
+    ("import 256MiB pieces, 2 importers, 2 queues, released at end",
+     "import:piece=256MiB,queues=2,importers=2,release=at_end", None),
+    *[(f"hybrid: import {share:.0%} in 256MiB pieces released at end, stream the rest (same ring)",
+       f"hybrid:share={share},imported=import(piece=256MiB,release=at_end),"
+       "streamed=streaming(chunk=16MiB,slots=16,readers=12,queues=2)", None) for share in (0.2, 0.3, 0.4, 0.5)],
     ("hybrid: import 20% in 256MiB pieces, stream 80% (16MiB x16, 10 readers, 2 queues)",
      "hybrid:share=0.2,imported=import(piece=256MiB),streamed=streaming(chunk=16MiB,slots=16,readers=10,queues=2)",
      None),

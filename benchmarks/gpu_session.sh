@@ -5,6 +5,9 @@
 #
 #   bash benchmarks/gpu_session.sh        (from the repository root; logs and JSON go to $OUT)
 #
+# BENCH_ARGS adds arguments to cuda_upload.py (e.g. "--only 'at end' --no-cold");
+# PINNING=1 first runs cuda_pinning.py --only-overlap (does registration hold copies back?).
+#
 # Python packages the machine's image lacks (pydantic and its needs, simpy)
 # travel as wheels in .whl/ (see docs/cuda.md). Nothing here changes the GPU's settings.
 set -uo pipefail
@@ -31,6 +34,12 @@ maker=$!
 } >"$OUT/env.txt" 2>&1
 say "environment:"; cat "$OUT/env.txt"
 
+if [ -n "${PINNING:-}" ]; then
+  say "registration against copies"
+  timeout 60 python3 benchmarks/cuda_pinning.py --only-overlap --json "$OUT/pinning.json" >"$OUT/pinning.log" 2>&1
+  say "pinning exit status $?"; cat "$OUT/pinning.log"
+fi
+
 say "GPU tests"
 timeout_opt=""
 python3 -c "import pytest_timeout" 2>/dev/null && timeout_opt="--timeout=120"
@@ -42,8 +51,8 @@ wait "$maker"
 say "file written (status $?): $(tail -1 "$OUT/make_file.log")"
 
 say "benchmark"
-timeout 340 python3 benchmarks/cuda_upload.py --dir "$BENCH_DIR" --json "$OUT/cuda_upload.json" --budget-s 250 \
-  >"$OUT/bench.log" 2>&1
+eval "timeout 340 python3 benchmarks/cuda_upload.py --dir \"$BENCH_DIR\" --json \"$OUT/cuda_upload.json\" \
+  --budget-s 250 ${BENCH_ARGS:-}" >"$OUT/bench.log" 2>&1
 say "benchmark exit status $?"
 
 # The device conformance suite on cuda:0, with what time is left (short hypothesis profile).

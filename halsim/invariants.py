@@ -428,8 +428,11 @@ def _check_windows(plan: Plan, analysis: _Analysis, caps: "dict[int, DeviceCaps]
 
 
 def _held_pieces(plan: Plan) -> int:
-    """How many import pieces a dedicated device may hold at once: two per importer."""
+    """How many import pieces a dedicated device may hold at once: two per importer,
+    or all of them where the policy releases at the end."""
     policy = plan.policy.imported if plan.policy.kind == "hybrid" else plan.policy
+    if getattr(policy, "release", "rolling") == "at_end":
+        return max(len(plan.windows), 1)
     return 2 * getattr(policy, "importers", 1)
 
 

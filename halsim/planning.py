@@ -253,13 +253,16 @@ def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
         # importing the next pieces overlaps the copies out of this one.
         held: list[int] = []  # unimport step of each window, in order
         hold = 2 * policy.importers
+        at_end = policy.release == "at_end"
+        pieces: list[ImportWindow] = []  # this device's windows, released after its last copy (at_end)
+        all_copies: list[int] = []
         for start, end, members in runs:
             w_start = align_down(start, align)
             while w_start < end:
                 w_end = min(w_start + piece, align_up(end, align))
                 window = ImportWindow(len(windows), device, w_start, w_end - w_start)
                 windows.append(window)
-                gate = (held[-hold],) if len(held) >= hold else ()
+                gate = (held[-hold],) if len(held) >= hold and not at_end else ()
                 imp = out.add(Op.IMPORT, device, window.length, file_offset=w_start, window=window.id, deps=gate)
                 copies = []
                 lo_bound, hi_bound = max(w_start, start), min(w_end, end)
@@ -273,8 +276,21 @@ def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
                         queue=k % queues[device], deps=(imp,),
                     ))
                     k += 1
-                held.append(out.add(Op.UNIMPORT, device, window.length, file_offset=w_start, window=window.id, deps=tuple(copies) or (imp,)))
+                if at_end:
+                    pieces.append(window)
+                    all_copies.extend(copies or (imp,))
+                else:
+                    held.append(out.add(Op.UNIMPORT, device, window.length, file_offset=w_start,
+                                        window=window.id, deps=tuple(copies) or (imp,)))
                 w_start = w_end
+        if pieces:
+            # The last piece's release waits for every copy; the others follow it.
+            last = pieces[-1]
+            anchor = out.add(Op.UNIMPORT, device, last.length, file_offset=last.file_offset, window=last.id,
+                             deps=tuple(all_copies))
+            for window in pieces[:-1]:
+                out.add(Op.UNIMPORT, device, window.length, file_offset=window.file_offset, window=window.id,
+                        deps=(anchor,))
     limits = Limits(readers=1, queues=max(queues.values(), default=1), imports=policy.importers)
     return Plan(policy, policy, request, tuple(out.steps), (), tuple(windows), limits)
 
@@ -336,9 +352,33 @@ def _plan_hybrid(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
     for s in part_b.steps:
         steps.append(replace(s, id=s.id + base, deps=tuple(d + base for d in s.deps),
                              queue=(s.queue + qa) % queues_of[s.device] if s.op in COPY_OPS else s.queue))
+    if policy.imported.release == "at_end":
+        steps = _release_after_streaming(steps, base)
     limits = Limits(readers=part_b.limits.readers, queues=queues, imports=part_a.limits.imports)
     return Plan(policy, policy, request, tuple(steps), part_b.pools, part_a.windows, limits,
                 part_a.notes + part_b.notes)
+
+
+def _release_after_streaming(steps: list[Step], streamed_from: int) -> list[Step]:
+    """Moves the imported part's releases after the streamed part, and makes each
+    device's first release (the one the others follow) wait for the streamed copies
+    to that device too: no release while any copy is in flight. Nothing waits for a
+    release that is released at the end, so the steps renumber with deps still pointing back."""
+    releases = [s for s in steps[:streamed_from] if s.op is Op.UNIMPORT]
+    order = [s for s in steps if not (s.op is Op.UNIMPORT and s.id < streamed_from)] + releases
+    new_id = {s.id: i for i, s in enumerate(order)}
+    streamed: dict[int, list[int]] = defaultdict(list)
+    for s in steps[streamed_from:]:
+        if s.op in COPY_OPS:
+            streamed[s.device].append(new_id[s.id])
+    out, anchored = [], set()
+    for s in order:
+        deps = tuple(new_id[d] for d in s.deps)
+        if s.op is Op.UNIMPORT and s.id < streamed_from and s.device not in anchored:
+            anchored.add(s.device)
+            deps += tuple(streamed[s.device])
+        out.append(replace(s, id=new_id[s.id], deps=deps))
+    return out
 
 
 def _plan_auto(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) -> Plan:

@@ -110,12 +110,19 @@ class ImportPolicy(_PolicyBase):
     pinning is CPU work that can run on several threads); at most
     ``2 * importers`` pieces are held. When the device or the source cannot
     import, the ``fallback`` policy plans instead (and the plan says why).
+
+    ``release="at_end"`` holds every piece until the device's last copy is
+    done, then releases them all. It holds the whole share imported at once
+    (pages already in memory, locked), but no release runs while copies are in
+    flight: CUDA's unregistration waits for every copy of the context, so
+    releasing as you go stalls the copies behind it.
     """
 
     kind: Literal["import"] = "import"
     piece: int = Field(256 * MiB, ge=1)
     queues: int = Field(1, ge=1, le=64)
     importers: int = Field(1, ge=1, le=64)
+    release: Literal["rolling", "at_end"] = "rolling"
     fallback: Fallback = StreamingPolicy()
 
     _piece = field_validator("piece", mode="before")(lambda cls, v: _size(v))

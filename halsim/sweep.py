@@ -310,6 +310,20 @@ _EXECUTORS = {"serial": _serial, "processes": _processes, "dask": _dask}
 # ---------------------------------------------------------------- results
 
 
+# Policy fields that are words or policies (hybrid's parts), not numbers.
+TEXT_POLICY_FIELDS = ("fallback", "release", "imported", "streamed")
+
+
+def _column_type(column) -> str:
+    """Int64 for counts and sizes, float64 for fractions (hybrid's share), text otherwise."""
+    values = [v for v in column if v is not None and v == v]
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "Int64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "float64"
+    return "string"
+
+
 def _policy_columns(configs: Sequence[Policy]) -> list[str]:
     columns: dict[str, None] = {}
     for policy in configs:
@@ -393,8 +407,7 @@ def _frame(records: list[dict], policy_columns: Sequence[str]) -> "pd.DataFrame"
         records, columns=["policy", "kind", *policy_columns, "platform", "workload", *MEASURES])
     # Fields a kind lacks are missing, not 0: nullable integers keep them so in Parquet too.
     for name in (*policy_columns, "peak_staging_bytes", "peak_device_bytes"):
-        if name != "fallback":
-            frame[name] = frame[name].astype("Int64")
+        frame[name] = frame[name].astype(_column_type(frame[name]))
     for name in ("seconds", "gb_per_s", "bound_share"):
         frame[name] = frame[name].astype("float64")
     return frame
@@ -482,13 +495,13 @@ def load_results(path: str | os.PathLike) -> "pd.DataFrame":
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     # Text columns stay text (an empty error is "", not NaN); missing numbers are NaN.
-    text = {"policy": str, "kind": str, "fallback": str, "platform": str, "workload": str, "bound": str, "ran": str,
+    text = {"policy": str, "kind": str, **{name: str for name in TEXT_POLICY_FIELDS}, "platform": str, "workload": str, "bound": str, "ran": str,
             "error": str}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
     for name in frame.columns:
         if name in text:
             frame[name] = frame[name].fillna("")
-        elif name not in ("seconds", "gb_per_s", "bound_share"):
+        elif name not in ("seconds", "gb_per_s", "bound_share", "share"):
             frame[name] = frame[name].astype("Int64")  # policy fields and byte counts
     return frame
 

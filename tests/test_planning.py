@@ -187,3 +187,46 @@ def test_hybrid_streams_everything_when_import_is_impossible():
     plan = parse_policy("hybrid").plan(make_request(host_alignment=0), DEDICATED)
     assert plan.policy.kind == "streaming" and plan.requested.kind == "hybrid"
     assert "not in host memory" in plan.notes[0]
+
+
+def _releases_wait_for(plan, device=0):
+    """The copies each release of ``device`` waits for, directly or through other steps."""
+    by_id = {s.id: s for s in plan.steps}
+
+    def before(step_id, seen):
+        for d in by_id[step_id].deps:
+            if d not in seen:
+                seen.add(d)
+                before(d, seen)
+        return seen
+    return {s.window: before(s.id, set()) for s in plan.steps if s.op is Op.UNIMPORT and s.device == device}
+
+
+def test_import_released_at_end_holds_every_piece_until_the_last_copy():
+    request = make_request(sizes=(5000, 9000, 3000), host_alignment=4096)
+    rolling = parse_policy("import:piece=4096").plan(request, DEDICATED)
+    at_end = parse_policy("import:piece=4096,release=at_end").plan(request, DEDICATED)
+    assert delivered(at_end) == expected(request)
+    assert all(d < s.id for s in at_end.steps for d in s.deps)
+    copies = {s.id for s in at_end.steps if s.op is Op.COPY_IMPORTED}
+    waits = _releases_wait_for(at_end)
+    assert len(waits) == len(at_end.windows) >= 4
+    assert all(copies <= seen for seen in waits.values())
+    # no import waits for a release, so every window can be held at once
+    assert not any(s.deps for s in at_end.steps if s.op is Op.IMPORT)
+    assert any(s.deps for s in rolling.steps if s.op is Op.IMPORT)
+
+
+def test_hybrid_released_at_end_waits_for_the_streamed_copies_too():
+    request = make_request(sizes=(5000, 9000, 3000))
+    spec = ("hybrid:share=0.5,imported=import(piece=4096,release=at_end),"
+            "streamed=streaming(chunk=1000,slots=2,queues=1)")
+    plan = parse_policy(spec).plan(request, DeviceCaps(copy_queues=2))
+    assert delivered(plan) == expected(request)
+    assert all(d < s.id for s in plan.steps for d in s.deps)
+    copies = {s.id for s in plan.steps if s.op in (Op.COPY, Op.COPY_IMPORTED)}
+    assert {s.op for s in plan.steps if s.id in copies} == {Op.COPY, Op.COPY_IMPORTED}
+    assert all(copies <= seen for seen in _releases_wait_for(plan).values())
+    # the releases are the last steps
+    releases = [s.id for s in plan.steps if s.op is Op.UNIMPORT]
+    assert releases == list(range(len(plan.steps) - len(releases), len(plan.steps)))

@@ -174,6 +174,17 @@ def test_results_round_trip(local, tmp_path, suffix):
         local.save(tmp_path / "rows.xlsx")
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_hybrid_and_release_columns_keep_their_types(tmp_path, suffix):
+    grids = ["import:piece=[64MiB,256MiB],release=[rolling,at_end]", "hybrid:share=[0.2,0.4]"]
+    result = run_sweep(parse_grids(grids), make_targets(["h100-pcie5"], ["gpt2"]), executor="serial")
+    for frame in (result.frame, load_results(result.save(tmp_path / f"rows{suffix}"))):
+        assert frame["release"].fillna("").tolist() == ["rolling", "at_end", "rolling", "at_end", "", ""]
+        assert frame["share"].tolist()[4:] == [0.2, 0.4] and frame["share"].isna().sum() == 4
+        assert frame["piece"].tolist()[:4] == [64 * MiB, 64 * MiB, 256 * MiB, 256 * MiB]
+        assert frame["imported"].tolist()[4].startswith("import:piece=64MiB")
+
+
 def test_best_respects_the_budget(local):
     best = local.best("32MiB", n=3)
     assert (best["peak_staging_bytes"] <= 32 * MiB).all()

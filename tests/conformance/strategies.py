@@ -34,7 +34,7 @@ streaming = st.builds(StreamingPolicy, chunk=chunks, slots=st.integers(1, 9), re
 staged = st.builds(StagedPolicy, chunk=chunks, readers=st.integers(1, 4))
 fallbacks = st.one_of(streaming, staged)
 imports = st.builds(ImportPolicy, piece=chunks, queues=st.integers(1, 4), fallback=fallbacks,
-                    **({"importers": st.integers(1, 4)} if "importers" in ImportPolicy.model_fields else {}))
+                    importers=st.integers(1, 4), release=st.sampled_from(["rolling", "at_end"]))
 directs = st.builds(DirectPolicy, chunk=chunks, readers=st.integers(1, 5), fallback=fallbacks)
 autos = st.builds(AutoPolicy, budget=st.one_of(st.integers(1, 1 << 16), st.sampled_from([1, 2, 3, 255, MiB, 256 * MiB, GiB])))
 hybrids = st.builds(HybridPolicy, share=st.floats(0.01, 0.99), imported=imports, streamed=streaming)
