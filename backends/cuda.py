@@ -57,11 +57,11 @@ from halsim.backends.cuda_driver import (
     set_current,
 )
 from halsim.caps import DeviceCaps
-from halsim.device import Device, DeviceBuffer
+from halsim.device import Device, DeviceBuffer, Pending
 from halsim.errors import DeviceError, DeviceUnavailableError, HalsimError, ImportRefusedError, OutOfMemoryError
 from halsim.files import address_of
 from halsim.hostexec import HostExecution, host_threads
-from halsim.plan import ImportWindow, Op, Step
+from halsim.plan import COPY_OPS, ImportWindow, Op, Step
 from halsim.request import BufferSpec, Direction
 
 __all__ = [
@@ -363,9 +363,27 @@ def _blocking_wait(plan, index: int, label: str) -> bool:
     return mode == "block"
 
 
+def _copy_depth(plan, label: str) -> int:
+    """Copies submitted at once per stream: the plan's ``copies_per_queue`` (the
+    default), or HALSIM_CUDA_COPY_DEPTH=1 for one at a time (submit, wait, submit)."""
+    value = os.environ.get("HALSIM_CUDA_COPY_DEPTH", "").strip()
+    if not value:
+        return max(1, plan.limits.copies_per_queue)
+    if not value.isdigit() or int(value) < 1:
+        raise DeviceError(f"HALSIM_CUDA_COPY_DEPTH={value!r} is not a positive whole number", device=label)
+    return int(value)
+
+
 class CudaExecution(HostExecution):
     def __init__(self, device: "CudaDevice", plan, file, trace, index: int, faults=None):
         super().__init__(device, plan, file, trace, index, faults)
+        self._copy_depth = _copy_depth(plan, device.name)
+        # Copies the engine has handed over but that are not yet queued on a stream.
+        # cuMemHostRegister holds the driver's lock, and a copy queued while it runs
+        # waits for it to end; a copy queued before it runs on during it (measured,
+        # docs/benchmarks/cuda.md). So an import waits until these are queued.
+        self._unqueued: set[int] = set()
+        self._queued = threading.Condition()
         self.info: DeviceInfo = device.info
         self.label = device.name
         self._streams: list[Any] = []
@@ -395,6 +413,36 @@ class CudaExecution(HostExecution):
 
     def _stream(self, step: Step) -> Any:
         return self._streams[step.queue % len(self._streams)]
+
+    def copy_threads_per_queue(self) -> int:
+        return self._copy_depth  # each thread records and waits for its own event: the stream stays in order
+
+    def submit(self, step: Step) -> Pending:
+        if step.op in COPY_OPS:
+            with self._queued:
+                self._unqueued.add(step.id)
+        try:
+            return super().submit(step)
+        except BaseException:
+            self._copy_queued(step)
+            raise
+
+    def _run_step(self, step: Step) -> None:
+        try:
+            super()._run_step(step)
+        finally:
+            self._copy_queued(step)  # also when it failed before queueing anything
+
+    def _copy_queued(self, step: Step) -> None:
+        if step.id in self._unqueued:
+            with self._queued:
+                self._unqueued.discard(step.id)
+                if not self._unqueued:
+                    self._queued.notify_all()
+
+    def _until_copies_queued(self) -> None:
+        with self._queued:
+            self._queued.wait_for(lambda: not self._unqueued, timeout=5.0)  # a bound, never a deadlock
 
     # ----- lifetime ----------------------------------------------------------------------
     def allocate(self) -> None:
@@ -524,6 +572,7 @@ class CudaExecution(HostExecution):
 
     def _wait(self, stream: Any, what: str, step: Step) -> None:
         """Until the copies queued on ``stream`` are done: the step completes only then."""
+        self._copy_queued(step)
         if not self._blocking_wait:
             # HALSIM_CUDA_WAIT=spin (GIL released): the lowest latency, one busy core per queue.
             self._call(cu.cuStreamSynchronize(stream), f"cuStreamSynchronize after {what}", step)
@@ -576,6 +625,7 @@ class CudaExecution(HostExecution):
                 # Already page-locked (cuMemHostAlloc, a framework's pinned tensor): copy
                 # from it as it is. Registering again would be refused, and costs time.
                 return _Registration(address, length, (), 0)
+            self._until_copies_queued()
             held = HOST_REGISTRY.acquire(address, end, lambda b, n: self._register(window, b, n), self._unregister)
             device_ptr = 0
             if self.device.caps.import_in_place:

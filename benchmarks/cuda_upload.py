@@ -50,6 +50,7 @@ MiB, GiB = 1 << 20, 1 << 30
 ALLOC = {"HALSIM_CUDA_STAGING": "alloc"}  # staging: one cuMemHostAlloc up front
 SPIN = {"HALSIM_CUDA_WAIT": "spin"}  # copies waited for by a spinning cuStreamSynchronize
 BUFFERED = {"HALSIM_CUFILE_BUFFERED": "1"}
+ONE_AT_A_TIME = {"HALSIM_CUDA_COPY_DEPTH": "1"}  # each queue: submit a copy, wait for it, submit the next
 
 # (label, policy, environment)
 PAGE_CACHED = [
@@ -60,6 +61,7 @@ PAGE_CACHED = [
     ("  same, staging by one cuMemHostAlloc", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", ALLOC),
     ("  same, both (the first session's defaults)", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
      {**ALLOC, **SPIN}),
+    ("  same, copies queued one at a time", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", ONE_AT_A_TIME),
     ("streaming 16MiB x16, 14 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=14,queues=2", None),
     ("streaming 16MiB x16, 16 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=16,queues=2", None),
     ("streaming 8MiB x32, 14 readers, 2 queues", "streaming:chunk=8MiB,slots=32,readers=14,queues=2", None),
@@ -81,6 +83,7 @@ PAGE_CACHED = [
      None),
     # Released at the end: no cuMemHostUnregister (which waits for every copy in flight) between copies.
     ("import 256MiB pieces, 2 queues, released at end", "import:piece=256MiB,queues=2,release=at_end", None),
+    ("  same, copies queued one at a time", "import:piece=256MiB,queues=2,release=at_end", ONE_AT_A_TIME),
     ("import 64MiB pieces, 2 queues, released at end", "import:piece=64MiB,queues=2,release=at_end", None),
     ("import 256MiB pieces, 2 importers, 2 queues, released at end",
      "import:piece=256MiB,queues=2,importers=2,release=at_end", None),

@@ -118,7 +118,14 @@ class HostExecution(Execution):
         self._pools["io"] = cf.ThreadPoolExecutor(readers, f"halsim-io-d{self.index}", initializer=self._init_thread, initargs=("io",))
         self._pools["host"] = cf.ThreadPoolExecutor(max(1, self.plan.limits.imports), f"halsim-host-d{self.index}", initializer=self._init_thread, initargs=("host",))
         for q in range(max(1, self.plan.limits.queues)):
-            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(1, f"halsim-q{q}-d{self.index}", initializer=self._init_thread, initargs=(f"q{q}",))
+            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(self.copy_threads_per_queue(), f"halsim-q{q}-d{self.index}",
+                                                         initializer=self._init_thread, initargs=(f"q{q}",))
+
+    def copy_threads_per_queue(self) -> int:
+        """Threads that run one queue's copies: one, so a queue's copies run in order.
+        A device whose copies are asynchronous on an in-order queue may take more,
+        so that several are submitted at once (each thread waits for its own)."""
+        return 1
 
     def staging_ready(self) -> None:
         for k in range(len(self._slots)):

@@ -216,6 +216,9 @@ def _bindable(request: UploadRequest, transfers: list[Transfer]) -> set[int]:
             if len(ts) == 1 and ts[0].buffer_offset == 0 and ts[0].length == request.buffers[b].size}
 
 
+IMPORT_COPY_DEPTH = 4  # copies in flight per queue out of imported memory
+
+
 def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) -> Plan:
     why = _import_refusal(request, caps)
     if why:
@@ -291,7 +294,11 @@ def _plan_import(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
             for window in pieces[:-1]:
                 out.add(Op.UNIMPORT, device, window.length, file_offset=window.file_offset, window=window.id,
                         deps=(anchor,))
-    limits = Limits(readers=1, queues=max(queues.values(), default=1), imports=policy.importers)
+    # Copies out of imported memory hold no slot: queue several per queue, so the ones
+    # already queued run on while the next piece is imported (CUDA's registration
+    # holds back copies queued during it, not copies queued before).
+    limits = Limits(readers=1, queues=max(queues.values(), default=1), imports=policy.importers,
+                    copies_per_queue=IMPORT_COPY_DEPTH)
     return Plan(policy, policy, request, tuple(out.steps), (), tuple(windows), limits)
 
 
@@ -354,7 +361,8 @@ def _plan_hybrid(policy, request: UploadRequest, caps: dict[int, DeviceCaps]) ->
                              queue=(s.queue + qa) % queues_of[s.device] if s.op in COPY_OPS else s.queue))
     if policy.imported.release == "at_end":
         steps = _release_after_streaming(steps, base)
-    limits = Limits(readers=part_b.limits.readers, queues=queues, imports=part_a.limits.imports)
+    limits = Limits(readers=part_b.limits.readers, queues=queues, imports=part_a.limits.imports,
+                    copies_per_queue=max(part_a.limits.copies_per_queue, part_b.limits.copies_per_queue))
     return Plan(policy, policy, request, tuple(steps), part_b.pools, part_a.windows, limits,
                 part_a.notes + part_b.notes)
 

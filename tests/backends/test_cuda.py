@@ -938,6 +938,43 @@ def test_waits_block_only_where_readers_need_the_cores(monkeypatch, mixed, polic
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
 
 
+@pytest.mark.parametrize("policy, depth", [("streaming:chunk=64KiB,slots=4", 2), ("import:piece=64KiB", 4)])
+def test_copies_queued_at_once_follow_the_plan(monkeypatch, mixed, policy, depth):
+    from halsim.policies import parse_policy
+    from halsim.trace import Trace
+
+    env = _use_fake(monkeypatch)
+    index = read_index(mixed)
+    request = request_from_tensors(SourceInfo(str(mixed), index.file_length, PAGE, True), index.tensors)
+    plan = parse_policy(policy).plan(request, env.device.caps)
+    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0).copy_threads_per_queue() == depth
+    monkeypatch.setenv("HALSIM_CUDA_COPY_DEPTH", "1")
+    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0).copy_threads_per_queue() == 1
+    monkeypatch.setenv("HALSIM_CUDA_COPY_DEPTH", "deep")
+    with pytest.raises(DeviceError, match="HALSIM_CUDA_COPY_DEPTH='deep' is not a positive whole number"):
+        hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+
+
+@pytest.mark.parametrize("policy", ["import:piece=64KiB,queues=2", "import:piece=64KiB,queues=2,release=at_end",
+                                    "hybrid:share=0.5,imported=import(piece=64KiB,release=at_end),"
+                                    "streamed=streaming(chunk=64KiB,slots=4,readers=2,queues=2)"])
+def test_registration_waits_until_handed_over_copies_are_queued(monkeypatch, mixed, policy):
+    """A copy queued while the driver registers waits for it; one queued before runs on."""
+    env = _use_fake(monkeypatch)
+    register = hcuda.CudaExecution._register
+    seen = []
+
+    def checked(self, window, base, length):
+        seen.append(set(self._unqueued))
+        return register(self, window, base, length)
+    monkeypatch.setattr(hcuda.CudaExecution, "_register", checked)
+    before = env.snapshot()
+    with halsim.upload(mixed, env.device, policy, verify=True) as done:
+        check_buffers(done, read_index(mixed))
+    assert len(seen) >= 2 and all(not unqueued for unqueued in seen)
+    env.assert_clean(before)
+
+
 def test_calibrating_pinning_frees_the_pool_when_a_slot_cannot_be_pinned(monkeypatch):
     from types import SimpleNamespace
 
