@@ -938,7 +938,8 @@ def test_waits_block_only_where_readers_need_the_cores(monkeypatch, mixed, polic
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
 
 
-@pytest.mark.parametrize("policy, depth", [("streaming:chunk=64KiB,slots=4", 2), ("import:piece=64KiB", 4)])
+@pytest.mark.parametrize("policy, depth", [("streaming:chunk=64KiB,slots=4", 1), ("import:piece=64KiB", 4),
+                                           ("hybrid:imported=import(piece=64KiB)", 4)])
 def test_copies_queued_at_once_follow_the_plan(monkeypatch, mixed, policy, depth):
     from halsim.policies import parse_policy
     from halsim.trace import Trace
