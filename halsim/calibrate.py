@@ -196,14 +196,22 @@ def copy_plan(probe: Probe) -> Plan:
     return Plan(policy, policy, request, steps, (StagingPool(0, queues, size),), (), Limits(readers=1, queues=queues))
 
 
+READ_FOOTPRINT = 256 * MiB  # bytes of slots the reads go to, as in a ring (a real one's default budget)
+
+
 def read_plan(probe: Probe, source: SourceInfo) -> Plan:
-    """``count`` reads of ``size`` bytes from the start of the file, ``width`` at a time, each reader its own slot."""
+    """``count`` reads of ``size`` bytes from the start of the file, ``width`` at a time,
+    into slots taken in turn. There are enough slots to hold up to ``READ_FOOTPRINT``
+    bytes: reads into one slot that stays in the CPU's cache ran 20-40% faster than a
+    ring's reads on the H100 VM (fidelity run 6), so the probe writes where a ring would."""
     size, count, readers = probe.size, probe.count, probe.width
+    wanted = min(count, -(-READ_FOOTPRINT // max(size, 1)))
+    slots = readers * max(1, -(-wanted // readers))  # a multiple of readers: step k + slots comes after k
     request = UploadRequest(source, (), ())
-    steps = tuple(Step(k, Op.READ, 0, size, file_offset=k * size, slot=k % readers,
+    steps = tuple(Step(k, Op.READ, 0, size, file_offset=k * size, slot=k % slots,
                        deps=(k - readers,) if k >= readers else ()) for k in range(count))
-    policy = StreamingPolicy(chunk=size, slots=readers, readers=readers, queues=1)
-    return Plan(policy, policy, request, steps, (StagingPool(0, readers, size),), (), Limits(readers=readers))
+    policy = StreamingPolicy(chunk=size, slots=slots, readers=readers, queues=1)
+    return Plan(policy, policy, request, steps, (StagingPool(0, slots, size),), (), Limits(readers=readers))
 
 
 def import_plan(probe: Probe, source: SourceInfo, in_place: bool) -> Plan:

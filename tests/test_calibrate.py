@@ -130,8 +130,26 @@ def test_benchmark_plans_run_on_every_kind_of_device():
     copies = copy_plan(Probe("copies", MiB, 8, 2))
     assert [s.queue for s in copies.steps] == [0, 1] * 4 and not any(s.deps for s in copies.steps)
     reads = read_plan(Probe("read", MiB, 16, 4), source)
-    assert all(s.deps == ((s.id - 4,) if s.id >= 4 else ()) for s in reads.steps)  # four in flight, a slot each
-    assert {s.slot for s in reads.steps} == {0, 1, 2, 3} and reads.limits.readers == 4
+    assert all(s.deps == ((s.id - 4,) if s.id >= 4 else ()) for s in reads.steps)  # four in flight
+    # Each read to its own slot, as a ring's reads go to slots x chunk bytes (not one slot the CPU caches).
+    assert [s.slot for s in reads.steps] == list(range(16)) and reads.limits.readers == 4
+
+
+@pytest.mark.parametrize("size, count, readers, slots", [(MiB, 16, 4, 16), (64 * MiB, 16, 1, 4),
+                                                         (16 * MiB, 64, 3, 18), (256 * MiB, 4, 1, 1)])
+def test_read_probes_write_to_a_ring_sized_set_of_slots(size, count, readers, slots):
+    plan = read_plan(Probe("read", size, count, readers), SourceInfo("scratch", size * count, 4096, True))
+    assert plan.pools[0].slots == slots and slots % readers == 0
+    assert {s.slot for s in plan.steps} == set(range(min(slots, count)))
+    # A slot is refilled only after the read before it in that slot is done (through the deps chain).
+    last_in_slot: dict[int, int] = {}
+    for step in plan.steps:
+        if step.slot in last_in_slot:
+            before, chain = last_in_slot[step.slot], step.id
+            while chain > before:
+                chain = plan.steps[chain].deps[0]
+            assert chain == before
+        last_in_slot[step.slot] = step.id
 
 
 def test_probes_follow_the_caps():
