@@ -9,8 +9,9 @@ Three kinds of fit:
 * **Linear** where the simulator's model is a line: a copy step takes
   ``overhead + bytes / bandwidth``, a warm read ``bytes / page_cache_bandwidth``,
   a cold read ``latency + bytes / rate``, a staging pool ``slots * pin_per_call
-  + bytes / pin_bandwidth`` (allocation and freeing), an import and its
-  release ``2 * register_per_call + bytes / register_bandwidth``. Weighted
+  + bytes / pin_bandwidth`` (allocation and freeing), an import
+  ``register_per_call + bytes / register_bandwidth`` and its release
+  ``register_per_call + bytes / unregister_bandwidth``. Weighted
   least squares on *relative* residuals (times
   span three orders of magnitude over chunk sizes; plain least squares would
   fit only the largest), with the standard error of each coefficient.
@@ -179,7 +180,8 @@ class _Params:
 
 
 _RATES = {"storage.bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
-          "host.pin_bandwidth", "host.register_bandwidth", "link.h2d", "link.d2h", "link.pageable"}
+          "host.pin_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
+          "link.pageable"}
 _DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", "link.overhead",
               "host.step_overhead"}
 
@@ -196,7 +198,8 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
                         pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
-                        register_per_call=v["host.register_per_call"], step_overhead=v["host.step_overhead"],
+                        register_per_call=v["host.register_per_call"],
+                        unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
                         cpus=caps.host_threads, **m.behaviour),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
@@ -212,6 +215,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
 _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
                 "host.pin_bandwidth": UNMEASURABLE_RATE, "host.pin_per_call": 0.0,
                 "host.register_bandwidth": UNMEASURABLE_RATE, "host.register_per_call": 0.0,
+                "host.unregister_bandwidth": None,
                 "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1, "host.step_overhead": 0.0}
 
 
@@ -371,24 +375,34 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     _rate("host.pin_bandwidth", pin, 2, p, "staging pools: per byte", "allocation time",
           extent=(max(pt.probe.width * pt.probe.size for pt in pins), max(pt.value() for pt in pins)))
 
-    # Registration. The simulator charges an import per_call + bytes / bandwidth and a release
-    # per_call; a real release often costs per byte too. Imports and releases share one lane,
-    # one after the other, so fit what the lane's pace depends on: the pair's total.
+    # Registration and its release, each by window size. The simulator charges an import
+    # per_call + bytes / register_bandwidth and a release per_call + bytes / unregister_bandwidth:
+    # where the driver's lock makes copies wait for either, when each happens matters.
     imports = m.of("import")
     in_place = m.caps.import_in_place
     if imports:
-        rows = [[2.0] + ([] if in_place else [float(pt.probe.size)]) for pt in imports]
-        y = [pt.value("import") + pt.value("unimport") for pt in imports]
-        register = linear_fit(rows, y)
-        _duration("host.register_per_call", register, 0, p, "import + release pairs: intercept / 2")
+        rows = [[1.0] + ([] if in_place else [float(pt.probe.size)]) for pt in imports]
+        register = linear_fit(rows, [pt.value("import") for pt in imports])
+        _duration("host.register_per_call", register, 0, p, "imports: intercept")
         if in_place:
             p.set("host.register_bandwidth", UNMEASURABLE_RATE, measured=False,
                   note="imports in place: the simulator charges no per-byte cost")
+            p.set("host.unregister_bandwidth", None, measured=False, note="imports in place: nothing to unpin")
         else:
-            _rate("host.register_bandwidth", register, 1, p, "import + release pairs by window size: slope",
-                  "import time")
+            longest = max(pt.value("import") + pt.value("unimport") for pt in imports)
+            extent = (max(pt.probe.size for pt in imports), longest)
+            _rate("host.register_bandwidth", register, 1, p, "imports by window size: slope", "import time")
+            releases = [pt.value("unimport") for pt in imports]
+            if max(releases) > 0:  # a simulated release may take no time at all
+                _rate("host.unregister_bandwidth", linear_fit(rows, releases), 1, p, "releases by window size: slope",
+                      "release time", extent=extent)
+            else:
+                p.values["host.unregister_bandwidth"] = UNMEASURABLE_RATE
+            if p.values["host.unregister_bandwidth"] == UNMEASURABLE_RATE:
+                p.set("host.unregister_bandwidth", None, measured=False, source="releases by window size",
+                      note="a release costs only its call here")
     else:
-        for path in ("host.register_per_call", "host.register_bandwidth"):
+        for path in ("host.register_per_call", "host.register_bandwidth", "host.unregister_bandwidth"):
             p.set(path, p.values[path], measured=False, note="the device cannot import host memory")
 
     # Copy engines: how many copies on different queues actually ran at once.
@@ -430,6 +444,7 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.pin_bandwidth": lambda p: p.bench == "pin",
     "host.register_per_call": lambda p: p.bench == "import",
     "host.register_bandwidth": lambda p: p.bench == "import",
+    "host.unregister_bandwidth": lambda p: p.bench == "import",
     "gpu.copy_engines": lambda p: p.bench == "copies",
 }
 

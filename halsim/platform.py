@@ -106,6 +106,9 @@ class HostMemory(_Part):
     pin_per_call: float = Field(0.0, ge=0, description="seconds per pinned allocation call")
     register_bandwidth: float = Field(description="bytes per second of registering existing memory for DMA")
     register_per_call: float = Field(0.0, ge=0, description="seconds per register (and per unregister) call")
+    unregister_bandwidth: float | None = Field(
+        None, description="bytes per second of unregistering (unpinning) memory; empty: a release costs only "
+        "its call, and register_bandwidth stands for the pair")
     step_overhead: float = Field(
         0.0, ge=0, description="seconds of the engine's dispatcher per plan step: the one host thread that "
         "submits every step and handles its completion; serial, shared by every GPU (0: free)")
@@ -115,10 +118,11 @@ class HostMemory(_Part):
     cpus: int | None = Field(None, ge=1, description="the host's CPU threads, which reader threads share "
                              "(auto sizes its readers by them); empty: unknown")
     register_stalls_copies: bool = Field(
-        False, description="pinning or registering host memory holds the driver's lock, so copies wait "
-        "meanwhile (CUDA on the lent H100: an import cost its registration, copy and unregistration in series)")
+        False, description="pinning, registering and unregistering host memory hold the driver's lock: a copy "
+        "queued meanwhile waits for it to end (one queued before runs on), and an unregistration first waits "
+        "for the GPU's copies in flight (CUDA on the lent H100)")
 
-    _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "register_bandwidth")
+    _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "register_bandwidth", "unregister_bandwidth")
     _s = _sizes("capacity")
     _d = _durations("pin_per_call", "register_per_call", "step_overhead")
 

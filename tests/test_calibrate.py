@@ -46,6 +46,7 @@ def truth(name: str) -> dict[str, float]:
         "host.memcpy_per_thread": p.host.memcpy_per_thread, "host.total_bandwidth": p.host.total_bandwidth,
         "host.pin_bandwidth": p.host.pin_bandwidth, "host.pin_per_call": p.host.pin_per_call,
         "host.register_bandwidth": p.host.register_bandwidth, "host.register_per_call": p.host.register_per_call,
+        "host.unregister_bandwidth": p.host.unregister_bandwidth,
         "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
         "link.pageable": link.pageable or min(p.host.memcpy_per_thread, link.h2d),
         "gpu.copy_engines": p.gpus[0].copy_engines, "host.step_overhead": p.host.step_overhead,
@@ -80,6 +81,23 @@ def test_calibrating_the_simulator_recovers_its_own_parameters(name):
     # The fitted platform reproduces every microbenchmark of the platform it came from.
     for check in result.checks:
         assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+
+
+def test_registration_and_its_release_are_fitted_apart():
+    """A device that unpins at its own rate: calibration gives back both rates."""
+    from halsim.sim import Simulator
+
+    base = load_platform("h100-pcie5")
+    host = base.host.model_copy(update={"register_bandwidth": 20e9, "unregister_bandwidth": 60e9})
+    platform = base.model_copy(update={"host": host})
+    result = calibrate(Simulator(platform).device(0), Config.quick())
+    assert result.parameter("host.register_bandwidth").value == pytest.approx(20e9, rel=0.02)
+    assert result.parameter("host.unregister_bandwidth").value == pytest.approx(60e9, rel=0.02)
+    assert result.platform.host.unregister_bandwidth == pytest.approx(60e9, rel=0.02)
+    # and a device whose releases cost only their call gives none
+    plain = calibrate("sim:dgpu-pcie4", Config.quick())
+    assert plain.platform.host.unregister_bandwidth is None
+    assert not plain.parameter("host.unregister_bandwidth").measured
 
 
 def test_a_dispatch_bound_device_gives_back_its_step_overhead():

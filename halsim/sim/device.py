@@ -153,10 +153,13 @@ class SimExecution(Execution):
                 return  # released (an error, a cancel, or a run that needed fewer slots)
             start = self._pin_started = env.now
             self._pinning = ready
-            if per_call:
-                yield env.timeout(per_call)
-            flow = machine.net.start(machine.host_routes.pin, slot_bytes)
-            yield flow.done
+            with _holding(machine.driver_lock) as taken:
+                if taken is not None:
+                    yield taken
+                if per_call:
+                    yield env.timeout(per_call)
+                flow = machine.net.start(machine.host_routes.pin, slot_bytes)
+                yield flow.done
             self.trace.span(f"alloc/d{self.index}", "pin", start, env.now, slot_bytes, -1, self.index)
             self._pinning = None
             ready.succeed()
@@ -316,17 +319,32 @@ class SimExecution(Execution):
     def _copy(self, step: Step, bound: dict) -> Generator:
         engines = self._engines
         engine = engines[step.queue % len(engines)]
+        lock = self.machine.driver_lock
+        # Where the driver's lock holds copies back, a copy waits for it while being queued:
+        # out of imported memory the backend queues several at once (so before their
+        # engine is free), out of a ring one at a time (once the previous one is done).
+        queued_early = step.op is Op.COPY_IMPORTED
+        if lock is not None and queued_early:
+            yield from _queue_past(lock)
         waited = engine.acquire()
         if waited is not None:
             yield waited  # copies on one engine run in order
+        if lock is not None and not queued_early:
+            try:
+                yield from _queue_past(lock)
+            except BaseException:
+                engine.release()
+                raise
         env = self.machine.env
         start = env._now
         cls, lane = self._copy_routes[step.op]
         # The per-transfer overhead delays the bytes but uses no bandwidth.
         flow = self.machine.net.start(cls, step.length, self._overhead)
+        self.machine.copy_started(self.gpu)
         try:
             yield flow.done
         finally:
+            self.machine.copy_finished(self.gpu)
             engine.release()
         if self._overhead:
             bound[OVERHEAD] = flow.started - start
@@ -354,11 +372,17 @@ class SimExecution(Execution):
             if cold:
                 yield from self._storage(machine.host_routes.fault_in, cold, "import", bound)
             begun = env.now
-            yield env.timeout(machine.platform.host.register_per_call)
-            if not window.in_place:  # in place: only map, one call
-                # A flow, not a fixed time: where registering holds the driver's lock it shares it with copies.
-                flow = machine.net.start(machine.host_routes.register, window.length)
-                yield flow.done
+            if machine.driver_lock is not None and not window.in_place:
+                # As the CUDA backend does: copies handed over at this instant are queued
+                # before the registration takes the lock (they then run on during it).
+                yield env.timeout(0)
+            with _holding(machine.driver_lock) as taken:
+                if taken is not None:
+                    yield taken
+                yield env.timeout(machine.platform.host.register_per_call)
+                if not window.in_place:  # in place: only map, one call
+                    flow = machine.net.start(machine.host_routes.register, window.length)
+                    yield flow.done
             bound[REGISTER] = bound.get(REGISTER, 0.0) + env.now - begun
             self._windows[window.id] = self._host_window(step, window) if self._real else None
             self.trace.change(IMPORTED, env.now, window.length)
@@ -370,10 +394,19 @@ class SimExecution(Execution):
         machine, env = self.machine, self.machine.env
         window = self.plan.windows[step.window]
         start = env.now
-        seconds = machine.unregister_seconds()
-        if seconds:
-            yield env.timeout(seconds)
-            bound[REGISTER] = seconds
+        seconds = machine.unregister_seconds(0 if window.in_place else window.length)
+        with _holding(machine.driver_lock) as taken:
+            if taken is not None:
+                yield taken
+            if machine.driver_lock is not None:
+                # Unregistering waits for the GPU's copies in flight, and holds the lock meanwhile.
+                drained = machine.until_copies_done(self.gpu)
+                if drained is not None:
+                    yield drained
+            if seconds:
+                yield env.timeout(seconds)
+        if env.now > start:
+            bound[REGISTER] = env.now - start
         if self._windows.pop(window.id, False) is not False:
             self.trace.change(IMPORTED, env.now, -window.length)
         self.trace.span(f"import/d{self.index}", "unimport", start, env.now, window.length, step.id, self.index)
@@ -436,6 +469,33 @@ class SimExecution(Execution):
             window = self.plan.windows[step.window]
             lo = step.file_offset - window.file_offset
             copy_bytes(buffer, self._windows[step.window][lo : lo + step.length])
+
+
+def _queue_past(lock) -> Generator:
+    """A copy being queued: wait while the driver's lock is held (by anyone, in turn)."""
+    while (free := lock.until_free()) is not None:
+        yield free
+
+
+class _holding:
+    """``with _holding(lock) as taken:`` — ``taken`` is an event to yield before the body
+    runs (None when the lock was free, or there is no lock); the lock is let go after."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        if self.lock is None:
+            return None
+        waited = self.lock.acquire()
+        if waited is None:
+            return None
+        waited.callbacks.append(lambda _: self.lock.acquired())
+        return waited
+
+    def __exit__(self, *exc) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 class SimDevice(Device):

@@ -56,3 +56,38 @@ class Ids:
 
     def give(self, k: int) -> None:
         self._free.append(k)
+
+
+class DriverLock:
+    """The GPU driver's lock, as the CUDA backend meets it (``host.register_stalls_copies``).
+
+    Registering, unregistering and pinning hold it, one at a time, first come first
+    served. A copy is only held back while queueing: it waits until the lock is free,
+    then runs whatever takes the lock after it (the DMA engine needs no lock).
+    """
+
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self._gate = Gate(env, 1)
+        self._free: Event | None = None  # fires when the holder lets go
+
+    def acquire(self) -> Event | None:
+        waited = self._gate.acquire()
+        if waited is None:
+            self._free = Event(self.env)
+        return waited
+
+    def acquired(self) -> None:
+        """Call once a waited-for :meth:`acquire` fired: the lock is now this caller's."""
+        self._free = Event(self.env)
+
+    def release(self) -> None:
+        free, self._free = self._free, None
+        if free is not None:
+            fire(free)
+        self._gate.release()
+
+    def until_free(self) -> Event | None:
+        """None when the lock is free now; else an event that fires when its holder lets go
+        (a copy checks again: another holder may be next in line)."""
+        return self._free

@@ -12,7 +12,7 @@ import simpy
 
 from halsim.platform import Platform
 from halsim.sim.flows import FlowNetwork
-from halsim.sim.gates import Gate, Ids
+from halsim.sim.gates import DriverLock, Gate, Ids
 from halsim.sim.memory import MemoryPool
 from halsim.sim.routes import HOST, PAGE_CACHE_THREAD, GpuRoutes, HostRoutes, build_resources
 
@@ -36,6 +36,28 @@ class Machine:
         self.storage_queue = Gate(self.env, platform.storage.queue_depth)
         self.copy_engines = [[Gate(self.env, 1) for _ in range(gpu.copy_engines)] for gpu in platform.gpus]
         self.import_lanes = [Gate(self.env, 1) for _ in platform.gpus]
+        # One lock for the whole driver: registration holds back copies to every GPU.
+        self.driver_lock = DriverLock(self.env) if platform.host.register_stalls_copies else None
+        self._copies_running = [0 for _ in platform.gpus]
+        self._drained: list[list] = [[] for _ in platform.gpus]
+
+    def copy_started(self, gpu: int) -> None:
+        self._copies_running[gpu] += 1
+
+    def copy_finished(self, gpu: int) -> None:
+        self._copies_running[gpu] -= 1
+        if not self._copies_running[gpu]:
+            waiting, self._drained[gpu] = self._drained[gpu], []
+            for event in waiting:
+                event.succeed()
+
+    def until_copies_done(self, gpu: int):
+        """None when no copy to or from ``gpu`` is running; else an event for when none is."""
+        if not self._copies_running[gpu]:
+            return None
+        event = self.env.event()
+        self._drained[gpu].append(event)
+        return event
 
     def cached_read_class(self, request_bytes: int) -> int:
         """The flow class of one thread's page-cache read of a ``request_bytes`` request."""
@@ -50,5 +72,6 @@ class Machine:
         host = self.platform.host
         return calls * host.pin_per_call + nbytes / host.pin_bandwidth
 
-    def unregister_seconds(self) -> float:
-        return self.platform.host.register_per_call
+    def unregister_seconds(self, nbytes: int = 0) -> float:
+        host = self.platform.host
+        return host.register_per_call + (nbytes / host.unregister_bandwidth if host.unregister_bandwidth else 0.0)

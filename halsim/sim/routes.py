@@ -21,33 +21,10 @@ PAGE_CACHE_THREAD = "page cache (one thread)"
 PAGEABLE = "pageable copy (driver bounce)"
 REGISTRATION = "registration"
 PINNING = "pinning"
-# A driver lock's capacity is one second of work per second, scaled so that
-# weights (seconds per byte x scale) stay near 1 for the solver.
-DRIVER_SCALE = 1e9
 
 
 def link_name(gpu: int, direction: str) -> str:
     return f"link/d{gpu}/{direction}"
-
-
-def driver_lock(gpu: int, direction: str) -> str:
-    return f"driver lock/d{gpu}/{direction}"
-
-
-def copy_lock_use(platform: Platform, gpu: int, direction: str, rate: float) -> list[tuple[str, float]]:
-    """What a copy at ``rate`` alone takes of its link direction's driver lock (nothing
-    unless registration stalls copies). Copies on one link direction already share
-    the link, so the lock costs them nothing among themselves; it is registration,
-    which takes every lock, that they share it with: registering and copying then
-    run, in aggregate, one after the other."""
-    return [(driver_lock(gpu, direction), DRIVER_SCALE / rate)] if platform.host.register_stalls_copies else []
-
-
-def registration_lock_use(platform: Platform, rate: float) -> list[tuple[str, float]]:
-    """Registering (or pinning) at ``rate`` holds the lock of every GPU and direction."""
-    if not platform.host.register_stalls_copies:
-        return []
-    return [(driver_lock(g, d), DRIVER_SCALE / rate) for g in range(len(platform.gpus)) for d in ("h2d", "d2h")]
 
 
 def build_resources(net: FlowNetwork, platform: Platform) -> None:
@@ -57,10 +34,6 @@ def build_resources(net: FlowNetwork, platform: Platform) -> None:
         link = platform.link_of(i)
         net.resource(link_name(i, "h2d"), link.h2d)
         net.resource(link_name(i, "d2h"), link.d2h)
-    if platform.host.register_stalls_copies:
-        for i in range(len(platform.gpus)):
-            net.resource(driver_lock(i, "h2d"), DRIVER_SCALE)
-            net.resource(driver_lock(i, "d2h"), DRIVER_SCALE)
     for switch in platform.switches:
         net.resource(f"switch/{switch.name}/h2d", switch.h2d)
         net.resource(f"switch/{switch.name}/d2h", switch.d2h)
@@ -92,10 +65,8 @@ class HostRoutes:
             cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD),
             direct_write=net.flow_class([(STORAGE, write_weight), (HOST, 1)]),
             fault_in=net.flow_class([(STORAGE, 1), (HOST, 1)]),
-            register=net.flow_class(registration_lock_use(platform, platform.host.register_bandwidth),
-                                    platform.host.register_bandwidth, REGISTRATION),
-            pin=net.flow_class(registration_lock_use(platform, platform.host.pin_bandwidth), platform.host.pin_bandwidth,
-                               PINNING),
+            register=net.flow_class([], platform.host.register_bandwidth, REGISTRATION),
+            pin=net.flow_class([], platform.host.pin_bandwidth, PINNING),
         )
 
 
@@ -125,9 +96,7 @@ class GpuRoutes:
             return path
 
         def copy(direction: str, host: float) -> list[tuple[str, float]]:
-            # Weighed by the link's rate, pageable copies too: among copies the lock binds no tighter than the link.
-            return via(direction, host) + copy_lock_use(platform, gpu, direction,
-                                                        link.h2d if direction == "h2d" else link.d2h)
+            return via(direction, host)
 
         # The drive writes device memory directly; on an integrated GPU that memory is host DRAM.
         storage_path = [(STORAGE, 1)] + via("h2d", 1 if spec.kind == "integrated" else 0)

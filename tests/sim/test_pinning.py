@@ -125,27 +125,52 @@ def test_calibration_waits_for_a_background_pool():
 IMPORT = ImportPolicy(piece=64 * MiB)
 
 
-def test_registration_overlaps_copies_unless_it_holds_the_driver_lock():
+def test_registration_runs_on_while_copies_queued_before_it_do():
     request = make_request([512 * MiB])
+    n, piece = 512 * MiB, 64 * MiB
     free = upload(toy_platform(host__register_bandwidth="2GB/s"), request, IMPORT)
     locked = upload(toy_platform(host__register_bandwidth="2GB/s", host__register_stalls_copies=True), request,
                     IMPORT)
-    n = 512 * MiB
-    # Overlapped: the copies (n / 2 GB/s) plus the first piece's registration.
-    assert free.seconds == pytest.approx(n / (2 * GB) + 64 * MiB / (2 * GB), rel=0.02)
-    # In series: every byte registered, then copied, through one lock.
-    assert locked.seconds == pytest.approx(2 * n / (2 * GB), rel=0.02)
+    # Overlapped: the copies (n / 2 GB/s) plus the first piece's registration, with the lock
+    # too: each piece's copy is queued before the next piece's registration takes the lock.
+    assert free.seconds == pytest.approx(n / (2 * GB) + piece / (2 * GB), rel=0.02)
+    assert locked.seconds == pytest.approx(free.seconds, rel=0.02)
+    for copy in spans(locked, "copy/"):
+        assert not any(r.start < copy.start < r.end for r in spans(locked, "import/d0", "import"))
 
 
-def test_driver_lock_slows_copies_while_slots_are_pinned_in_the_background():
+def test_unregistering_waits_for_the_copies_in_flight_and_holds_back_the_next():
+    request = make_request([512 * MiB])
+    n, piece = 512 * MiB, 64 * MiB
+    copies, unpinning = n / (2 * GB), n / (4 * GB)  # the toy link: 2 GB/s
+    unpin = {"host__register_bandwidth": "4GB/s", "host__unregister_bandwidth": "4GB/s"}
+    at_end_policy = ImportPolicy(piece=piece, release="at_end")
+    free = upload(toy_platform(**unpin), request, IMPORT)
+    locked = upload(toy_platform(host__register_stalls_copies=True, **unpin), request, IMPORT)
+    at_end = upload(toy_platform(host__register_stalls_copies=True, **unpin), request, at_end_policy)
+    # Without the lock, releases overlap the copies: the first registration and the last release show.
+    assert free.seconds == pytest.approx(copies + 2 * piece / (4 * GB), rel=0.02)
+    # With it, each release waits for the copies in flight and holds the next ones back.
+    assert locked.seconds >= copies + unpinning
+    for copy in spans(locked, "copy/"):
+        assert not any(r.start < copy.start < r.end for r in spans(locked, "import/d0", "unimport"))
+    # Released at the end: the registrations overlap the copies, the releases follow the last one.
+    assert at_end.seconds == pytest.approx(copies + piece / (4 * GB) + unpinning, rel=0.02)
+    assert at_end.seconds < locked.seconds
+    releases = spans(at_end, "import/d0", "unimport")
+    assert len(releases) == n // piece and releases[0].start >= spans(at_end, "copy/")[-1].end - 1e-12
+
+
+def test_copies_wait_while_slots_are_pinned_in_the_background():
     request = make_request([256 * MiB])
     pins = {"host__pin_bandwidth": "2GB/s", "host__pin_in_background": True}
     free = upload(toy_platform(**pins), request, RING)
     locked = upload(toy_platform(host__register_stalls_copies=True, **pins), request, RING)
     assert locked.seconds > free.seconds
-    locked_copies = spans(locked, "copy/")
-    first_pins_end = spans(locked, "alloc/d0", "pin")[-1].end
-    assert locked_copies[0].start < first_pins_end  # the ring streamed while it was still being pinned
+    pinning = spans(locked, "alloc/d0", "pin")
+    assert len(pinning) == 4
+    for copy in spans(locked, "copy/"):  # no copy is queued while a slot is being pinned
+        assert not any(p.start < copy.start < p.end for p in pinning)
 
 
 def test_flags_round_trip_through_toml():
