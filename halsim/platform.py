@@ -232,7 +232,7 @@ class Platform(_Part):
 # ---------------------------------------------------------------- TOML writing
 
 _RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "memcpy_per_thread", "total_bandwidth",
-                "pin_bandwidth", "register_bandwidth", "h2d", "d2h", "pageable"}
+                "pin_bandwidth", "register_bandwidth", "unregister_bandwidth", "h2d", "d2h", "pageable"}
 _SIZE_FIELDS = {"capacity", "memory", "import_alignment"}
 _DURATION_FIELDS = {"latency", "pin_per_call", "register_per_call", "overhead", "step_overhead"}
 

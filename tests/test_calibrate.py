@@ -94,6 +94,7 @@ def test_registration_and_its_release_are_fitted_apart():
     assert result.parameter("host.register_bandwidth").value == pytest.approx(20e9, rel=0.02)
     assert result.parameter("host.unregister_bandwidth").value == pytest.approx(60e9, rel=0.02)
     assert result.platform.host.unregister_bandwidth == pytest.approx(60e9, rel=0.02)
+    assert 'unregister_bandwidth = "' in result.to_toml()  # written as a rate, like the others
     # and a device whose releases cost only their call gives none
     plain = calibrate("sim:dgpu-pcie4", Config.quick())
     assert plain.platform.host.unregister_bandwidth is None
