@@ -19,7 +19,6 @@ import enum
 import mmap
 import os
 import stat
-import threading
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -58,15 +57,6 @@ def alignment_of(address: int) -> int:
 
 
 MADV_POPULATE_READ = 22  # Linux 5.14: fill page tables for a range without faulting page by page
-
-
-def _populate(mapping: mmap.mmap, start: int, length: int) -> bool:
-    """Fill the page tables of ``[start, start + length)`` in one call; False where the kernel can't."""
-    try:
-        mapping.madvise(MADV_POPULATE_READ, start, length)
-        return True
-    except (OSError, ValueError):
-        return False  # older kernels: the copy faults the pages in itself
 
 
 def copy_bytes(dst: memoryview, src: memoryview) -> None:
@@ -279,8 +269,6 @@ class MappedFile(FdFile):
         super().__init__(path, access, length)
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
-        self._whole_mapped: bool | None = None  # page tables filled for all of it (copy_into)
-        self._prefault_lock = threading.Lock()
         if self._length:
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if access & Access.WRITE else 0)
             try:
@@ -305,30 +293,22 @@ class MappedFile(FdFile):
             raise FileAccessError(self.name, "file was truncated while mapped")
 
     def copy_into(self, offset: int, out: Any) -> int:
-        """Fill ``out`` by a memcpy out of the mapping, its page tables filled first
-        (MADV_POPULATE_READ), not a fault per page: the whole mapping once, on the first
-        copy, where the file is in the page cache (a few ms for GiBs); else each range
-        as it is read. A file truncated during the copy is a SIGBUS, not an error: the
-        size is checked first, which is all a copy can do."""
+        """Fill ``out`` by a memcpy out of the mapping: its page tables filled first, in one
+        call (MADV_POPULATE_READ), not a fault per page. A file truncated during the copy
+        is a SIGBUS, not an error: the size is checked first, which is all a copy can do."""
         view = _byte_view(out, writable=True)
         self._check(offset, len(view), Access.READ)
         mapping = self._map
         if not len(view) or mapping is None or self.closed:
             return self.read_into(offset, view)
         self.check_unchanged()
-        if not self._prefaulted():
-            start = offset - offset % mmap.PAGESIZE
-            _populate(mapping, start, offset + len(view) - start)
+        start = offset - offset % mmap.PAGESIZE
+        try:
+            mapping.madvise(MADV_POPULATE_READ, start, offset + len(view) - start)
+        except (OSError, ValueError):
+            pass  # older kernels: the copy faults the pages in itself
         copy_bytes(view, self._view[offset : offset + len(view)])
         return len(view)
-
-    def _prefaulted(self) -> bool:
-        with self._prefault_lock:
-            if self._whole_mapped is None:
-                from halsim.pagecache import resident_fraction
-
-                self._whole_mapped = resident_fraction(self.name) >= 0.9 and _populate(self._map, 0, self._length)
-            return self._whole_mapped
 
     def host_address(self) -> int:
         """Base address of the mapping (for device import APIs)."""
