@@ -63,12 +63,6 @@ PAGE_CACHED = [
      {**ALLOC, **SPIN}),
     ("  same, copies queued one at a time", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", ONE_AT_A_TIME),
     ("streaming 16MiB x16, 14 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=14,queues=2", None),
-    # Reads as copies out of the file's mapping (read=mmap) instead of pread.
-    *[(f"streaming 16MiB x16, {n} readers, 2 queues, from the mapping",
-       f"streaming:chunk=16MiB,slots=16,readers={n},queues=2,read=mmap", None) for n in (8, 10, 12, 14, 16)],
-    ("hybrid: import 20% (at end), stream the rest from the mapping (16MiB x16, 12 readers)",
-     "hybrid:share=0.2,imported=import(piece=256MiB,release=at_end),"
-     "streamed=streaming(chunk=16MiB,slots=16,readers=12,queues=2,read=mmap)", None),
     ("streaming 16MiB x16, 16 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=16,queues=2", None),
     ("streaming 8MiB x32, 14 readers, 2 queues", "streaming:chunk=8MiB,slots=32,readers=14,queues=2", None),
     ("IREE inline loop: streaming 64MiB x1, 1 reader", "streaming:chunk=64MiB,slots=1,readers=1", None),
@@ -558,7 +552,6 @@ def main() -> None:
     for label, policy, extra_env in chosen(PAGE_CACHED):
         full = (policy, extra_env) in (("streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
                                        ("streaming:chunk=16MiB,slots=16,readers=12,queues=2", None),
-                                       ("streaming:chunk=16MiB,slots=16,readers=12,queues=2,read=mmap", None),
                                        ("import:piece=256MiB,queues=2", None)) or \
             policy.startswith("direct:chunk=16MiB,readers=4")
         # cuFile with O_DIRECT reads storage, not the page cache: fewer repeats.

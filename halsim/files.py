@@ -56,9 +56,6 @@ def alignment_of(address: int) -> int:
     return min(address & -address, 1 << 30)
 
 
-MADV_POPULATE_READ = 22  # Linux 5.14: fill page tables for a range without faulting page by page
-
-
 def copy_bytes(dst: memoryview, src: memoryview) -> None:
     """memcpy that releases the GIL for large copies (numpy does)."""
     np.copyto(np.frombuffer(dst, dtype=np.uint8), np.frombuffer(src, dtype=np.uint8))
@@ -106,10 +103,6 @@ class HalFile(ABC):
         if len(view):
             self._read(offset, view)
         return len(view)
-
-    def copy_into(self, offset: int, out: Any) -> int:
-        """As :meth:`read_into`, by a copy out of the file's mapping where it has one."""
-        return self.read_into(offset, out)
 
     def write_from(self, offset: int, data: Any) -> int:
         """Write all of ``data`` at ``offset``; returns its length."""
@@ -291,24 +284,6 @@ class MappedFile(FdFile):
         """Raise if the file shrank since it was mapped (touching the map would SIGBUS)."""
         if os.fstat(self.fd).st_size < self._length:
             raise FileAccessError(self.name, "file was truncated while mapped")
-
-    def copy_into(self, offset: int, out: Any) -> int:
-        """Fill ``out`` by a memcpy out of the mapping: its page tables filled first, in one
-        call (MADV_POPULATE_READ), not a fault per page. A file truncated during the copy
-        is a SIGBUS, not an error: the size is checked first, which is all a copy can do."""
-        view = _byte_view(out, writable=True)
-        self._check(offset, len(view), Access.READ)
-        mapping = self._map
-        if not len(view) or mapping is None or self.closed:
-            return self.read_into(offset, view)
-        self.check_unchanged()
-        start = offset - offset % mmap.PAGESIZE
-        try:
-            mapping.madvise(MADV_POPULATE_READ, start, offset + len(view) - start)
-        except (OSError, ValueError):
-            pass  # older kernels: the copy faults the pages in itself
-        copy_bytes(view, self._view[offset : offset + len(view)])
-        return len(view)
 
     def host_address(self) -> int:
         """Base address of the mapping (for device import APIs)."""

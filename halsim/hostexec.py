@@ -190,10 +190,7 @@ class HostExecution(Execution):
     def _perform(self, step: Step) -> None:
         op = step.op
         if op is Op.READ:
-            if self.plan.reads_from_mapping:
-                self.file.copy_into(step.file_offset, self._slot(step))
-            else:
-                self.file.read_into(step.file_offset, self._slot(step))
+            self.file.read_into(step.file_offset, self._slot(step))
         elif op is Op.COPY:
             self.copy_in(step, self._slot(step), self._buffers[step.buffer], step.buffer_offset)
         elif op is Op.COPY_BACK:

@@ -119,12 +119,6 @@ class Plan:
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 
-    @property
-    def reads_from_mapping(self) -> bool:
-        """Whether READ steps copy out of the file's mapping (``read="mmap"``) instead of ``pread``."""
-        policy = self.policy.streamed if self.policy.kind == "hybrid" else self.policy
-        return getattr(policy, "read", None) == "mmap"
-
     def __len__(self) -> int:
         return len(self.steps)
 

@@ -83,14 +83,6 @@ class StreamingPolicy(_PolicyBase):
     ``readers`` host reads and ``queues`` copy queues may run at once; with
     ``slots=1, readers=1`` every read waits for the previous copy (IREE's
     default inline loop). The defaults overlap reads with copies.
-
-    ``read="mmap"`` fills a slot with a copy out of the file's mapping instead
-    of ``pread`` (what ``safetensors``' ``load_file`` does): on the lent H100 VM,
-    12 threads with the DMA running moved 35.3 GB/s so against 23.1 by
-    ``pread``. The price: a file truncated while it is read kills the process
-    with SIGBUS, where ``pread`` reports an error; halsim checks the size before
-    each copy, which narrows that window but cannot close it. Files that are
-    not mapped read by ``pread`` whatever this says.
     """
 
     kind: Literal["streaming"] = "streaming"
@@ -98,11 +90,8 @@ class StreamingPolicy(_PolicyBase):
     slots: int = Field(8, ge=1, le=4096)
     readers: int = Field(4, ge=1, le=256)
     queues: int = Field(1, ge=1, le=64)
-    read: Literal["mmap"] | None = Field(None, description="mmap: copy out of the file's mapping; empty: pread")
 
     _chunk = field_validator("chunk", mode="before")(lambda cls, v: _size(v))
-    # pread is the default, spelled by leaving the field out: one spec per policy.
-    _read = field_validator("read", mode="before")(lambda cls, v: None if v in ("pread", "") else v)
 
     @property
     def staging_bound(self) -> int:

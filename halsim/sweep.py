@@ -311,7 +311,7 @@ _EXECUTORS = {"serial": _serial, "processes": _processes, "dask": _dask}
 
 
 # Policy fields that are words or policies (hybrid's parts), not numbers.
-TEXT_POLICY_FIELDS = ("fallback", "release", "read", "imported", "streamed")
+TEXT_POLICY_FIELDS = ("fallback", "release", "imported", "streamed")
 
 
 def _column_type(column) -> str:

@@ -99,8 +99,6 @@ class SimExecution(Execution):
         self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
         self._cached_read = machine.host_routes.cached_read
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
-        if self.plan.reads_from_mapping:  # read="mmap": a memcpy out of the mapped page cache
-            self._cached_read, self._flat_page_cache = machine.host_routes.mapped_read, True
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._dispatcher = self.sim.dispatcher
 
@@ -297,8 +295,7 @@ class SimExecution(Execution):
                         bound.update(flow.bound)
                     self.trace.span("memcpy", "read", flow.started, env._now, cached, step.id, self.index)
             if self._real:
-                self.file.copy_into(step.file_offset, self._slot(step)) if self.plan.reads_from_mapping else \
-                    self.file.read_into(step.file_offset, self._slot(step))
+                self.file.read_into(step.file_offset, self._slot(step))
         finally:
             machine.readers.give(k)
         self.trace.span(f"read/{k}", "read", start, env._now, step.length, step.id, self.index)

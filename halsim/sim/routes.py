@@ -19,7 +19,6 @@ STORAGE = "storage"
 HOST = "host memory"
 PAGE_CACHE_THREAD = "page cache (one thread)"
 PAGEABLE = "pageable copy (driver bounce)"
-MEMCPY_THREAD = "memcpy (one thread)"
 REGISTRATION = "registration"
 PINNING = "pinning"
 
@@ -45,7 +44,6 @@ class HostRoutes:
     """Transfers between the file and host memory (no GPU involved)."""
 
     cached_read: int  # page cache -> buffer
-    mapped_read: int  # the file's mapping -> buffer: a memcpy (read="mmap")
     cold_read: int  # drive -> page cache -> buffer
     direct_read: int  # O_DIRECT: drive -> buffer
     cached_write: int  # buffer -> page cache (write-back is not modelled)
@@ -62,7 +60,6 @@ class HostRoutes:
         write_weight = st.bandwidth / st.write_rate
         return cls(
             cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD),
-            mapped_read=net.flow_class([(HOST, 2)], platform.host.memcpy_per_thread, MEMCPY_THREAD),
             cold_read=net.flow_class([(STORAGE, 1), (HOST, 3)], thread, PAGE_CACHE_THREAD),
             direct_read=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD),

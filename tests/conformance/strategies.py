@@ -30,7 +30,7 @@ chunks = st.one_of(
                      MiB, 3 * MiB + 1, 16 * MiB, 100_000_007, GiB]),
 )
 streaming = st.builds(StreamingPolicy, chunk=chunks, slots=st.integers(1, 9), readers=st.integers(1, 5),
-                      queues=st.integers(1, 4), read=st.sampled_from([None, "mmap"]))
+                      queues=st.integers(1, 4))
 staged = st.builds(StagedPolicy, chunk=chunks, readers=st.integers(1, 4))
 fallbacks = st.one_of(streaming, staged)
 imports = st.builds(ImportPolicy, piece=chunks, queues=st.integers(1, 4), fallback=fallbacks,
