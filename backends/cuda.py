@@ -363,29 +363,36 @@ def _blocking_wait(plan, index: int, label: str) -> bool:
     return mode == "block"
 
 
-def _copy_depth(plan, label: str) -> int:
-    """Copies queued at once per stream. Out of imported memory, the plan's
-    ``copies_per_queue``: queued before the next registration, they run on during
-    it (an import ran 24.0 GB/s against 18.8 one at a time, same run on the H100).
-    Out of a staging ring, one at a time: queueing two gained nothing there (25.1
-    against 26.5 GB/s). HALSIM_CUDA_COPY_DEPTH=N sets it for every plan."""
+def _copy_depths(plan, index: int, label: str) -> list[int]:
+    """Copies queued at once on each stream. A queue that copies out of imported
+    memory takes the plan's ``copies_per_queue`` (the most the engine hands it):
+    queued before the next registration, they run on during it. A ring's queue,
+    one at a time: queueing two gained nothing there (25.1 against 26.5 GB/s,
+    same run on the H100). HALSIM_CUDA_COPY_DEPTH=N sets every queue to N, at most
+    ``copies_per_queue``; N=1 is the backend before it queued ahead."""
+    queues, most = max(1, plan.limits.queues), max(1, plan.limits.copies_per_queue)
     value = os.environ.get("HALSIM_CUDA_COPY_DEPTH", "").strip()
-    if not value:
-        imported = any(s.op is Op.COPY_IMPORTED for s in plan.steps)
-        return max(1, plan.limits.copies_per_queue) if imported else 1
-    if not value.isdigit() or int(value) < 1:
-        raise DeviceError(f"HALSIM_CUDA_COPY_DEPTH={value!r} is not a positive whole number", device=label)
-    return int(value)
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise DeviceError(f"HALSIM_CUDA_COPY_DEPTH={value!r} is not a positive whole number", device=label)
+        return [min(int(value), most)] * queues
+    imported = {s.queue % queues for s in plan.steps if s.op is Op.COPY_IMPORTED and s.device == index}
+    return [most if q in imported else 1 for q in range(queues)]
+
+
+UNQUEUED_LIMIT_S = 60.0  # queueing a copy takes microseconds: this long means something is stuck
 
 
 class CudaExecution(HostExecution):
     def __init__(self, device: "CudaDevice", plan, file, trace, index: int, faults=None):
         super().__init__(device, plan, file, trace, index, faults)
-        self._copy_depth = _copy_depth(plan, device.name)
-        # Copies the engine has handed over but that are not yet queued on a stream.
-        # cuMemHostRegister holds the driver's lock, and a copy queued while it runs
-        # waits for it to end; a copy queued before it runs on during it (measured,
-        # docs/benchmarks/cuda.md). So an import waits until these are queued.
+        self._copy_depths = _copy_depths(plan, index, device.name)
+        # Copies out of imported memory the engine has handed over but that are not yet
+        # queued on a stream. cuMemHostRegister holds the driver's lock, and a copy queued
+        # while it runs waits for it to end; a copy queued before it runs on during it
+        # (measured, docs/benchmarks/cuda.md). So an import waits until these are queued —
+        # only where each has a thread to queue it at once (a full-depth queue), or the
+        # wait would be for copies to finish.
         self._unqueued: set[int] = set()
         self._queued = threading.Condition()
         self.info: DeviceInfo = device.info
@@ -418,11 +425,12 @@ class CudaExecution(HostExecution):
     def _stream(self, step: Step) -> Any:
         return self._streams[step.queue % len(self._streams)]
 
-    def copy_threads_per_queue(self) -> int:
-        return self._copy_depth  # each thread records and waits for its own event: the stream stays in order
+    def copy_threads_per_queue(self, queue: int) -> int:
+        return self._copy_depths[queue]  # each thread records and waits for its own event: the stream stays in order
 
     def submit(self, step: Step) -> Pending:
-        if step.op in COPY_OPS:
+        if step.op is Op.COPY_IMPORTED and \
+                self._copy_depths[step.queue % len(self._copy_depths)] >= self.plan.limits.copies_per_queue:
             with self._queued:
                 self._unqueued.add(step.id)
         try:
@@ -444,9 +452,13 @@ class CudaExecution(HostExecution):
                 if not self._unqueued:
                     self._queued.notify_all()
 
-    def _until_copies_queued(self) -> None:
+    def _until_copies_queued(self, window: ImportWindow) -> None:
         with self._queued:
-            self._queued.wait_for(lambda: not self._unqueued, timeout=5.0)  # a bound, never a deadlock
+            if not self._queued.wait_for(lambda: not self._unqueued, timeout=UNQUEUED_LIMIT_S):
+                late = sorted(self._unqueued)
+                raise DeviceError(f"before importing the window at file offset {window.file_offset}: the copies of "
+                                  f"steps {late[:8]} were handed over {UNQUEUED_LIMIT_S:g} s ago and are still not "
+                                  "queued on their streams", device=self.label)
 
     # ----- lifetime ----------------------------------------------------------------------
     def allocate(self) -> None:
@@ -629,7 +641,7 @@ class CudaExecution(HostExecution):
                 # Already page-locked (cuMemHostAlloc, a framework's pinned tensor): copy
                 # from it as it is. Registering again would be refused, and costs time.
                 return _Registration(address, length, (), 0)
-            self._until_copies_queued()
+            self._until_copies_queued(window)
             held = HOST_REGISTRY.acquire(address, end, lambda b, n: self._register(window, b, n), self._unregister)
             device_ptr = 0
             if self.device.caps.import_in_place:

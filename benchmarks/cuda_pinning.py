@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import mmap
 import ctypes
@@ -268,14 +269,24 @@ def reader_rows(p: Pinning, path: Path, size: int) -> list[dict]:
     """Page cache -> pinned slots by N reader threads, no GPU (the ring's upper bound),
     then with the DMA running; each by ``pread`` and by a memcpy out of the file's
     mapping (prefaulted with MADV_POPULATE_READ, timed apart)."""
+    with contextlib.ExitStack() as held:  # everything let go in reverse, however it ends
+        return _reader_rows(p, path, size, held)
+
+
+def _reader_rows(p: Pinning, path: Path, size: int, held: contextlib.ExitStack) -> list[dict]:
     rows = []
     slot, slots = 16 * MiB, 32
     base = p.host_alloc(slot * slots)
+    held.callback(p.free_host, base)
     views = [memoryview((ctypes.c_ubyte * slot).from_address(base + k * slot)).cast("B")
              for k in range(slots)]
-    targets = [np.frombuffer(v, np.uint8) for v in views]
+    held.callback(lambda: [v.release() for v in views])
     fd = os.open(path, os.O_RDONLY)
+    held.callback(os.close, fd)
     mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    held.callback(mapping.close)
+    arrays = {"targets": [np.frombuffer(v, np.uint8) for v in views]}
+    held.callback(arrays.clear)  # first: the views and the mapping close only once nothing points in
     start = time.perf_counter()
     try:
         mapping.madvise(MADV_POPULATE_READ)
@@ -283,7 +294,8 @@ def reader_rows(p: Pinning, path: Path, size: int) -> list[dict]:
         pass
     rows.append({"what": f"map {size >> 20} MiB of the page-cached file and prefault it (MADV_POPULATE_READ)",
                  "seconds": round(time.perf_counter() - start, 4)})
-    mapped = np.frombuffer(mapping, np.uint8)
+    arrays["mapped"] = np.frombuffer(mapping, np.uint8)
+    targets, mapped = arrays["targets"], arrays["mapped"]
 
     def by_pread(k):
         os.preadv(fd, [views[k % slots]], k * slot)
@@ -334,13 +346,7 @@ def reader_rows(p: Pinning, path: Path, size: int) -> list[dict]:
         finally:
             p.free_host(source)
     finally:
-        del mapped
-        mapping.close()
-        os.close(fd)
-        del targets
-        for v in views:
-            v.release()
-        p.free_host(base)
+        del targets, mapped  # the stack's arrays.clear drops the last references
     return rows
 
 
@@ -409,15 +415,17 @@ def submission_rows(p: Pinning, size: int = GiB, copy: int = 64 * MiB) -> list[d
             ended[0] = time.perf_counter()
         thread = threading.Thread(target=other)
         thread.start()
-        began.wait()
-        time.sleep(0.002)  # the other call is under way
-        submit = time.perf_counter()
-        p.check(cu.cuMemcpyHtoDAsync(p.device, source, copy, p.stream), "cuMemcpyHtoDAsync")
-        returned = time.perf_counter()
-        p.check(cu.cuStreamSynchronize(p.stream), "cuStreamSynchronize")
-        done = time.perf_counter()
-        thread.join()
-        after()
+        try:
+            began.wait()
+            time.sleep(0.002)  # the other call is under way
+            submit = time.perf_counter()
+            p.check(cu.cuMemcpyHtoDAsync(p.device, source, copy, p.stream), "cuMemcpyHtoDAsync")
+            returned = time.perf_counter()
+            p.check(cu.cuStreamSynchronize(p.stream), "cuStreamSynchronize")
+            done = time.perf_counter()
+        finally:
+            thread.join()  # ...and undo what it did, even when the copy failed
+            after()
         return {"submit_blocked_s": returned - submit, "copy_done_s": done - submit,
                 "other_call_left_s": ended[0] - submit}
 

@@ -50,7 +50,8 @@ MiB, GiB = 1 << 20, 1 << 30
 ALLOC = {"HALSIM_CUDA_STAGING": "alloc"}  # staging: one cuMemHostAlloc up front
 SPIN = {"HALSIM_CUDA_WAIT": "spin"}  # copies waited for by a spinning cuStreamSynchronize
 BUFFERED = {"HALSIM_CUFILE_BUFFERED": "1"}
-ONE_AT_A_TIME = {"HALSIM_CUDA_COPY_DEPTH": "1"}  # each queue: submit a copy, wait for it, submit the next
+# Each queue: queue a copy, wait for it, queue the next; registrations wait for nothing (the backend before).
+ONE_AT_A_TIME = {"HALSIM_CUDA_COPY_DEPTH": "1"}
 
 # (label, policy, environment)
 PAGE_CACHED = [
@@ -83,7 +84,10 @@ PAGE_CACHED = [
      None),
     # Released at the end: no cuMemHostUnregister (which waits for every copy in flight) between copies.
     ("import 256MiB pieces, 2 queues, released at end", "import:piece=256MiB,queues=2,release=at_end", None),
-    ("  same, copies queued one at a time", "import:piece=256MiB,queues=2,release=at_end", ONE_AT_A_TIME),
+    ("  same, copies queued one at a time (the backend before)", "import:piece=256MiB,queues=2,release=at_end",
+     ONE_AT_A_TIME),
+    ("import 256MiB pieces, 1 importer, 2 queues, copies queued one at a time (the backend before)",
+     "import:piece=256MiB,queues=2", ONE_AT_A_TIME),
     ("import 64MiB pieces, 2 queues, released at end", "import:piece=64MiB,queues=2,release=at_end", None),
     ("import 256MiB pieces, 2 importers, 2 queues, released at end",
      "import:piece=256MiB,queues=2,importers=2,release=at_end", None),

@@ -3,7 +3,8 @@
 File reads and writes (READ, WRITE, DIRECT's host fallback) are the same on
 every real device: ``pread`` into host memory on ``readers`` threads, which
 release the GIL. Copies go to one thread per copy queue, so a queue runs in
-order as hardware queues do. A backend subclasses :class:`HostExecution` and
+order as hardware queues do (a backend whose copies are asynchronous on an
+in-order stream may take more: ``copy_threads_per_queue``). A backend subclasses :class:`HostExecution` and
 supplies memory and copies (``alloc_buffer``, ``alloc_staging``, ``copy_in``...).
 """
 
@@ -118,11 +119,11 @@ class HostExecution(Execution):
         self._pools["io"] = cf.ThreadPoolExecutor(readers, f"halsim-io-d{self.index}", initializer=self._init_thread, initargs=("io",))
         self._pools["host"] = cf.ThreadPoolExecutor(max(1, self.plan.limits.imports), f"halsim-host-d{self.index}", initializer=self._init_thread, initargs=("host",))
         for q in range(max(1, self.plan.limits.queues)):
-            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(self.copy_threads_per_queue(), f"halsim-q{q}-d{self.index}",
+            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(self.copy_threads_per_queue(q), f"halsim-q{q}-d{self.index}",
                                                          initializer=self._init_thread, initargs=(f"q{q}",))
 
-    def copy_threads_per_queue(self) -> int:
-        """Threads that run one queue's copies: one, so a queue's copies run in order.
+    def copy_threads_per_queue(self, queue: int) -> int:
+        """Threads that run queue ``queue``'s copies: one, so a queue's copies run in order.
         A device whose copies are asynchronous on an in-order queue may take more,
         so that several are submitted at once (each thread waits for its own)."""
         return 1

@@ -108,7 +108,7 @@ class HostMemory(_Part):
     register_per_call: float = Field(0.0, ge=0, description="seconds per register (and per unregister) call")
     unregister_bandwidth: float | None = Field(
         None, description="bytes per second of unregistering (unpinning) memory; empty: a release costs only "
-        "its call, and register_bandwidth stands for the pair")
+        "its call (a hand-written platform may then fold its cost into register_bandwidth; calibration fits both)")
     step_overhead: float = Field(
         0.0, ge=0, description="seconds of the engine's dispatcher per plan step: the one host thread that "
         "submits every step and handles its completion; serial, shared by every GPU (0: free)")

@@ -310,18 +310,22 @@ _EXECUTORS = {"serial": _serial, "processes": _processes, "dask": _dask}
 # ---------------------------------------------------------------- results
 
 
-# Policy fields that are words or policies (hybrid's parts), not numbers.
-TEXT_POLICY_FIELDS = ("fallback", "release", "imported", "streamed")
+def _policy_field_types() -> dict[str, str]:
+    """Each policy field's column type, from the policies' own annotations: Int64 for
+    counts and sizes (nullable: a field other kinds lack is missing, not 0), float64
+    for fractions (hybrid's share), text for words and nested policies."""
+    from typing import get_args
+
+    types: dict[str, str] = {}
+    for cls in get_args(get_args(Policy)[0]):
+        for name, field in cls.model_fields.items():
+            if name != "kind":
+                kind = field.annotation
+                types[name] = "Int64" if kind is int else "float64" if kind is float else "string"
+    return types
 
 
-def _column_type(column) -> str:
-    """Int64 for counts and sizes, float64 for fractions (hybrid's share), text otherwise."""
-    values = [v for v in column if v is not None and v == v]
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "Int64"
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return "float64"
-    return "string"
+POLICY_COLUMN_TYPES = _policy_field_types()
 
 
 def _policy_columns(configs: Sequence[Policy]) -> list[str]:
@@ -406,8 +410,10 @@ def _frame(records: list[dict], policy_columns: Sequence[str]) -> "pd.DataFrame"
     frame = pd.DataFrame.from_records(
         records, columns=["policy", "kind", *policy_columns, "platform", "workload", *MEASURES])
     # Fields a kind lacks are missing, not 0: nullable integers keep them so in Parquet too.
-    for name in (*policy_columns, "peak_staging_bytes", "peak_device_bytes"):
-        frame[name] = frame[name].astype(_column_type(frame[name]))
+    for name in policy_columns:
+        frame[name] = frame[name].astype(POLICY_COLUMN_TYPES.get(name, "string"))
+    for name in ("peak_staging_bytes", "peak_device_bytes"):
+        frame[name] = frame[name].astype("Int64")
     for name in ("seconds", "gb_per_s", "bound_share"):
         frame[name] = frame[name].astype("float64")
     return frame
@@ -495,13 +501,15 @@ def load_results(path: str | os.PathLike) -> "pd.DataFrame":
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     # Text columns stay text (an empty error is "", not NaN); missing numbers are NaN.
-    text = {"policy": str, "kind": str, **{name: str for name in TEXT_POLICY_FIELDS}, "platform": str, "workload": str, "bound": str, "ran": str,
-            "error": str}
+    words = {name for name, kind in POLICY_COLUMN_TYPES.items() if kind == "string"}
+    text = {name: str for name in ("policy", "kind", "platform", "workload", "bound", "ran", "error", *words)}
     frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
     for name in frame.columns:
         if name in text:
             frame[name] = frame[name].fillna("")
-        elif name not in ("seconds", "gb_per_s", "bound_share", "share"):
+        elif POLICY_COLUMN_TYPES.get(name) == "float64" or name in ("seconds", "gb_per_s", "bound_share"):
+            frame[name] = frame[name].astype("float64")
+        else:
             frame[name] = frame[name].astype("Int64")  # policy fields and byte counts
     return frame
 

@@ -175,13 +175,18 @@ def test_results_round_trip(local, tmp_path, suffix):
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_hybrid_and_release_columns_keep_their_types(tmp_path, suffix):
-    grids = ["import:piece=[64MiB,256MiB],release=[rolling,at_end]", "hybrid:share=[0.2,0.4]"]
+def test_policy_columns_keep_their_types_across_kinds(tmp_path, suffix):
+    grids = ["import:piece=[64MiB,256MiB],release=[rolling,at_end]", "hybrid:share=[0.2,0.4]",
+             "streaming:chunk=[16MiB]"]
     result = run_sweep(parse_grids(grids), make_targets(["h100-pcie5"], ["gpt2"]), executor="serial")
     for frame in (result.frame, load_results(result.save(tmp_path / f"rows{suffix}"))):
-        assert frame["release"].fillna("").tolist() == ["rolling", "at_end", "rolling", "at_end", "", ""]
-        assert frame["share"].tolist()[4:] == [0.2, 0.4] and frame["share"].isna().sum() == 4
+        # Whole numbers stay whole where other kinds leave gaps; fractions and words keep theirs.
+        assert {name: str(frame[name].dtype) for name in ("piece", "chunk", "slots", "share")} == {
+            "piece": "Int64", "chunk": "Int64", "slots": "Int64", "share": "float64"}
+        assert frame["release"].fillna("").tolist() == ["rolling", "at_end", "rolling", "at_end", "", "", ""]
+        assert frame["share"].tolist()[4:6] == [0.2, 0.4] and frame["share"].isna().sum() == 5
         assert frame["piece"].tolist()[:4] == [64 * MiB, 64 * MiB, 256 * MiB, 256 * MiB]
+        assert frame["chunk"].tolist()[6] == 16 * MiB
         assert frame["imported"].tolist()[4].startswith("import:piece=64MiB")
 
 

@@ -26,6 +26,7 @@ from halsim.files import copy_bytes
 from halsim.plan import Op, Step
 from halsim.request import BufferSpec
 from halsim.sim.dispatch import DISPATCH_OP, ENGINE_LANE
+from halsim.sim.gates import holding
 from halsim.sim.tasks import Task
 from halsim.trace import IMPORTED, STAGING, device_counter
 
@@ -153,7 +154,7 @@ class SimExecution(Execution):
                 return  # released (an error, a cancel, or a run that needed fewer slots)
             start = self._pin_started = env.now
             self._pinning = ready
-            with _holding(machine.driver_lock) as taken:
+            with holding(machine.driver_lock) as taken:
                 if taken is not None:
                     yield taken
                 if per_call:
@@ -325,13 +326,13 @@ class SimExecution(Execution):
         # engine is free), out of a ring one at a time (once the previous one is done).
         queued_early = step.op is Op.COPY_IMPORTED
         if lock is not None and queued_early:
-            yield from _queue_past(lock)
+            yield from lock.queue_past()
         waited = engine.acquire()
         if waited is not None:
             yield waited  # copies on one engine run in order
         if lock is not None and not queued_early:
             try:
-                yield from _queue_past(lock)
+                yield from lock.queue_past()
             except BaseException:
                 engine.release()
                 raise
@@ -376,7 +377,7 @@ class SimExecution(Execution):
                 # As the CUDA backend does: copies handed over at this instant are queued
                 # before the registration takes the lock (they then run on during it).
                 yield env.timeout(0)
-            with _holding(machine.driver_lock) as taken:
+            with holding(machine.driver_lock) as taken:
                 if taken is not None:
                     yield taken
                 yield env.timeout(machine.platform.host.register_per_call)
@@ -395,13 +396,13 @@ class SimExecution(Execution):
         window = self.plan.windows[step.window]
         start = env.now
         seconds = machine.unregister_seconds(0 if window.in_place else window.length)
-        with _holding(machine.driver_lock) as taken:
+        with holding(machine.driver_lock) as taken:
             if taken is not None:
                 yield taken
             if machine.driver_lock is not None:
-                # Unregistering waits for the GPU's copies in flight, and holds the lock meanwhile.
-                drained = machine.until_copies_done(self.gpu)
-                if drained is not None:
+                # Unregistering waits for the GPU's copies in flight, and holds the lock meanwhile
+                # (again after each wake: a copy queued before the lock was taken may start meanwhile).
+                while (drained := machine.until_copies_done(self.gpu)) is not None:
                     yield drained
             if seconds:
                 yield env.timeout(seconds)
@@ -469,33 +470,6 @@ class SimExecution(Execution):
             window = self.plan.windows[step.window]
             lo = step.file_offset - window.file_offset
             copy_bytes(buffer, self._windows[step.window][lo : lo + step.length])
-
-
-def _queue_past(lock) -> Generator:
-    """A copy being queued: wait while the driver's lock is held (by anyone, in turn)."""
-    while (free := lock.until_free()) is not None:
-        yield free
-
-
-class _holding:
-    """``with _holding(lock) as taken:`` — ``taken`` is an event to yield before the body
-    runs (None when the lock was free, or there is no lock); the lock is let go after."""
-
-    def __init__(self, lock):
-        self.lock = lock
-
-    def __enter__(self):
-        if self.lock is None:
-            return None
-        waited = self.lock.acquire()
-        if waited is None:
-            return None
-        waited.callbacks.append(lambda _: self.lock.acquired())
-        return waited
-
-    def __exit__(self, *exc) -> None:
-        if self.lock is not None:
-            self.lock.release()
 
 
 class SimDevice(Device):

@@ -61,33 +61,53 @@ class Ids:
 class DriverLock:
     """The GPU driver's lock, as the CUDA backend meets it (``host.register_stalls_copies``).
 
-    Registering, unregistering and pinning hold it, one at a time, first come first
-    served. A copy is only held back while queueing: it waits until the lock is free,
-    then runs whatever takes the lock after it (the DMA engine needs no lock).
+    Registering, unregistering and pinning hold it (:func:`holding`), one at a time,
+    first come first served. A copy is only held back while being queued
+    (:meth:`queue_past`): it waits until the lock is free, then runs on whatever
+    takes the lock after it (the DMA engine needs no lock).
     """
 
     def __init__(self, env: simpy.Environment):
         self.env = env
         self._gate = Gate(env, 1)
-        self._free: Event | None = None  # fires when the holder lets go
+        self._free: Event | None = None  # while held: fires when the holder lets go
 
-    def acquire(self) -> Event | None:
-        waited = self._gate.acquire()
-        if waited is None:
-            self._free = Event(self.env)
-        return waited
-
-    def acquired(self) -> None:
-        """Call once a waited-for :meth:`acquire` fired: the lock is now this caller's."""
+    def _take(self, _event: Event | None = None) -> None:
         self._free = Event(self.env)
 
-    def release(self) -> None:
+    def _acquire(self) -> Event | None:
+        waited = self._gate.acquire()
+        if waited is None:
+            self._take()
+        else:
+            waited.callbacks.append(self._take)  # held from the moment the gate passes it on
+        return waited
+
+    def _release(self) -> None:
         free, self._free = self._free, None
         if free is not None:
-            fire(free)
+            fire(free)  # copies waiting to be queued go first, at this instant
         self._gate.release()
 
-    def until_free(self) -> Event | None:
-        """None when the lock is free now; else an event that fires when its holder lets go
-        (a copy checks again: another holder may be next in line)."""
-        return self._free
+    def queue_past(self):
+        """A copy being queued: wait while the lock is held (by anyone, in turn)."""
+        while self._free is not None:
+            yield self._free
+
+
+class _Holding:
+    def __init__(self, lock: "DriverLock | None"):
+        self.lock = lock
+
+    def __enter__(self) -> Event | None:
+        return self.lock._acquire() if self.lock is not None else None
+
+    def __exit__(self, *exc) -> None:
+        if self.lock is not None:
+            self.lock._release()
+
+
+def holding(lock: "DriverLock | None") -> _Holding:
+    """``with holding(lock) as waited:`` — yield ``waited`` (when not None) before the body;
+    the lock is let go when the body ends, normally or not. No lock: nothing to hold."""
+    return _Holding(lock)

@@ -938,9 +938,12 @@ def test_waits_block_only_where_readers_need_the_cores(monkeypatch, mixed, polic
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
 
 
-@pytest.mark.parametrize("policy, depth", [("streaming:chunk=64KiB,slots=4", 1), ("import:piece=64KiB", 4),
-                                           ("hybrid:imported=import(piece=64KiB)", 4)])
-def test_copies_queued_at_once_follow_the_plan(monkeypatch, mixed, policy, depth):
+@pytest.mark.parametrize("policy, depths", [
+    ("streaming:chunk=64KiB,slots=4,queues=2", [1, 1]), ("import:piece=64KiB,queues=2", [4, 4]),
+    # the imported part copies on queue 0, the ring on queue 1: only queue 0 queues ahead
+    ("hybrid:imported=import(piece=64KiB),streamed=streaming(chunk=64KiB,slots=4,queues=1)", [4, 1]),
+])
+def test_copies_queued_at_once_follow_the_plan(monkeypatch, mixed, policy, depths):
     from halsim.policies import parse_policy
     from halsim.trace import Trace
 
@@ -948,9 +951,15 @@ def test_copies_queued_at_once_follow_the_plan(monkeypatch, mixed, policy, depth
     index = read_index(mixed)
     request = request_from_tensors(SourceInfo(str(mixed), index.file_length, PAGE, True), index.tensors)
     plan = parse_policy(policy).plan(request, env.device.caps)
-    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0).copy_threads_per_queue() == depth
+    execution = hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+    assert [execution.copy_threads_per_queue(q) for q in range(plan.limits.queues)] == depths
     monkeypatch.setenv("HALSIM_CUDA_COPY_DEPTH", "1")
-    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0).copy_threads_per_queue() == 1
+    execution = hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+    assert [execution.copy_threads_per_queue(q) for q in range(plan.limits.queues)] == [1] * len(depths)
+    monkeypatch.setenv("HALSIM_CUDA_COPY_DEPTH", "64")  # no deeper than the engine ever hands a queue
+    execution = hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+    assert max(execution.copy_threads_per_queue(q) for q in range(plan.limits.queues)) == \
+        plan.limits.copies_per_queue
     monkeypatch.setenv("HALSIM_CUDA_COPY_DEPTH", "deep")
     with pytest.raises(DeviceError, match="HALSIM_CUDA_COPY_DEPTH='deep' is not a positive whole number"):
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
@@ -960,19 +969,29 @@ def test_copies_queued_at_once_follow_the_plan(monkeypatch, mixed, policy, depth
                                     "hybrid:share=0.5,imported=import(piece=64KiB,release=at_end),"
                                     "streamed=streaming(chunk=64KiB,slots=4,readers=2,queues=2)"])
 def test_registration_waits_until_handed_over_copies_are_queued(monkeypatch, mixed, policy):
-    """A copy queued while the driver registers waits for it; one queued before runs on."""
+    """A copy queued while the driver registers waits for it; one queued before runs on.
+    Each copy out of imported memory is slow to be queued here (10 ms before its
+    cuMemcpyHtoDAsync): a registration that did not wait would see it unqueued."""
+    import time
+
     env = _use_fake(monkeypatch)
-    register = hcuda.CudaExecution._register
-    seen = []
+    register, copy_imported = hcuda.CudaExecution._register, hcuda.CudaExecution.copy_imported
+    seen, copied = [], []
 
     def checked(self, window, base, length):
         seen.append(set(self._unqueued))
         return register(self, window, base, length)
+
+    def slow_to_queue(self, step, *args):
+        time.sleep(0.01)
+        copied.append(step.id)
+        return copy_imported(self, step, *args)
     monkeypatch.setattr(hcuda.CudaExecution, "_register", checked)
+    monkeypatch.setattr(hcuda.CudaExecution, "copy_imported", slow_to_queue)
     before = env.snapshot()
     with halsim.upload(mixed, env.device, policy, verify=True) as done:
         check_buffers(done, read_index(mixed))
-    assert len(seen) >= 2 and all(not unqueued for unqueued in seen)
+    assert len(seen) >= 2 and copied and all(not unqueued for unqueued in seen)
     env.assert_clean(before)
 
 

@@ -90,7 +90,8 @@ def test_staging_ready_after_release_is_an_error():
         execution.staging_ready()
 
 
-def test_copies_to_different_gpus_do_not_share_a_driver_lock():
+def test_copies_alone_never_wait_for_the_driver_lock():
+    """Nothing registers or pins here: with the lock or without, two GPUs' rings take the same time."""
     request = make_request([256 * MiB, 256 * MiB], devices=2)
     policy = StreamingPolicy(chunk=16 * MiB, slots=4, readers=4)
     times = []
@@ -195,3 +196,41 @@ def test_staging_first_runs_no_step_before_the_whole_pool_is_pinned():
     pins = spans(result, "alloc/d0", "pin")
     assert len(pins) == 4
     assert spans(result, "read/")[0].start >= pins[-1].end - 1e-12
+
+
+def test_the_driver_lock_holds_back_only_copies_queued_while_it_is_held():
+    import simpy
+
+    from halsim.sim.gates import DriverLock, holding
+    from halsim.sim.tasks import Task
+
+    env = simpy.Environment()
+    lock = DriverLock(env)
+    queued = {}
+
+    def holder(name, at, seconds):
+        yield env.timeout(at)
+        with holding(lock) as waited:
+            if waited is not None:
+                yield waited
+            queued[name] = env.now
+            yield env.timeout(seconds)
+
+    def copy(name, at):
+        yield env.timeout(at)
+        yield from lock.queue_past()
+        queued[name] = env.now
+
+    Task(copy("before", 0.0))
+    Task(holder("register", 0.0, 1.0))
+    Task(copy("during", 0.5))
+    Task(holder("unregister", 0.2, 1.0))  # next in line: takes the lock when the first lets go
+    Task(copy("later", 1.5))
+    env.run()
+    assert queued == {"before": 0.0, "register": 0.0, "unregister": 1.0, "during": 1.0, "later": 2.0}
+
+
+def test_one_driver_lock_for_every_gpu_of_a_machine():
+    sim = Simulator(toy_platform(gpus=2, host__register_stalls_copies=True))
+    assert sim.machine.driver_lock is not None
+    assert Simulator(toy_platform(gpus=2)).machine.driver_lock is None
