@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime as _dt
+import importlib
 import json
 import mmap
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,9 @@ from halsim.formats import read_index
 from halsim.files import MemoryFile
 from halsim.units import format_size
 from halsim.workloads import Workload, load_workload, pattern_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under python -P
+from bench_host import host_facts  # noqa: E402
 
 GB = 1e9
 MiB, GiB = 1 << 20, 1 << 30
@@ -456,29 +458,15 @@ def peers(bench: Bench) -> None:
 
 
 def environment(device) -> dict:
-    from halsim.backends.cuda_driver import check, cu
-
-    info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-            "kernel": platform.release(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-            "card": device.product, "device": device.name, "caps": device.caps.model_dump(),
+    info = {**host_facts(cuda=True), "card": device.product, "device": device.name,
+            "caps": device.caps.model_dump(),
             "cufile": {"available": device.direct_storage, "detail": device.direct_detail}}
-    try:
-        info["driver_version"] = check(cu.cuDriverGetVersion(), "cuDriverGetVersion")
-        import cuda.bindings
-
-        info["cuda_bindings"] = cuda.bindings.__version__
-    except Exception as err:
-        info["driver_version"] = str(err)
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total"] = f.readline().split(":", 1)[1].strip()
-    except OSError:
-        pass
-    for module in ("torch", "safetensors", "numpy"):
+    for key, module in (("cuda_bindings", "cuda.bindings"), ("torch", "torch"), ("safetensors", "safetensors"),
+                        ("numpy", "numpy")):
         try:
-            info[module] = __import__(module).__version__
+            info[key] = importlib.import_module(module).__version__
         except Exception:
-            info[module] = None
+            info[key] = None
     return info
 
 

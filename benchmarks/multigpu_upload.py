@@ -40,8 +40,6 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
-import os
-import platform as _host
 import statistics
 import sys
 import time
@@ -56,6 +54,9 @@ from halsim.platform import Platform, load_platform, platform_from_dict
 from halsim.registry import get_devices
 from halsim.units import format_size
 from halsim.workloads import Workload, load_workload, pattern_bytes
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under python -P
+from bench_host import host_facts  # noqa: E402
 
 GB = 1e9
 DEFAULT_POLICY = "streaming:chunk=16MiB,slots=16,readers=8,queues=2"
@@ -207,24 +208,8 @@ def cuda_count() -> tuple[int, str]:
 
 
 def environment(devices: list, backend: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                            "host": _host.node(), "kernel": _host.release(), "cpus": os.cpu_count(),
-                            "python": sys.version.split()[0], "backend": backend,
-                            "devices": [d.name for d in devices],
-                            "cards": [getattr(d, "product", d.name) for d in devices]}
-    if backend == "cuda":
-        try:
-            from halsim.backends.cuda_driver import check, cu
-
-            info["driver_version"] = check(cu.cuDriverGetVersion(), "cuDriverGetVersion")
-        except Exception as err:
-            info["driver_version"] = str(err)
-    try:
-        with open("/proc/meminfo") as f:
-            info["mem_total"] = f.readline().split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return info
+    return {**host_facts(cuda=backend == "cuda"), "backend": backend, "devices": [d.name for d in devices],
+            "cards": [getattr(d, "product", d.name) for d in devices]}
 
 
 # ----- output -------------------------------------------------------------------------------------------
