@@ -295,20 +295,27 @@ class FakeDriver:
         return (OK,) if self._need_context() else (CUresult.CUDA_ERROR_INVALID_CONTEXT,)
 
     # ----- streams and copies --------------------------------------------------------------------
-    def cuStreamCreate(self, flags):
+    def _create(self, kind: str, table: set, first: int):
+        """A new stream or event handle, kept in ``table`` until destroyed."""
         if not self._need_context():
             return (CUresult.CUDA_ERROR_INVALID_CONTEXT, None)
-        stream = _Handle("stream", len(self.streams) + 1000)
+        handle = _Handle(kind, len(table) + first)
         with self.lock:
-            self.streams.add(id(stream))
-        return (OK, stream)
+            table.add(id(handle))
+        return (OK, handle)
+
+    def _destroy(self, table: set, handle):
+        with self.lock:
+            if id(handle) not in table:
+                return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
+            table.discard(id(handle))
+        return (OK,)
+
+    def cuStreamCreate(self, flags):
+        return self._create("stream", self.streams, 1000)
 
     def cuStreamDestroy(self, stream):
-        with self.lock:
-            if id(stream) not in self.streams:
-                return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
-            self.streams.discard(id(stream))
-        return (OK,)
+        return self._destroy(self.streams, stream)
 
     def cuStreamSynchronize(self, stream):
         if not self._need_context():
@@ -330,7 +337,9 @@ class FakeDriver:
             if a <= host < a + length and host + n > a + length:
                 return (CUresult.CUDA_ERROR_INVALID_VALUE,)
         if stream is not None:
-            self.copies["pinned" if self._host_pinned(host, n) else "pageable"] += 1
+            kind = "pinned" if self._host_pinned(host, n) else "pageable"
+            with self.lock:  # several threads queue copies on one stream
+                self.copies[kind] += 1
         ctypes.memmove(int(dst), int(src), n)
         return (OK,)
 
@@ -347,12 +356,7 @@ class FakeDriver:
         return self._copy("cuMemcpyDtoH", dst, src, n, False)
 
     def cuEventCreate(self, flags):
-        if not self._need_context():
-            return (CUresult.CUDA_ERROR_INVALID_CONTEXT, None)
-        event = _Handle("event", len(self.events))
-        with self.lock:
-            self.events.add(id(event))
-        return (OK, event)
+        return self._create("event", self.events, 0)
 
     def cuEventRecord(self, event, stream):
         ok = id(event) in self.events and id(stream) in self.streams and self._need_context()
@@ -362,11 +366,7 @@ class FakeDriver:
         return (OK,) if id(event) in self.events else (CUresult.CUDA_ERROR_INVALID_HANDLE,)
 
     def cuEventDestroy(self, event):
-        with self.lock:
-            if id(event) not in self.events:
-                return (CUresult.CUDA_ERROR_INVALID_HANDLE,)
-            self.events.discard(id(event))
-        return (OK,)
+        return self._destroy(self.events, event)
 
     # ----- what tests look at ------------------------------------------------------------------
     def held(self) -> dict[str, int]:
