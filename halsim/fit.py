@@ -396,9 +396,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
             if max(releases) > 0:  # a simulated release may take no time at all
                 _rate("host.unregister_bandwidth", linear_fit(rows, releases), 1, p, "releases by window size: slope",
                       "release time", extent=extent)
-            else:
-                p.values["host.unregister_bandwidth"] = UNMEASURABLE_RATE
-            if p.values["host.unregister_bandwidth"] == UNMEASURABLE_RATE:
+            if max(releases) <= 0 or p.values["host.unregister_bandwidth"] == UNMEASURABLE_RATE:
                 p.set("host.unregister_bandwidth", None, measured=False, source="releases by window size",
                       note="a release costs only its call here")
     else:

@@ -341,11 +341,13 @@ class SimExecution(Execution):
         cls, lane = self._copy_routes[step.op]
         # The per-transfer overhead delays the bytes but uses no bandwidth.
         flow = self.machine.net.start(cls, step.length, self._overhead)
-        self.machine.copy_started(self.gpu)
+        if lock is not None:  # only an unregistration, under the lock, waits for copies in flight
+            self.machine.copy_started(self.gpu)
         try:
             yield flow.done
         finally:
-            self.machine.copy_finished(self.gpu)
+            if lock is not None:
+                self.machine.copy_finished(self.gpu)
             engine.release()
         if self._overhead:
             bound[OVERHEAD] = flow.started - start

@@ -1,4 +1,5 @@
-"""First-come first-served admission: a drive's queue depth, a copy engine.
+"""First-come first-served admission: a drive's queue depth, a copy engine, the
+GPU driver's lock.
 
 Lighter than ``simpy.Resource``: ``acquire`` returns ``None`` when a place is
 free at once (no event to wait on), else an event that fires when one is.
