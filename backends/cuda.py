@@ -376,7 +376,7 @@ def _copy_depths(plan, index: int, label: str) -> list[int]:
         if not value.isdigit() or int(value) < 1:
             raise DeviceError(f"HALSIM_CUDA_COPY_DEPTH={value!r} is not a positive whole number", device=label)
         return [min(int(value), most)] * queues
-    imported = {s.queue % queues for s in plan.steps if s.op is Op.COPY_IMPORTED and s.device == index}
+    imported = plan.import_queues(index)
     return [most if q in imported else 1 for q in range(queues)]
 
 

@@ -146,6 +146,12 @@ class Plan:
     def count(self, *ops: Op) -> int:
         return sum(1 for s in self.steps if s.op in ops)
 
+    def import_queues(self, device: int) -> frozenset[int]:
+        """``device``'s copy queues that copy out of imported memory: no slot waits on
+        those copies, so a backend may queue several on them at once."""
+        queues = max(1, self.limits.queues)
+        return frozenset(s.queue % queues for s in self.steps if s.op is Op.COPY_IMPORTED and s.device == device)
+
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for step in self.steps:

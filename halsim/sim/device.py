@@ -101,6 +101,7 @@ class SimExecution(Execution):
         self._cached_read = machine.host_routes.cached_read
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
+        self._import_queues = self.plan.import_queues(self.index)
         self._dispatcher = self.sim.dispatcher
 
     # ---------------------------------------------------------------- memory
@@ -322,9 +323,9 @@ class SimExecution(Execution):
         engine = engines[step.queue % len(engines)]
         lock = self.machine.driver_lock
         # Where the driver's lock holds copies back, a copy waits for it while being queued:
-        # out of imported memory the backend queues several at once (so before their
-        # engine is free), out of a ring one at a time (once the previous one is done).
-        queued_early = step.op is Op.COPY_IMPORTED
+        # on a queue that copies out of imported memory the backend queues several at once
+        # (so before their engine is free), on a ring's one at a time (once the previous is done).
+        queued_early = step.queue % max(1, self.plan.limits.queues) in self._import_queues
         if lock is not None and queued_early:
             yield from lock.queue_past()
         waited = engine.acquire()
