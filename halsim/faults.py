@@ -172,7 +172,10 @@ class FaultInjector:
             end = min(step.file_offset + step.length, os.path.getsize(path))
             new_length = max(0, step.file_offset + (end - step.file_offset) // 2)
             if os.path.getsize(path) > new_length:
-                os.truncate(path, new_length)
+                # A mapped file waits for the copies touching its mapping: they checked its size
+                # before this, and a copy under way from pages past the new end would SIGBUS.
+                truncate_to = getattr(file, "truncate_to", None)
+                truncate_to(new_length) if truncate_to is not None else os.truncate(path, new_length)
                 with self._lock:
                     self.truncated.append((path, new_length))
             return

@@ -19,7 +19,9 @@ import enum
 import mmap
 import os
 import stat
+import threading
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -250,16 +252,57 @@ class FdFile(HalFile):
         super().close()
 
 
+class _MapGuard:
+    """Copies out of a mapping (shared) against halsim's own truncation of its file (exclusive)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._copies = 0
+        self._truncating = 0
+
+    @contextmanager
+    def copying(self):
+        with self._changed:
+            while self._truncating:
+                self._changed.wait()
+            self._copies += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._copies -= 1
+                if not self._copies:
+                    self._changed.notify_all()
+
+    @contextmanager
+    def truncating(self):
+        with self._changed:
+            self._truncating += 1
+            while self._copies:
+                self._changed.wait()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._truncating -= 1
+                self._changed.notify_all()
+
+
 class MappedFile(FdFile):
     """A file mapped into host memory, so devices can import it with no copy.
 
     Reads and writes use the descriptor (``pread``), which turns a file that
     shrank underneath us into an error instead of a SIGBUS; only zero-copy
-    import touches the mapping, and the device checks the size before import.
+    import touches the mapping, and every touch checks the size first
+    (:meth:`touching`). A truncation by another process *during* a copy out of
+    the mapping cannot be caught: that copy faults (SIGBUS), as in any loader
+    that maps the file. The driver's copy of a small piece reads it on the CPU
+    even from registered memory, so this holds for imports too.
     """
 
     def __init__(self, path: str | os.PathLike, access: Access = Access.READ, length: int | None = None):
         super().__init__(path, access, length)
+        self._guard = _MapGuard()
         self._map: mmap.mmap | None = None
         self._view: memoryview | None = None
         if self._length:
@@ -284,6 +327,19 @@ class MappedFile(FdFile):
         """Raise if the file shrank since it was mapped (touching the map would SIGBUS)."""
         if os.fstat(self.fd).st_size < self._length:
             raise FileAccessError(self.name, "file was truncated while mapped")
+
+    @contextmanager
+    def touching(self):
+        """Around a copy out of the mapping: checks the size, and holds back :meth:`truncate_to`."""
+        with self._guard.copying():
+            self.check_unchanged()
+            yield
+
+    def truncate_to(self, length: int) -> None:
+        """Shrink the file once no copy is touching its mapping (fault injection: a short file
+        that the next touch must report, not a SIGBUS in a copy already under way)."""
+        with self._guard.truncating():
+            os.truncate(self.name, length)  # the descriptor may be read-only
 
     def host_address(self) -> int:
         """Base address of the mapping (for device import APIs)."""

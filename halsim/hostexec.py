@@ -10,6 +10,8 @@ supplies memory and copies (``alloc_buffer``, ``alloc_staging``, ``copy_in``...)
 
 from __future__ import annotations
 
+import contextlib
+
 import concurrent.futures as cf
 import os
 import threading
@@ -176,15 +178,17 @@ class HostExecution(Execution):
     def _slot(self, step: Step) -> memoryview:
         return self._slots[step.slot][step.slot_offset : step.slot_offset + step.length]
 
+    def _touching_map(self):
+        """Around a step that touches the file's mapping: the file checks its size first."""
+        touching = getattr(self.file, "touching", None)
+        return touching() if touching is not None else contextlib.nullcontext()
+
     def _host_bytes(self, step: Step) -> memoryview:
         window = self.plan.windows[step.window]
         view = self.file.host_view() if self.file is not None else None
         if view is None:
             raise DeviceError("the source has no host memory to import", device=self.device.name,
                               step=step.describe(self.request))
-        checker = getattr(self.file, "check_unchanged", None)
-        if checker is not None:
-            checker()  # the file may have shrunk since it was mapped: touching the map would SIGBUS
         return view[step.file_offset : step.file_offset + step.length] if step.op is not Op.IMPORT else \
             view[window.file_offset : min(window.file_offset + window.length, len(view))]
 
@@ -219,11 +223,13 @@ class HostExecution(Execution):
             self.unimport_window(window, handle)
             self.trace.change(IMPORTED, self.device.now(), -window.length)
         elif op is Op.COPY_IMPORTED:
-            self.copy_imported(step, self._windows[step.window], self._host_bytes(step),
-                               self._buffers[step.buffer], step.buffer_offset)
+            with self._touching_map():
+                self.copy_imported(step, self._windows[step.window], self._host_bytes(step),
+                                   self._buffers[step.buffer], step.buffer_offset)
         elif op is Op.BIND:
             spec = self.request.buffers[step.buffer]
-            buffer = self.bind(step, self._windows[step.window], self._host_bytes(step), spec)
+            with self._touching_map():
+                buffer = self.bind(step, self._windows[step.window], self._host_bytes(step), spec)
             with self._lock:
                 self._buffers[step.buffer] = buffer
         elif op is Op.DIRECT:

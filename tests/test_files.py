@@ -1,4 +1,5 @@
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -55,6 +56,39 @@ def test_truncated_file_gives_error_not_sigbus(tmp_path):
             f.read_into(50_000, bytearray(100))
         with pytest.raises(FileAccessError, match="truncated"):
             f.check_unchanged()
+
+
+def test_truncate_to_waits_for_copies_out_of_the_mapping(tmp_path):
+    # Fault injection shrinks a mapped file while copies run: a copy already past its size
+    # check must finish before the file shrinks (or it would SIGBUS), and the next one must fail.
+    path = tmp_path / "g.bin"
+    path.write_bytes(b"y" * 3 * 4096)
+    with MappedFile(path) as f:
+        copying, done = threading.Event(), threading.Event()
+
+        def copy():
+            with f.touching():
+                copying.set()
+                done.wait(10)
+                if path.stat().st_size == 3 * 4096:  # touch the last page only while it is there
+                    seen.append(bytes(f.host_view()[2 * 4096:2 * 4096 + 4]))
+
+        seen: list[bytes] = []
+        copier = threading.Thread(target=copy)
+        copier.start()
+        assert copying.wait(10)
+        shrinker = threading.Thread(target=f.truncate_to, args=(4096,))
+        shrinker.start()
+        shrinker.join(0.2)
+        held_back = shrinker.is_alive() and path.stat().st_size == 3 * 4096
+        done.set()
+        copier.join(10)
+        assert held_back, "the file shrank under a copy out of its mapping"
+        shrinker.join(10)
+        assert seen == [b"yyyy"] and path.stat().st_size == 4096
+        with pytest.raises(FileAccessError, match="truncated"):
+            with f.touching():
+                pass
 
 
 def test_offsets_beyond_4gib_in_a_sparse_file(tmp_path):

@@ -1,0 +1,102 @@
+"""Re-predict stored fidelity runs with today's simulator: refit, resimulate, compare with the real times.
+
+    python benchmarks/fidelity_replay.py docs/benchmarks/fidelity-*.json [--cases]
+
+Each JSON from ``benchmarks/fidelity_gpu.py`` keeps the calibration's raw
+microbenchmark samples and every case's real run times. This refits the
+platform from those samples with the current fit, simulates every case again
+on the same file layout (Llama-3-8B-like, 5 layers: only its index is needed),
+and prints, per run, the median and worst |error| and the ranking then (as
+stored) and now. A change to the model or the fit can so be checked against
+every GPU call made so far without a GPU; what it cannot check is a change in
+what the backend does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import halsim
+from halsim.caps import DeviceCaps
+from halsim.calibrate import Config, Measurement, Measurements, Probe
+from halsim.compare import Case, rank
+from halsim.fit import fit_platform
+from halsim.policies import parse_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity_gpu import llama_like  # noqa: E402  (the file layout the runs used)
+
+
+@dataclass
+class ReplayRow:
+    """What :func:`halsim.compare.rank` reads of a row."""
+
+    case: Case
+    predicted_seconds: float
+    seconds: float
+    spread: float
+
+    @property
+    def error(self) -> float:
+        return (self.predicted_seconds - self.seconds) / self.seconds
+
+
+def measurements(stored: dict) -> Measurements:
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["config"].items()}
+    points = [Measurement(Probe(**p["probe"]), p["samples"]) for p in stored["points"]]
+    return Measurements(stored["device"], DeviceCaps.model_validate(stored["caps"]), stored["host_capacity"],
+                        stored["simulated"], Config(**config), points, list(stored.get("notes", [])),
+                        stored.get("host", ""), stored.get("when", ""), dict(stored.get("behaviour", {})))
+
+
+def replay(path: Path, show_cases: bool) -> dict:
+    run = json.loads(path.read_text())
+    comparison = run["comparison"]
+    calibration = fit_platform(measurements(run["calibration"]["measurements"]))
+    layers = 5
+    workload = llama_like(layers)
+    if workload.index().file_length != comparison["file_bytes"]:
+        raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is not the "
+                         f"{layers}-layer layout ({workload.index().file_length} bytes)")
+    rows_then, rows_now = [], []
+    for stored in comparison["rows"]:
+        case = Case(parse_policy(stored["policy"]), stored["cold"], stored["case"].removesuffix(" (cold)"))
+        request = workload.request(page_cached=not case.cold)
+        predicted = halsim.simulate(request, calibration.platform, case.policy, page_cached=not case.cold).seconds
+        real = statistics.median(stored["measured_runs"])
+        rows_then.append(ReplayRow(case, stored["predicted_seconds"], real, stored["spread"]))
+        rows_now.append(ReplayRow(case, predicted, real, stored["spread"]))
+    if show_cases:
+        print(f"{'case':<62} {'real s':>7} {'then':>7} {'now':>7}")
+        for then, now in zip(rows_then, rows_now):
+            print(f"{then.case.label[:62]:<62} {then.seconds:>7.4f} {then.error:>+7.1%} {now.error:>+7.1%}")
+    summary = {}
+    for name, rows in (("then", rows_then), ("now", rows_now)):
+        errors = [abs(r.error) for r in rows]
+        ranking = rank(rows)
+        summary[name] = {"median": statistics.median(errors), "worst": max(errors), "tau": ranking.tau,
+                         "beyond": ranking.swapped_beyond_noise}
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="JSON files written by fidelity_gpu.py")
+    parser.add_argument("--cases", action="store_true", help="print every case's error, then and now")
+    args = parser.parse_args()
+    print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
+    for path in args.runs:
+        s = replay(path, args.cases)
+        t, n = s["then"], s["now"]
+        print(f"{path.name:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
+              f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
