@@ -301,11 +301,10 @@ class SimTarget(Target):
         # The simulator's own model of a memcpy: one flow per thread, at most one
         # thread's rate each, reading and writing host memory (weight 2).
         from halsim.sim.machine import Machine
-        from halsim.sim.routes import HOST
 
         machine = Machine(self.platform)
         net = machine.net
-        kind = net.flow_class([(HOST, 2)], self.platform.host.memcpy_per_thread, "memcpy (one thread)")
+        kind = machine.memcpy_class()
         for _ in range(threads):
             net.start(kind, nbytes)
         net.run()

@@ -109,6 +109,10 @@ class HostMemory(_Part):
     unregister_bandwidth: float | None = Field(
         None, description="bytes per second of unregistering (unpinning) memory; empty: a release costs only "
         "its call (a hand-written platform may then fold its cost into register_bandwidth; calibration fits both)")
+    thread_contention: float = Field(
+        0.0, ge=0, description="how much each further CPU thread copying host memory at once (page-cache "
+        "reads, memcpy, the driver's pageable bounce) slows every such thread: k of them copy at "
+        "rate / (1 + thread_contention * (k - 1)) each, before total_bandwidth binds (0: not at all)")
     step_overhead: float = Field(
         0.0, ge=0, description="seconds of the engine's dispatcher per plan step: the one host thread that "
         "submits every step and handles its completion; serial, shared by every GPU (0: free)")

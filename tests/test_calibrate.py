@@ -50,6 +50,7 @@ def truth(name: str) -> dict[str, float]:
         "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
         "link.pageable": link.pageable or min(p.host.memcpy_per_thread, link.h2d),
         "gpu.copy_engines": p.gpus[0].copy_engines, "host.step_overhead": p.host.step_overhead,
+        "host.thread_contention": p.host.thread_contention,
     }
 
 
@@ -81,6 +82,22 @@ def test_calibrating_the_simulator_recovers_its_own_parameters(name):
     # The fitted platform reproduces every microbenchmark of the platform it came from.
     for check in result.checks:
         assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+
+
+def test_threads_that_slow_one_another_are_told_from_a_full_memory_system():
+    """Each of k copying threads at rate / (1 + 0.1 (k - 1)), and a memory system that fills
+    at 8 readers with copies: calibration gives back both, not one standing in for the other."""
+    from halsim.sim import Simulator
+
+    base = load_platform("h100-pcie5")
+    host = base.host.model_copy(update={"thread_contention": 0.1, "total_bandwidth": 60e9})
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), Config.full())
+    assert result.parameter("host.thread_contention").value == pytest.approx(0.1, rel=0.02)
+    assert result.parameter("host.total_bandwidth").value == pytest.approx(60e9, rel=0.02)
+    # without contention the same fit finds none
+    calm = base.model_copy(update={"host": base.host.model_copy(update={"thread_contention": 0.0})})
+    plain = calibrate(Simulator(calm).device(0), Config.quick())
+    assert plain.platform.host.thread_contention == 0.0
 
 
 def test_registration_and_its_release_are_fitted_apart():

@@ -268,7 +268,8 @@ def test_auto_chooses_the_predicted_fastest_within_the_budget(budget, no_import_
     request = load_workload("iree-1gib").request()
     choice = choose_by_simulation(request, "h100-pcie5", budget, caps=no_import_caps)
     # Independently: simulate every candidate, keep those that fit and run as themselves, take the fastest.
-    rows = run_sweep(candidates(request, budget), make_targets(["h100-pcie5"], ["iree-1gib"]),
+    cpus = load_platform("h100-pcie5").host.cpus  # auto's candidates go up to the host's threads
+    rows = run_sweep(candidates(request, budget, cpus), make_targets(["h100-pcie5"], ["iree-1gib"]),
                      executor="serial").frame
     fits = rows[(rows["peak_staging_bytes"] <= budget) & ~rows["kind"].isin(["import", "direct"])]
     fastest = fits.sort_values(["seconds", "peak_staging_bytes"], kind="stable").iloc[0]

@@ -68,6 +68,9 @@ class FlowNetwork:
         self._class_uses: list[tuple[tuple[int, float], ...]] = []
         self._class_cap: list[float] = []
         self._class_label: list[str] = []
+        self._class_contended: list[bool] = []
+        # Per-thread slowdown of contended classes: k of them run at cap / (1 + contention * (k - 1)).
+        self.contention = 0.0
         self._solved: dict[tuple[int, ...], dict[int, tuple[float, str]]] = {}
         self.flows: list[Flow] = []  # moving bytes
         self.waiting: list[Flow] = []  # started with a delay that has not passed yet
@@ -89,17 +92,23 @@ class FlowNetwork:
         self.capacity.append(float(capacity))
         return self._resource_index[name]
 
-    def flow_class(self, uses: Sequence[tuple[str, float]], cap: float = math.inf, label: str = "") -> int:
-        """A kind of flow: ``(resource name, weight)`` pairs, and its own rate cap named ``label``."""
+    def flow_class(self, uses: Sequence[tuple[str, float]], cap: float = math.inf, label: str = "",
+                   contended: bool = False) -> int:
+        """A kind of flow: ``(resource name, weight)`` pairs, and its own rate cap named ``label``.
+
+        ``contended``: a CPU thread's copy, whose cap shrinks with the number of such
+        flows running at once (:attr:`contention`).
+        """
         pairs = tuple((self._resource_index[name], float(w)) for name, w in uses if w > 0)
         if not pairs and cap == math.inf:
             raise ValueError("a flow class needs a resource or a cap")
-        key = (pairs, float(cap), label)
+        key = (pairs, float(cap), label, contended)
         if key not in self._class_index:
             self._class_index[key] = len(self._class_uses)
             self._class_uses.append(pairs)
             self._class_cap.append(float(cap))
             self._class_label.append(label or "own limit")
+            self._class_contended.append(contended)
             self._class_bytes.append(0.0)
         return self._class_index[key]
 
@@ -176,9 +185,13 @@ class FlowNetwork:
     def _solve(self, key: tuple[int, ...]) -> dict[int, tuple[float, str]]:
         solved = self._solved.get(key)
         if solved is None:
-            rates, bound = max_min_rates(
-                self.capacity, [self._class_uses[c] for c in key], [self._class_cap[c] for c in key]
-            )
+            caps = [self._class_cap[c] for c in key]
+            contended = [i for i, c in enumerate(key) if self._class_contended[c]]
+            if self.contention and len(contended) > 1:
+                slowdown = 1.0 + self.contention * (len(contended) - 1)
+                for i in contended:
+                    caps[i] /= slowdown
+            rates, bound = max_min_rates(self.capacity, [self._class_uses[c] for c in key], caps)
             solved = {}
             for c, rate, b in zip(key, rates, bound):
                 if c not in solved:

@@ -23,6 +23,7 @@ class Machine:
         self.env = env or simpy.Environment()
         self.pinned_staging = pinned_staging
         self.net = FlowNetwork(self.env)
+        self.net.contention = platform.host.thread_contention
         build_resources(self.net, platform)
         self.host_routes = HostRoutes.build(self.net, platform)
         self.gpu_routes = [GpuRoutes.build(self.net, platform, i) for i in range(len(platform.gpus))]
@@ -62,7 +63,12 @@ class Machine:
     def cached_read_class(self, request_bytes: int) -> int:
         """The flow class of one thread's page-cache read of a ``request_bytes`` request."""
         rate = self.platform.storage.page_cache_rate(request_bytes)
-        return self.net.flow_class([(HOST, 2)], rate, PAGE_CACHE_THREAD)
+        return self.net.flow_class([(HOST, 2)], rate, PAGE_CACHE_THREAD, contended=True)
+
+    def memcpy_class(self) -> int:
+        """The flow class of one thread's memcpy: it reads and writes host memory."""
+        return self.net.flow_class([(HOST, 2)], self.platform.host.memcpy_per_thread, "memcpy (one thread)",
+                                   contended=True)
 
     @property
     def now(self) -> float:

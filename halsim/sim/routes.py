@@ -59,10 +59,10 @@ class HostRoutes:
         # One storage resource for reads and writes; a write's weight makes it run at write_bandwidth alone.
         write_weight = st.bandwidth / st.write_rate
         return cls(
-            cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD),
-            cold_read=net.flow_class([(STORAGE, 1), (HOST, 3)], thread, PAGE_CACHE_THREAD),
+            cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
+            cold_read=net.flow_class([(STORAGE, 1), (HOST, 3)], thread, PAGE_CACHE_THREAD, contended=True),
             direct_read=net.flow_class([(STORAGE, 1), (HOST, 1)]),
-            cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD),
+            cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
             direct_write=net.flow_class([(STORAGE, write_weight), (HOST, 1)]),
             fault_in=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             register=net.flow_class([], platform.host.register_bandwidth, REGISTRATION),
@@ -104,7 +104,7 @@ class GpuRoutes:
             h2d=net.flow_class(copy("h2d", dma)),
             d2h=net.flow_class(copy("d2h", dma)),
             # The driver's bounce: a CPU copy into its pinned buffer (2), then the DMA (1).
-            h2d_pageable=net.flow_class(copy("h2d", dma + 2), pageable, PAGEABLE),
-            d2h_pageable=net.flow_class(copy("d2h", dma + 2), pageable, PAGEABLE),
+            h2d_pageable=net.flow_class(copy("h2d", dma + 2), pageable, PAGEABLE, contended=True),
+            d2h_pageable=net.flow_class(copy("d2h", dma + 2), pageable, PAGEABLE, contended=True),
             storage_h2d=net.flow_class(storage_path),
         )
