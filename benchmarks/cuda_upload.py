@@ -513,7 +513,8 @@ def main() -> None:
     parser.add_argument("--make-only", action="store_true")
     parser.add_argument("--no-cold", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--only", default="", help="comma-separated label substrings: run only those halsim rows")
+    parser.add_argument("--only", default="", help="comma-separated label substrings (or '|'-separated, to match "
+                        "labels with commas): run only those halsim rows")
     args = parser.parse_args()
 
     path, index = make_file(args.dir, args.layers)
@@ -535,7 +536,8 @@ def main() -> None:
     costs = allocation_costs(device, index)
     print(f"  allocation costs: {costs}", flush=True)
 
-    wanted = [w for w in args.only.split(",") if w]
+    # Labels hold commas: with a '|' anywhere, '|' separates the substrings instead.
+    wanted = [w for w in args.only.split("|" if "|" in args.only else ",") if w]
 
     def chosen(rows):
         return [r for r in rows if not wanted or any(w in r[0] for w in wanted)]
