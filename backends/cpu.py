@@ -93,6 +93,12 @@ class CpuExecution(HostExecution):
 class CpuDevice(Device):
     """``cpu``: buffers in host memory."""
 
+    # How its imports and direct reads work, for the simulator (calibrate copies them into
+    # the Platform): an in-place import is the file's mapping, read when a tensor is first
+    # used; a direct read is a buffered pread, from the page cache when the file is warm.
+    imports_lazily = True
+    direct_reads_buffered = True
+
     def __init__(self, name: str = "cpu", copy_queues: int = 2):
         self.name = name
         self.caps = DeviceCaps(

@@ -314,6 +314,12 @@ class VulkanDevice(Device):
         )
 
     @property
+    def imports_lazily(self) -> bool:
+        """For the simulator: lavapipe's host-pointer import wraps the mapping, whose pages are
+        read when first used; a GPU's driver pins them, reading a cold file in first."""
+        return self.info.kind == "cpu"
+
+    @property
     def description(self) -> str:
         family = "transfer-only" if self.info.transfer_only else "general"
         note = f"; import refused: {self.import_problem}" if self.import_problem else ""

@@ -543,7 +543,7 @@ class Measurements:
     notes: list[str] = field(default_factory=list)
     host: str = ""  # machine and CPU, for the record
     when: str = ""
-    # How the backend pins (HostMemory.pin_in_background, .register_stalls_copies): what
+    # How the backend pins and imports (HOST_BEHAVIOUR, GPU_BEHAVIOUR): what
     # the device says of itself, not fitted.
     behaviour: dict[str, bool] = field(default_factory=dict)
 
@@ -557,10 +557,16 @@ class Measurements:
                 "points": [{"probe": dataclasses.asdict(m.probe), "samples": m.samples} for m in self.points]}
 
 
-def pinning_behaviour(device: Any) -> dict[str, bool]:
-    """Whether ``device`` pins staging in the background and whether its registrations stall its copies."""
-    return {"pin_in_background": bool(getattr(device, "pins_staging_in_background", False)),
-            "register_stalls_copies": bool(getattr(device, "registration_stalls_copies", False))}
+# What a device says of how it works (not fitted): platform field -> the device's attribute.
+HOST_BEHAVIOUR = {"pin_in_background": "pins_staging_in_background",
+                  "register_stalls_copies": "registration_stalls_copies"}
+GPU_BEHAVIOUR = {"direct_buffered": "direct_reads_buffered", "lazy_import": "imports_lazily"}
+
+
+def device_behaviour(device: Any) -> dict[str, bool]:
+    """How ``device`` pins and imports: each HostMemory and Gpu behaviour field, from the device."""
+    return {field: bool(getattr(device, attribute, False))
+            for field, attribute in {**HOST_BEHAVIOUR, **GPU_BEHAVIOUR}.items()}
 
 
 def host_description() -> str:
@@ -584,7 +590,7 @@ def measure(target: Target, config: Config | None = None, progress: ProgressFn |
     result = Measurements(target.device.name, caps, target.host_capacity(), target.simulated, config,
                           host="simulated" if target.simulated else host_description(),
                           when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                          behaviour=pinning_behaviour(target.device))
+                          behaviour=device_behaviour(target.device))
     total = len(todo) * repeats
     samples: dict[Probe, dict[str, list[float]]] = {probe: {} for probe in todo}
     skip: set[str] = set()

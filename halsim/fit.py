@@ -38,7 +38,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from halsim.calibrate import Calibration, Check, Measurement, Measurements, Probe, headline, predict
+from halsim.calibrate import (GPU_BEHAVIOUR, HOST_BEHAVIOUR, Calibration, Check, Measurement, Measurements, Probe,
+                              headline, predict)
 from halsim.platform import Gpu, HostMemory, Link, Platform, Storage
 
 # A rate that stands in for "no measurable cost per byte" (1 PB/s): the model needs a number.
@@ -201,23 +202,24 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         register_per_call=v["host.register_per_call"],
                         unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
                         thread_contention=v["host.thread_contention"],
-                        cpus=caps.host_threads, **m.behaviour),
+                        cpus=caps.host_threads, **{k: v for k, v in m.behaviour.items() if k in HOST_BEHAVIOUR}),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
         gpus=(Gpu(name=m.device, kind="dedicated" if caps.kind == "dedicated" else "integrated",
                   memory=min(caps.memory_bytes, m.host_capacity) if caps.kind != "dedicated" else caps.memory_bytes,
                   copy_engines=int(v["gpu.copy_engines"]), import_alignment=caps.import_alignment,
-                  can_import=caps.can_import_host, direct_storage=caps.direct_storage, link=link),),
+                  can_import=caps.can_import_host, direct_storage=caps.direct_storage, link=link,
+                  **{k: v for k, v in m.behaviour.items() if k in GPU_BEHAVIOUR}),),
     )
 
 
-# Provisional values for parameters not fitted yet (a later step sets each): they
-# only have to let the simulator run the benchmarks of the parameter being fitted.
-# Turns of fitting host.total_bandwidth and host.thread_contention each with the other held,
-# and the smallest contention told apart from none (0.05% slower per extra thread).
+# Turns of fitting host.total_bandwidth and host.thread_contention each with the other held;
+# the search's floor for the contention, and under twice that it counts as none (0.1% per thread).
 CONTENTION_ROUNDS = 4
 MIN_CONTENTION = 5e-4
 
+# Provisional values for parameters not fitted yet (a later step sets each): they
+# only have to let the simulator run the benchmarks of the parameter being fitted.
 _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
                 "host.pin_bandwidth": UNMEASURABLE_RATE, "host.pin_per_call": 0.0,
                 "host.register_bandwidth": UNMEASURABLE_RATE, "host.register_per_call": 0.0,
@@ -339,7 +341,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
             before = (total, contention)
             total, bounded = search_fit(lambda x: host_loss(x, contention), 0.2 * peak, 40 * peak)
             contention, felt = search_fit(lambda a: host_loss(total, a), MIN_CONTENTION, 2.0)
-            if contention <= MIN_CONTENTION * 1.01 or not felt:
+            if contention < 2 * MIN_CONTENTION or not felt:
                 contention = 0.0  # one thread's rate holds however many run
             if abs(total / before[0] - 1) < 0.005 and abs(contention - before[1]) < 0.0005:
                 break

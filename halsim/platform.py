@@ -165,6 +165,12 @@ class Gpu(_Part):
     import_alignment: int = Field(4096, ge=1, description="host import needs this address alignment")
     can_import: bool = Field(True, description="can map host memory for DMA (or use it in place)")
     direct_storage: bool = Field(False, description="storage can DMA straight into device memory")
+    direct_buffered: bool = Field(
+        False, description="direct reads go through the page cache (a buffered read, as the CPU device does): a "
+        "warm file then comes from the cache; false: storage DMA that bypasses it (GPUDirect Storage)")
+    lazy_import: bool = Field(
+        False, description="an in-place import only maps the file: its pages are read when first used, after the "
+        "upload (the CPU device, lavapipe); false: importing pins the pages, reading a cold file in first")
     link: str = Field(description="name of an entry of links")
     switch: str | None = Field(None, description="name of an entry of switches, if behind one")
 

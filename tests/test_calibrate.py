@@ -100,6 +100,16 @@ def test_threads_that_slow_one_another_are_told_from_a_full_memory_system():
     assert plain.platform.host.thread_contention == 0.0
 
 
+def test_the_simulator_tells_calibration_how_it_imports_and_reads_direct():
+    from halsim.sim import Simulator
+
+    base = load_platform("igpu-unified")
+    gpu = base.gpus[0].model_copy(update={"lazy_import": True, "direct_buffered": True, "direct_storage": True})
+    result = calibrate(Simulator(base.model_copy(update={"gpus": (gpu,)})).device(0), Config.quick())
+    assert result.platform.gpus[0].lazy_import and result.platform.gpus[0].direct_buffered
+    assert not calibrate("sim:igpu-unified", Config.quick()).platform.gpus[0].lazy_import
+
+
 def test_registration_and_its_release_are_fitted_apart():
     """A device that unpins at its own rate: calibration gives back both rates."""
     from halsim.sim import Simulator
@@ -230,6 +240,9 @@ def test_cpu_calibration_gives_a_platform(cpu_calibration):
     platform = result.platform
     assert platform.gpus[0].kind == "integrated"  # the CPU's "device memory" is host memory
     assert platform.gpus[0].can_import and platform.gpus[0].direct_storage
+    # what the device says of itself: its imports only map the file, its direct reads are preads
+    assert platform.gpus[0].lazy_import and platform.gpus[0].direct_buffered
+    assert not platform.host.register_stalls_copies
     for f in result.fitted:
         if f.value is not None:
             assert math.isfinite(f.value) and f.value >= 0, f.path

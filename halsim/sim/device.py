@@ -72,6 +72,7 @@ class SimExecution(Execution):
         self.gpu = device.gpu
         self.request = self.plan.request
         self.routes = self.machine.gpu_routes[self.gpu]
+        self.spec = self.machine.platform.gpus[self.gpu]
         self._buffers: dict[int, SimBuffer] = {}
         self._device_bytes: dict[int, int] = {}  # buffers this execution allocated
         self._staging_bytes = 0
@@ -371,9 +372,10 @@ class SimExecution(Execution):
             yield waited
         start = env.now
         try:
-            # Pinning pages makes them resident: the cold part of the file is read in first.
+            # Pinning pages makes them resident: the cold part of the file is read in first
+            # (a lazy in-place import only maps it: its pages are read after the upload).
             cold, _ = self._split(window.length)
-            if cold:
+            if cold and not (window.in_place and self.spec.lazy_import):
                 yield from self._storage(machine.host_routes.fault_in, cold, "import", bound)
             begun = env.now
             if machine.driver_lock is not None and not window.in_place:
@@ -437,9 +439,20 @@ class SimExecution(Execution):
         yield  # a generator like every step
 
     def _direct(self, step: Step, bound: dict) -> Generator:
-        env = self.machine.env
+        machine, env = self.machine, self.machine.env
         start = env.now
-        yield from self._storage(self.routes.storage_h2d, step.length, "direct", bound)
+        if self.spec.direct_buffered:
+            # A buffered read into the buffer: the drive for what the cache lacks, then one
+            # thread's copy out of the page cache; across the link too for a dedicated GPU.
+            cold, cached = self._split(step.length)
+            if cold:
+                yield from self._storage(machine.host_routes.cold_read, cold, "direct", bound)
+            if cached:
+                yield from self._flow(machine.cached_read_class(step.length), cached, bound)
+            if self.spec.kind == "dedicated":
+                yield from self._flow(self.routes.h2d, step.length, bound)
+        else:
+            yield from self._storage(self.routes.storage_h2d, step.length, "direct", bound)
         if self._real:
             buffer = self._buffers[step.buffer].array
             self.file.read_into(step.file_offset, memoryview(buffer)[step.buffer_offset : step.buffer_offset + step.length])
@@ -497,6 +510,14 @@ class SimDevice(Device):
     @property
     def registration_stalls_copies(self) -> bool:
         return self.simulator.platform.host.register_stalls_copies
+
+    @property
+    def direct_reads_buffered(self) -> bool:
+        return self.simulator.platform.gpus[self.gpu].direct_buffered
+
+    @property
+    def imports_lazily(self) -> bool:
+        return self.simulator.platform.gpus[self.gpu].lazy_import
 
     def open(self, plan, file, trace, index: int = 0, faults=None) -> SimExecution:
         return SimExecution(self, plan, file, trace, index, faults)
