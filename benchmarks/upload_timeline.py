@@ -7,7 +7,8 @@ page cache and, for the median run, prints every lane's share of the wall time
 (reads, each copy queue, the import lane's registrations and releases), what
 happened before the first copy began and after the last one ended, the longest
 stretch with no copy in flight, and the critical path (``Report.explain``).
-``--json`` keeps the median runs' reports with their traces.
+``--json`` keeps the median runs' reports with their traces. (``halsim upload
+--lanes`` prints the same for one run: :mod:`halsim.lanes`.)
 """
 
 from __future__ import annotations
@@ -16,48 +17,14 @@ import argparse
 import json
 import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import halsim
 from halsim import pagecache
-from halsim.trace import Span
+from halsim.lanes import copy_gaps, lane_uses
 
 DEFAULT_POLICIES = ("import:piece=256MiB,queues=2,release=at_end",
                     "streaming:chunk=16MiB,slots=16,readers=12,queues=2")
-
-
-def union_seconds(spans: list[Span]) -> float:
-    """Seconds covered by at least one span."""
-    covered, end = 0.0, float("-inf")
-    for s in sorted(spans, key=lambda s: s.start):
-        if s.end > end:
-            covered += s.end - max(s.start, end)
-            end = s.end
-    return covered
-
-
-def longest_gap(spans: list[Span]) -> tuple[float, float]:
-    """(start, length) of the longest stretch between the first and last span with none running."""
-    best, end = (0.0, 0.0), None
-    for s in sorted(spans, key=lambda s: s.start):
-        if end is not None and s.start - end > best[1]:
-            best = (end, s.start - end)
-        end = s.end if end is None else max(end, s.end)
-    return best
-
-
-def lane_table(report: halsim.Report) -> list[dict]:
-    groups: dict[tuple[str, str], list[Span]] = defaultdict(list)
-    for s in report.trace.spans:
-        lane = s.lane.split("/")[0] if s.lane.startswith("read/") else s.lane  # readers as one group
-        groups[(lane, s.op)].append(s)
-    rows = []
-    for (lane, op), spans in sorted(groups.items(), key=lambda kv: min(s.start for s in kv[1])):
-        rows.append({"lane": lane, "op": op, "steps": len(spans), "bytes": sum(s.nbytes for s in spans),
-                     "first": min(s.start for s in spans), "last": max(s.end for s in spans),
-                     "busy": union_seconds(spans), "summed": sum(s.seconds for s in spans)})
-    return rows
 
 
 def describe(report: halsim.Report) -> str:
@@ -65,16 +32,14 @@ def describe(report: halsim.Report) -> str:
     lines = [f"{report.policy}: {wall:.4f} s, {report.gb_per_s:.2f} GB/s",
              f"  {'lane':<14} {'op':<14} {'steps':>5} {'GiB':>6} {'first s':>8} {'last s':>8} "
              f"{'busy s':>7} {'busy %':>6} {'summed s':>8}"]
-    for r in lane_table(report):
-        lines.append(f"  {r['lane']:<14} {r['op']:<14} {r['steps']:>5} {r['bytes'] / 2**30:>6.2f} {r['first']:>8.4f} "
-                     f"{r['last']:>8.4f} {r['busy']:>7.4f} {100 * r['busy'] / wall:>5.0f}% {r['summed']:>8.4f}")
-    copies = [s for s in report.trace.spans if s.lane.startswith("copy/")]
-    if copies:
-        first, last = min(s.start for s in copies), max(s.end for s in copies)
-        at, gap = longest_gap(copies)
-        lines.append(f"  before the first copy {first:.4f} s; copies in flight {union_seconds(copies):.4f} s of "
-                     f"{last - first:.4f}; after the last copy {wall - last:.4f} s; longest gap with no copy "
-                     f"{gap * 1e3:.2f} ms at {at:.4f} s")
+    for r in lane_uses(report.trace):
+        lines.append(f"  {r.lane:<14} {r.op:<14} {r.steps:>5} {r.bytes / 2**30:>6.2f} {r.first:>8.4f} "
+                     f"{r.last:>8.4f} {r.busy:>7.4f} {100 * r.busy / wall:>5.0f}% {r.summed:>8.4f}")
+    gaps = copy_gaps(report.trace, wall)
+    if gaps is not None:
+        lines.append(f"  before the first copy {gaps.before_first:.4f} s; copies in flight {gaps.in_flight:.4f} s of "
+                     f"{gaps.span:.4f}; after the last copy {gaps.after_last:.4f} s; longest gap with no copy "
+                     f"{gaps.longest_gap * 1e3:.2f} ms at {gaps.longest_gap_at:.4f} s")
     lines.append("  " + report.explain().replace("\n", "\n  "))
     return "\n".join(lines)
 

@@ -86,7 +86,7 @@ def _count_progress(description: str) -> Iterator[Callable[..., None]]:
         yield update
 
 
-def _print_report(report, as_json: bool, explain: bool = False) -> None:
+def _print_report(report, as_json: bool, explain: bool = False, lanes: bool = False) -> None:
     if as_json:
         out.print_json(report.to_json()) if out.is_terminal else print(report.to_json())
         return
@@ -98,6 +98,28 @@ def _print_report(report, as_json: bool, explain: bool = False) -> None:
         out.print(f"[yellow]note:[/] {note}")
     if explain:
         out.print(f"[bold]bounded by:[/] {report.explain()}")
+    if lanes:
+        _print_lanes(report)
+
+
+def _print_lanes(report) -> None:
+    from halsim.lanes import copy_gaps, lane_uses
+    from halsim.units import format_size
+
+    wall = report.seconds
+    table = Table(title="where the time went, lane by lane", title_justify="left")
+    for column in ("lane", "step", "steps", "bytes", "first s", "last s", "busy s", "busy %"):
+        left = column in ("lane", "step")
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
+    for r in lane_uses(report.trace):
+        table.add_row(r.lane, r.op, str(r.steps), format_size(r.bytes), f"{r.first:.4f}", f"{r.last:.4f}",
+                      f"{r.busy:.4f}", f"{100 * r.busy / wall:.0f}%" if wall > 0 else "-")
+    out.print(table)
+    gaps = copy_gaps(report.trace, wall)
+    if gaps is not None:
+        out.print(f"copies: the first began at {gaps.before_first:.4f} s; in flight {gaps.in_flight:.4f} s of "
+                  f"{gaps.span:.4f}; {gaps.after_last:.4f} s after the last; the longest stretch with none "
+                  f"{gaps.longest_gap * 1e3:.2f} ms (at {gaps.longest_gap_at:.4f} s)", highlight=False)
 
 
 def _exports(report, plot: Optional[Path], trace: Optional[Path], json_path: Optional[Path] = None) -> None:
@@ -125,6 +147,7 @@ def simulate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: timeline and memory over time."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto (Chrome trace) JSON."),
+    lanes: bool = typer.Option(False, "--lanes", help="Print how busy each lane was (reads, copy queues, imports)."),
 ) -> None:
     """Simulate an upload on a model of the hardware."""
     import halsim
@@ -137,7 +160,7 @@ def simulate(
         with _progress("simulating", not as_json) as update:
             report = halsim.simulate(source, platform, policy_spec, page_cached=not cold, gpus=gpus, shard=shard,
                                      mode=mode, progress=update)
-        _print_report(report, as_json, explain=not as_json)
+        _print_report(report, as_json, explain=not as_json, lanes=lanes)
         _exports(report, plot, trace)
 
 
@@ -162,6 +185,8 @@ def upload(
     trace: Optional[Path] = typer.Option(None, "--trace", help="Write a Perfetto JSON of the run."),
     platform: Optional[str] = typer.Option(None, "--platform", "-p",
                                            help="With --policy auto: choose by simulating this platform."),
+    lanes: bool = typer.Option(False, "--lanes", help="Print how busy each lane was (reads, copy queues, imports) "
+                               "and what bounded the run."),
 ) -> None:
     """Upload a model file to a device for real."""
     import halsim
@@ -182,7 +207,7 @@ def upload(
             report = done.report
             if verify and not as_json:
                 out.print(f"[green]verified[/] {report.bytes} bytes")
-            _print_report(report, as_json)
+            _print_report(report, as_json, explain=lanes, lanes=lanes)
             _exports(report, plot, trace)
 
 

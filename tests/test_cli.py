@@ -51,6 +51,16 @@ def test_upload_verify_json(model):
     assert data["peak_staging_bytes"] <= 2000
 
 
+def test_lanes_say_where_the_time_went(model):
+    result = run("upload", model, "--device", "cpu", "--policy", "streaming:chunk=1000,slots=2,readers=2", "--lanes")
+    assert result.exit_code == 0, result.output
+    assert "lane by lane" in result.stdout and "bounded by" in result.stdout
+    assert "copy/d0q0" in result.stdout and "copies: the first began" in result.stdout
+    result = run("simulate", "-w", "gpt2", "-p", "h100-pcie5", "--policy", "import", "--lanes")
+    assert result.exit_code == 0, result.output
+    assert "import/d0" in result.stdout and "unimport" in result.stdout
+
+
 def test_upload_on_two_devices_and_the_simulator(model):
     result = run("upload", model, "-d", "cpu", "-d", "cpu", "--shard", "rows", "--verify")
     assert result.exit_code == 0, result.output
