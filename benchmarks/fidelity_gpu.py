@@ -9,7 +9,9 @@
 3. ``halsim compare``: every case below simulated on that platform and uploaded
    for real ``--repeat`` times (after a warm-up run each): streaming with chunks
    1 MiB..256 MiB, slots 1..8, readers 1..8, queues 1..2; import; direct;
-   staged; page-cached and cold.
+   staged; page-cached and cold;
+4. the calibration's probes again, one size of each (:mod:`halsim.drift`): how
+   far the machine itself moved while the comparison ran.
 
 Prints the calibration, the comparison table and the issue's targets (median
 |error| <= 5 %, worst <= 15 %, same ranking); writes ``OUT.json`` (calibration
@@ -33,6 +35,7 @@ from rich.console import Console
 import halsim
 from halsim.calibrate import Config, calibrate
 from halsim.compare import Case, compare
+from halsim.drift import median_change, recheck
 from halsim.policies import parse_policy
 from halsim.units import format_size
 from halsim.workloads import Workload, load_workload
@@ -121,8 +124,15 @@ def main() -> int:
                      progress=lambda done, total, what: print(f"  {done}/{total} {what}", flush=True)
                      if done < total else None)
     stamp("compared")
+    # Did the machine hold still? The calibration's probes again, one size of each.
+    moved = recheck(device, calibration.measurements, scratch_dir=args.dir)
+    stamp("rechecked")
     console.print(result.table())
     console.print(result.summary(), highlight=False)
+    drift_lines = [f"| {m.probe} | {m.before:.4g} | {m.after:.4g} | {m.change:+.1%} |" for m in moved]
+    console.print(f"the machine between calibration and comparison: median |change| {median_change(moved):.1%} "
+                  f"over {len(moved)} probes; " + ", ".join(f"{m.probe} {m.change:+.0%}" for m in moved),
+                  highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     ranking = result.ranking
@@ -139,9 +149,13 @@ def main() -> int:
               f"Host: {result.host}. File: {Path(result.file).name}, {format_size(result.file_bytes)}; "
               f"{result.repeat} real run(s) per case after a warm-up run; spread = half the range of the real runs.\n"
               f"Platform: calibrated on the same machine (`halsim calibrate --device {device.name}`).\n\n")
-    args.out.with_suffix(".md").write_text(header + result.markdown())
+    drift_table = (f"\n\nThe calibration's probes measured again after the comparison (median |change| "
+                   f"{median_change(moved):.1%}):\n\n| probe | at calibration s | after s | change |\n"
+                   "|---|---:|---:|---:|\n" + "\n".join(drift_lines) + "\n")
+    args.out.with_suffix(".md").write_text(header + result.markdown() + drift_table)
     body = {"device": device.name, "product": product, "calibration": calibration.to_dict(),
-            "comparison": result.to_dict(), "targets": dict(targets), "seconds": time.perf_counter() - began}
+            "comparison": result.to_dict(), "targets": dict(targets), "seconds": time.perf_counter() - began,
+            "drift": [{"probe": m.probe, "before": m.before, "after": m.after, "change": m.change} for m in moved]}
     args.out.with_suffix(".json").write_text(json.dumps(body, indent=1, default=str))
     result.write_perfetto(args.out.with_suffix(".perfetto.json"))
     result.plot(args.out.with_suffix(".png"))
