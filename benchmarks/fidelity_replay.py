@@ -46,18 +46,29 @@ class ReplayRow:
         return (self.predicted_seconds - self.seconds) / self.seconds
 
 
-def measurements(stored: dict) -> Measurements:
+def measurements(stored: dict, after: dict[str, float] | None = None) -> Measurements:
+    """The stored calibration; with ``after`` (probe label -> seconds, the run's drift recheck),
+    those probes' headline readings as they were measured after the comparison."""
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["config"].items()}
-    points = [Measurement(Probe(**p["probe"]), p["samples"]) for p in stored["points"]]
+    points = []
+    for p in stored["points"]:
+        probe = Probe(**p["probe"])
+        samples = p["samples"]
+        if after and probe.label in after:
+            samples = {**samples, probe.readings[0]: [after[probe.label]]}
+        points.append(Measurement(probe, samples))
     return Measurements(stored["device"], DeviceCaps.model_validate(stored["caps"]), stored["host_capacity"],
                         stored["simulated"], Config(**config), points, list(stored.get("notes", [])),
                         stored.get("host", ""), stored.get("when", ""), dict(stored.get("behaviour", {})))
 
 
-def replay(path: Path, show_cases: bool) -> dict:
+def replay(path: Path, show_cases: bool, after: bool = False) -> dict:
     run = json.loads(path.read_text())
     comparison = run["comparison"]
-    calibration = fit_platform(measurements(run["calibration"]["measurements"]))
+    rechecked = {m["probe"]: m["after"] for m in run.get("drift", [])} if after else None
+    if after and not rechecked:
+        raise SystemExit(f"{path}: the run has no drift recheck (fidelity_gpu.py before the fourth session)")
+    calibration = fit_platform(measurements(run["calibration"]["measurements"], rechecked))
     layers = 5
     workload = llama_like(layers)
     if workload.index().file_length != comparison["file_bytes"]:
@@ -88,10 +99,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="JSON files written by fidelity_gpu.py")
     parser.add_argument("--cases", action="store_true", help="print every case's error, then and now")
+    parser.add_argument("--after", action="store_true",
+                        help="fit with the probes the run measured again after its comparison (its drift recheck)")
     args = parser.parse_args()
     print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
     for path in args.runs:
-        s = replay(path, args.cases)
+        s = replay(path, args.cases, args.after)
         t, n = s["then"], s["now"]
         print(f"{path.name:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
               f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)
