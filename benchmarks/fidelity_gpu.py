@@ -4,14 +4,17 @@
 
 1. writes a ~4 GiB Llama-3-8B-like safetensors file (embedding, LM head and the
    first 5 decoder layers: 4.0 GiB in 48 tensors of 8 KiB..1002 MiB) into DIR;
-2. ``halsim calibrate``: microbenchmarks on the device (scratch file in DIR, so
-   cold reads hit the same drive), fitted into a Platform;
-3. ``halsim compare``: every case below simulated on that platform and uploaded
-   for real ``--repeat`` times (after a warm-up run each): streaming with chunks
-   1 MiB..256 MiB, slots 1..8, readers 1..8, queues 1..2; import; direct;
-   staged; page-cached and cold;
-4. the calibration's probes again, one size of each (:mod:`halsim.drift`): how
-   far the machine itself moved while the comparison ran.
+2. ``--repeat`` rounds, each one round of ``halsim calibrate``'s microbenchmarks on
+   the device (scratch file in DIR, so cold reads hit the same drive) and then one
+   real upload of every case below (after a warm-up run of each in the first):
+   streaming with chunks 1 MiB..256 MiB, slots 1..8, readers 1..8, queues 1..2;
+   import; direct; staged; page-cached and cold;
+3. one Platform fitted from every round's probes, and every case simulated on it:
+   the platform comes from the same minutes as the uploads it predicts (these
+   VMs move by 10 % and more within minutes: docs/fidelity.md, run 12).
+
+``--no-interleave``: calibrate first, then every real run, then the probes again,
+one size of each (:mod:`halsim.drift`), to show how far the machine moved.
 
 Prints the calibration, the comparison table and the issue's targets (median
 |error| <= 5 %, worst <= 15 %, same ranking); writes ``OUT.json`` (calibration
@@ -26,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,9 +37,10 @@ from pathlib import Path
 from rich.console import Console
 
 import halsim
-from halsim.calibrate import Config, calibrate
-from halsim.compare import Case, compare
+from halsim.calibrate import Config, Measurements, calibrate, measure, target_for
+from halsim.compare import Case, compare, pooled
 from halsim.drift import median_change, recheck
+from halsim.fit import fit_platform
 from halsim.policies import parse_policy
 from halsim.units import format_size
 from halsim.workloads import Workload, load_workload
@@ -60,6 +65,9 @@ COLD = [
     "import",
     "direct:chunk=16MiB,readers=4",
 ]
+# The real runs of an interleaved comparison are predicted once every round is in; the
+# rounds run against this stand-in platform, whose predictions are dropped.
+DRAFT_PLATFORM = "h100-pcie5"
 LAYERS = 5  # embedding + LM head (2 x 1002 MiB) + 5 layers of 416 MiB: 4.0 GiB
 
 
@@ -94,6 +102,8 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/halsim-fidelity"), help="where the files go")
     parser.add_argument("--repeat", type=int, default=3, help="real runs per case (median)")
     parser.add_argument("--quick", action="store_true", help="quick calibration, one real run per case (a dry run)")
+    parser.add_argument("--no-interleave", dest="interleave", action="store_false",
+                        help="calibrate first, then every real run (and the probes again after)")
     parser.add_argument("--layers", type=int, default=LAYERS, help="decoder layers in the file (5: 4.0 GiB)")
     parser.add_argument("--no-embeddings", dest="embeddings", action="store_false",
                         help="leave out the embedding and LM head (2 x 1002 MiB): --layers 1 is then 416 MiB")
@@ -110,29 +120,58 @@ def main() -> int:
     stamp("file ready")
 
     config = Config.quick() if args.quick else Config.full()
-    if not args.quick:
-        config = dataclasses.replace(config, repeats=3)  # 3 rounds keep the whole run under 4 minutes
-    calibration = calibrate(device, config, scratch_dir=args.dir, name=f"calibrated-{device.name.replace(':', '')}")
-    stamp("calibrated")
+    rounds = 1 if args.quick else args.repeat
+    name = f"calibrated-{device.name.replace(':', '')}"
+    cases = [Case(parse_policy(s), False, s) for s in WARM] + [Case(parse_policy(s), True, s) for s in COLD]
+
+    def progress(done: int, total: int, what: str) -> None:
+        if done < total:
+            print(f"  {done}/{total} {what}", flush=True)
+
+    moved = []
+    if args.interleave:
+        # Round k of calibration, then round k of the real runs: the platform is fitted from
+        # probes taken across the same minutes as the uploads it predicts.
+        target = target_for(device, args.dir)
+        measured, parts = [], []
+        for k in range(rounds):
+            measured.append(measure(target, dataclasses.replace(config, repeats=1)))
+            stamp(f"calibration round {k + 1}/{rounds}")
+            parts.append(compare(path, device, DRAFT_PLATFORM, cases, repeat=1, warmup=k == 0, progress=progress))
+            stamp(f"comparison round {k + 1}/{rounds}")
+        calibration = fit_platform(Measurements.pooled(measured), name=name)
+        result = pooled(parts, calibration.platform)
+        stamp("fitted")
+    else:
+        calibration = calibrate(device, dataclasses.replace(config, repeats=rounds) if not args.quick else config,
+                                scratch_dir=args.dir, name=name)
+        stamp("calibrated")
+        result = compare(path, device, calibration.platform, cases, repeat=rounds, progress=progress)
+        stamp("compared")
+        # Did the machine hold still? The calibration's probes again, one size of each.
+        moved = recheck(device, calibration.measurements, scratch_dir=args.dir)
+        stamp("rechecked")
     console.print(calibration.table())
     for note in calibration.notes:
         console.print(f"note: {note}", highlight=False)
-    platform_path = calibration.save(args.out.with_suffix(".toml"))
-
-    cases = [Case(parse_policy(s), False, s) for s in WARM] + [Case(parse_policy(s), True, s) for s in COLD]
-    result = compare(path, device, platform_path, cases, repeat=1 if args.quick else args.repeat,
-                     progress=lambda done, total, what: print(f"  {done}/{total} {what}", flush=True)
-                     if done < total else None)
-    stamp("compared")
-    # Did the machine hold still? The calibration's probes again, one size of each.
-    moved = recheck(device, calibration.measurements, scratch_dir=args.dir)
-    stamp("rechecked")
+    calibration.save(args.out.with_suffix(".toml"))
     console.print(result.table())
     console.print(result.summary(), highlight=False)
-    drift_lines = [f"| {m.probe} | {m.before:.4g} | {m.after:.4g} | {m.change:+.1%} |" for m in moved]
-    console.print(f"the machine between calibration and comparison: median |change| {median_change(moved):.1%} "
-                  f"over {len(moved)} probes; " + ", ".join(f"{m.probe} {m.change:+.0%}" for m in moved),
-                  highlight=False)
+    if moved:
+        drift_lines = [f"| {m.probe} | {m.before:.4g} | {m.after:.4g} | {m.change:+.1%} |" for m in moved]
+        drift_head = (f"The calibration's probes measured again after the comparison (median |change| "
+                      f"{median_change(moved):.1%}):\n\n| probe | at calibration s | after s | change |\n")
+        console.print(f"the machine between calibration and comparison: median |change| {median_change(moved):.1%} "
+                      f"over {len(moved)} probes; " + ", ".join(f"{m.probe} {m.change:+.0%}" for m in moved),
+                      highlight=False)
+    else:  # interleaved: each probe's rounds span the comparison
+        points = calibration.measurements.points
+        drift_lines = [f"| {m.probe.label} | {min(m.samples[m.probe.readings[0]]):.4g} | "
+                       f"{max(m.samples[m.probe.readings[0]]):.4g} | ±{m.spread():.1%} |" for m in points]
+        spread = statistics.median(m.spread() for m in points) if points else 0.0
+        drift_head = (f"The calibration's probes over its {rounds} round(s), between the rounds of real runs "
+                      f"(median spread ±{spread:.1%}):\n\n| probe | fastest s | slowest s | spread |\n")
+        console.print(f"the calibration's probes across the comparison: median spread ±{spread:.1%}", highlight=False)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     ranking = result.ranking
@@ -148,13 +187,13 @@ def main() -> int:
     header = (f"## {product} ({device.name}), {result.when[:10]}\n\n"
               f"Host: {result.host}. File: {Path(result.file).name}, {format_size(result.file_bytes)}; "
               f"{result.repeat} real run(s) per case after a warm-up run; spread = half the range of the real runs.\n"
-              f"Platform: calibrated on the same machine (`halsim calibrate --device {device.name}`).\n\n")
-    drift_table = (f"\n\nThe calibration's probes measured again after the comparison (median |change| "
-                   f"{median_change(moved):.1%}):\n\n| probe | at calibration s | after s | change |\n"
-                   "|---|---:|---:|---:|\n" + "\n".join(drift_lines) + "\n")
+              f"Platform: calibrated on the same machine (`halsim calibrate --device {device.name}`)"
+              + (f", in {rounds} rounds between the rounds of real runs.\n\n" if args.interleave else ".\n\n"))
+    drift_table = "\n\n" + drift_head + "|---|---:|---:|---:|\n" + "\n".join(drift_lines) + "\n"
     args.out.with_suffix(".md").write_text(header + result.markdown() + drift_table)
     body = {"device": device.name, "product": product, "calibration": calibration.to_dict(),
             "comparison": result.to_dict(), "targets": dict(targets), "seconds": time.perf_counter() - began,
+            "interleaved": args.interleave,
             "drift": [{"probe": m.probe, "before": m.before, "after": m.after, "change": m.change} for m in moved]}
     args.out.with_suffix(".json").write_text(json.dumps(body, indent=1, default=str))
     result.write_perfetto(args.out.with_suffix(".perfetto.json"))

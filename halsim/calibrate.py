@@ -43,7 +43,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -549,6 +549,27 @@ class Measurements:
 
     def of(self, bench: str) -> list[Measurement]:
         return [m for m in self.points if m.probe.bench == bench]
+
+    @classmethod
+    def pooled(cls, parts: "Sequence[Measurements]") -> "Measurements":
+        """Rounds of the same probes measured apart (interleaved with other work), as one:
+        each probe's samples from every round, in round order."""
+        if not parts:
+            raise ValueError("nothing to pool")
+        first = parts[0]
+        samples: dict[Probe, dict[str, list[float]]] = {}
+        for part in parts:
+            if part.device != first.device:
+                raise ValueError(f"cannot pool measurements of {first.device} and {part.device}")
+            for m in part.points:
+                into = samples.setdefault(m.probe, {})
+                for reading, values in m.samples.items():
+                    into.setdefault(reading, []).extend(values)
+        config = dataclasses.replace(first.config, repeats=sum(p.config.repeats for p in parts))
+        return cls(first.device, first.caps, first.host_capacity, first.simulated, config,
+                   [Measurement(probe, got) for probe, got in samples.items()],
+                   list(dict.fromkeys(n for p in parts for n in p.notes)), first.host, first.when,
+                   dict(first.behaviour))
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "caps": self.caps.model_dump(), "host_capacity": self.host_capacity,

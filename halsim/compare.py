@@ -322,6 +322,37 @@ def plot_pairs(pairs: Sequence[tuple[str, Trace, Trace]], path: "str | os.PathLi
     return path
 
 
+def _policy_notes(rows: Sequence[Row]) -> list[str]:
+    return [f"{r.case.label}: the simulator ran {r.predicted.policy}, the device {r.median_run.policy} "
+            "(the platform's caps differ from the device's)" for r in rows if not r.same_policy]
+
+
+def _predict(path: str, platform: Platform, todo: Sequence[Case], mode: str) -> list[Report]:
+    import halsim
+
+    return [halsim.simulate(path, platform, c.policy, page_cached=not c.cold, mode=mode) for c in todo]
+
+
+def pooled(parts: Sequence[Comparison], platform: "str | os.PathLike | Platform") -> Comparison:
+    """Comparisons of the same cases run one after another (rounds interleaved with rounds of
+    calibration), as one: every real run of each case, predicted anew on ``platform``."""
+    if not parts:
+        raise ValueError("nothing to pool")
+    first = parts[0]
+    labels = [r.case.label for r in first.rows]
+    for part in parts[1:]:
+        if [r.case.label for r in part.rows] != labels or part.file != first.file or part.mode != first.mode:
+            raise ValueError("pooled comparisons must run the same cases on the same file in the same mode")
+    spec = load_platform(platform)
+    cases = [r.case for r in first.rows]
+    predicted = _predict(first.file, spec, cases, first.mode)
+    rows = [Row(case, p, [run for part in parts for run in part.rows[k].measured])
+            for k, (case, p) in enumerate(zip(cases, predicted))]
+    notes = _policy_notes(rows)  # the parts' notes were about the platform each was run against
+    return Comparison(rows, first.device, spec.name, first.file, first.file_bytes, sum(p.repeat for p in parts),
+                      first.mode, host=first.host, when=first.when, notes=notes)
+
+
 def compare(
     path: "str | os.PathLike",
     device: "str | Device",
@@ -349,7 +380,7 @@ def compare(
     todo = [r if isinstance(r, Case) else Case(parse_policy(r), name=r if isinstance(r, str) else "") for r in runs]
     if not todo:
         raise ValueError("nothing to compare: give at least one policy")
-    predicted = [halsim.simulate(path, spec, c.policy, page_cached=not c.cold, mode=mode) for c in todo]
+    predicted = _predict(path, spec, todo, mode)
     measured: list[list[Report]] = [[] for _ in todo]
     notes: list[str] = []
     cached = False
@@ -381,14 +412,11 @@ def compare(
     if progress:
         progress(total, total, "done")
     rows = [Row(c, p, m) for c, p, m in zip(todo, predicted, measured)]
-    for r in rows:
-        if not r.same_policy:
-            notes.append(f"{r.case.label}: the simulator ran {r.predicted.policy}, the device "
-                         f"{r.median_run.policy} (the platform's caps differ from the device's)")
+    notes += _policy_notes(rows)
     return Comparison(rows, target.name, spec.name, path, os.path.getsize(path), repeat, mode,
                       host=host_description(),
                       when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), notes=notes)
 
 
-__all__ = ["Case", "cases", "Row", "Ranking", "rank", "TIE", "Comparison", "compare", "plot_pairs", "STEP_LANES",
+__all__ = ["Case", "cases", "Row", "Ranking", "rank", "TIE", "Comparison", "compare", "pooled", "plot_pairs", "STEP_LANES",
            "reader_lanes_in_order"]

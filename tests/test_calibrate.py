@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 
 from halsim.calibrate import (
     Config,
+    Measurements,
     Probe,
     SimTarget,
     calibrate,
@@ -108,6 +110,18 @@ def test_the_simulator_tells_calibration_how_it_imports_and_reads_direct():
     result = calibrate(Simulator(base.model_copy(update={"gpus": (gpu,)})).device(0), Config.quick())
     assert result.platform.gpus[0].lazy_import and result.platform.gpus[0].direct_buffered
     assert not calibrate("sim:igpu-unified", Config.quick()).platform.gpus[0].lazy_import
+
+
+def test_rounds_measured_apart_pool_into_one_set_of_samples():
+    target = target_for("sim:dgpu-pcie4")
+    config = dataclasses.replace(Config.quick(), repeats=1)
+    parts = [measure(target, config) for _ in range(3)]
+    pooled = Measurements.pooled(parts)
+    assert pooled.config.repeats == 3 and [m.probe for m in pooled.points] == [m.probe for m in parts[0].points]
+    for m, first in zip(pooled.points, parts[0].points):
+        assert all(len(v) == 3 for v in m.samples.values()) and m.value() == pytest.approx(first.value())
+    with pytest.raises(ValueError, match="cannot pool"):
+        Measurements.pooled([parts[0], measure(target_for("sim:h100-pcie5"), config)])
 
 
 def test_registration_and_its_release_are_fitted_apart():

@@ -131,3 +131,23 @@ def test_cli_compare_names_what_is_wrong(model, platform, tmp_path):
     bad_cache = runner.invoke(app, ["compare", str(model), "--platform", str(platform), "--policy", "staged",
                                     "--cache", "tepid"])
     assert bad_cache.exit_code == 1 and "tepid" in bad_cache.output
+
+
+def test_rounds_run_apart_pool_into_one_comparison(model, platform):
+    """Interleaved with rounds of calibration: each round one real run of every case against a
+    stand-in platform; pooled, every run of each case, predicted anew on the fitted platform."""
+    from halsim.compare import pooled
+    from halsim.platform import load_platform
+
+    todo = cases(POLICIES[:2], "warm")
+    parts = [compare(model, "cpu", "h100-pcie5", todo, repeat=1, warmup=k == 0) for k in range(2)]
+    one = pooled(parts, platform)
+    assert one.repeat == 2 and one.platform == load_platform(platform).name
+    for k, row in enumerate(one.rows):
+        assert row.measured == parts[0].rows[k].measured + parts[1].rows[k].measured
+        assert row.predicted_seconds == compare(model, "cpu", platform, [row.case], repeat=1, warmup=False) \
+            .rows[0].predicted_seconds
+        assert row.same_policy
+    assert not one.notes  # notes are about the platform the predictions came from, not the stand-in
+    with pytest.raises(ValueError, match="same cases"):
+        pooled([parts[0], compare(model, "cpu", platform, todo[:1], repeat=1, warmup=False)], platform)
