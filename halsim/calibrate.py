@@ -387,7 +387,7 @@ class DeviceTarget(Target):
             pagecache.drop(self.path)
             self._cached = False
         elif not self._cached:
-            pagecache.warm(self.path)
+            pagecache.warm(self.path, fresh=True)  # after cold probes: as one sequential read brings it
             self._cached = True
         # A fresh mapping each run: an upload maps its file afresh, page faults and all.
         file = MappedFile(self.path)

@@ -393,7 +393,7 @@ def compare(
             pagecache.drop(path)
             cached = False
         elif not cached:
-            pagecache.warm(path)
+            pagecache.warm(path, fresh=True)  # the same page-cache state every round (see pagecache.warm)
             cached = True
         with halsim.upload(path, target, case.policy, mode=mode) as done_upload:
             report = done_upload.report

@@ -80,8 +80,20 @@ def drop(path: "str | os.PathLike", tolerance: float = 0.02) -> str:
                           "posix_fadvise(DONTNEED)" + ("" if os.geteuid() == 0 else " (not root: no drop_caches)"))
 
 
-def warm(path: "str | os.PathLike", piece: int = 16 << 20) -> None:
-    """Read the whole file once so it sits in the page cache."""
+def warm(path: "str | os.PathLike", piece: int = 16 << 20, fresh: bool = False) -> None:
+    """Read the whole file once, sequentially on one thread, so it sits in the page cache.
+
+    ``fresh``: drop it first, so all of it comes in as one sequential read brings it. How
+    pages came in matters: on the lent H100 VM a sequential read (or a write) brought
+    them in as 2 MiB pages, which the GPU driver registered at 44-55 GB/s, while a cold
+    read by four threads at once (a streaming ring) left 4 KiB pages, registered at
+    15 GB/s (docs/benchmarks/cuda.md). Without ``fresh``, what is cached stays as it came.
+    """
+    if fresh:
+        try:
+            drop(path)
+        except ColdUnavailable:
+            pass  # what stays cached stays as it came; the read below brings in the rest
     buffer = bytearray(piece)
     with open(os.fspath(path), "rb", buffering=0) as f:
         while f.readinto(buffer):
