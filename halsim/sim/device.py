@@ -72,7 +72,7 @@ class SimExecution(Execution):
         self.gpu = device.gpu
         self.request = self.plan.request
         self.routes = self.machine.gpu_routes[self.gpu]
-        self.spec = self.machine.platform.gpus[self.gpu]
+        self.gpu_spec = self.machine.platform.gpus[self.gpu]
         self._buffers: dict[int, SimBuffer] = {}
         self._device_bytes: dict[int, int] = {}  # buffers this execution allocated
         self._staging_bytes = 0
@@ -375,7 +375,7 @@ class SimExecution(Execution):
             # Pinning pages makes them resident: the cold part of the file is read in first
             # (a lazy in-place import only maps it: its pages are read after the upload).
             cold, _ = self._split(window.length)
-            if cold and not (window.in_place and self.spec.lazy_import):
+            if cold and not (window.in_place and self.gpu_spec.lazy_import):
                 yield from self._storage(machine.host_routes.fault_in, cold, "import", bound)
             begun = env.now
             if machine.driver_lock is not None and not window.in_place:
@@ -441,7 +441,7 @@ class SimExecution(Execution):
     def _direct(self, step: Step, bound: dict) -> Generator:
         machine, env = self.machine, self.machine.env
         start = env.now
-        if self.spec.direct_buffered:
+        if self.gpu_spec.direct_buffered:
             # A buffered read into the buffer: the drive for what the cache lacks, then one
             # thread's copy out of the page cache; across the link too for a dedicated GPU.
             cold, cached = self._split(step.length)
@@ -449,7 +449,7 @@ class SimExecution(Execution):
                 yield from self._storage(machine.host_routes.cold_read, cold, "direct", bound)
             if cached:
                 yield from self._flow(machine.cached_read_class(step.length), cached, bound)
-            if self.spec.kind == "dedicated":
+            if self.gpu_spec.kind == "dedicated":
                 yield from self._flow(self.routes.h2d, step.length, bound)
         else:
             yield from self._storage(self.routes.storage_h2d, step.length, "direct", bound)
