@@ -396,6 +396,53 @@ def overlap_rows(p: Pinning, size: int = GiB) -> list[dict]:
             {"what": "register, DMA issued, unregister meanwhile", "seconds": round(ordered, 4)}]
 
 
+def release_rows(p: Pinning, size: int = GiB) -> list[dict]:
+    """Which copies does an unregistration wait for? A's release while a DMA from other
+    memory is in flight: registered memory B, or pinned memory from cuMemHostAlloc."""
+    cu = p.cu
+    pinned = p.host_alloc(size)
+    a_map, a = anonymous(size, True)
+    b_map, b = anonymous(size, True)
+    p.register(b, size)
+
+    def release_during(source) -> tuple[float, float]:
+        p.register(a, size)
+        start = time.perf_counter()
+        if source is not None:
+            p.check(cu.cuMemcpyHtoDAsync(p.device, source, size, p.stream), "cuMemcpyHtoDAsync")
+        issued = time.perf_counter()
+        p.unregister(a)
+        released = time.perf_counter()
+        p.check(cu.cuStreamSynchronize(p.stream), "cuStreamSynchronize")
+        done = time.perf_counter()
+        return released - issued, done - start
+
+    def dma(source) -> float:
+        start = time.perf_counter()
+        p.check(cu.cuMemcpyHtoDAsync(p.device, source, size, p.stream), "cuMemcpyHtoDAsync")
+        p.check(cu.cuStreamSynchronize(p.stream), "cuStreamSynchronize")
+        return time.perf_counter() - start
+
+    rows = []
+    try:
+        for label, source in (("nothing in flight", None), ("a DMA from registered memory B in flight", b),
+                              ("a DMA from cuMemHostAlloc memory in flight", pinned)):
+            runs = [release_during(source) for _ in range(5)]
+            release = statistics.median(r[0] for r in runs)
+            total = statistics.median(r[1] for r in runs)
+            row = {"what": f"unregister {size >> 20} MiB (A) with {label}", "release_s": round(release, 4),
+                   "until_dma_done_s": round(total, 4)}
+            if source is not None:
+                row["dma_alone_s"] = round(statistics.median(dma(source) for _ in range(3)), 4)
+            rows.append(row)
+    finally:
+        p.unregister(b)
+        p.free_host(pinned)
+        a_map.close()
+        b_map.close()
+    return rows
+
+
 def submission_rows(p: Pinning, size: int = GiB, copy: int = 64 * MiB) -> list[dict]:
     """While one thread registers or unregisters, does another thread's copy wait?
 
@@ -570,6 +617,8 @@ def main() -> None:
     parser.add_argument("--file-gib", type=int, default=2)
     parser.add_argument("--only-overlap", action="store_true", help="only whether registration and copies overlap")
     parser.add_argument("--only-readers", action="store_true", help="only page cache -> pinned slots, pread and mmap")
+    parser.add_argument("--only-release", action="store_true",
+                        help="only: which copies in flight an unregistration waits for")
     parser.add_argument("--only-cache-state", action="store_true",
                         help="only: registering a page-cached file, by how its pages came into the cache")
     args = parser.parse_args()
@@ -590,6 +639,9 @@ def main() -> None:
 
     if args.only_cache_state:
         show("cache_state", cache_state_rows(p, args.dir, args.file_gib * GiB))
+        return
+    if args.only_release:
+        show("release", release_rows(p))
         return
     if not args.only_readers:
         show("overlap", overlap_rows(p))
