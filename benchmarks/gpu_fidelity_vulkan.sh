@@ -4,18 +4,14 @@
 #   run(command="bash benchmarks/gpu_fidelity_vulkan.sh", carry=[".gl", ".whl"], timeout_s=600)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-began=$(date +%s)
 source benchmarks/gpu_install.sh || exit 1
-echo "[$(( $(date +%s) - began ))s] fidelity"
+say "fidelity"
 timeout ${FIDELITY_SECONDS:-290} python3 benchmarks/fidelity_gpu.py "$OUT/fidelity" 2>&1 | tail -45
-echo "[$(( $(date +%s) - began ))s] fidelity exit ${PIPESTATUS[0]}"
+say "fidelity exit ${PIPESTATUS[0]}"
 left=$(( ${SESSION_SECONDS:-570} - ($(date +%s) - began) ))
-echo "[$(( $(date +%s) - began ))s] vulkan (${left}s left)"
+say "vulkan (${left}s left)"
 VULKAN_BENCH_SIZE=${VULKAN_BENCH_SIZE:-1GiB} timeout $(( left > 30 ? left - 10 : 20 )) bash benchmarks/vulkan_gpu.sh \
   >"$OUT/vulkan_run.log" 2>&1
-echo "[$(( $(date +%s) - began ))s] vulkan exit $?"
+say "vulkan exit $?"
 grep -E "passed|failed|error" "$OUT/vulkan_tests.txt" 2>/dev/null | tail -8
 tail -25 "$OUT/vulkan_bench.txt" 2>/dev/null

@@ -11,15 +11,10 @@
 # Python packages the machine's image lacks (pydantic and its needs, simpy)
 # travel as wheels in .whl/ (see docs/cuda.md). Nothing here changes the GPU's settings.
 set -uo pipefail
-OUT=${OUT:-$PWD/gpu-out}
 BENCH_DIR=${BENCH_DIR:-/tmp/halsim-bench}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-began=$(date +%s)
-say() { echo "[$(( $(date +%s) - began ))s] $*"; }
-
-say "install"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 source benchmarks/gpu_install.sh || exit 1
+say "installed"
 
 # The benchmark's file is written while the tests run (it takes a CPU, not the GPU).
 python3 benchmarks/cuda_upload.py --make-only --dir "$BENCH_DIR" >"$OUT/make_file.log" 2>&1 &

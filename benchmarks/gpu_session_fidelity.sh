@@ -5,11 +5,6 @@
 #   run(command="bash benchmarks/gpu_session_fidelity.sh", carry=[".whl"], timeout_s=600)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-began=$(date +%s)
-say() { echo "[$(( $(date +%s) - began ))s] $*"; }
 source benchmarks/gpu_install.sh || exit 1
 say "CUDA tests and conformance"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/backends/test_cuda.py >"$OUT/test_cuda.log" 2>&1
