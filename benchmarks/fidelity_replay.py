@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import halsim
-from halsim.caps import DeviceCaps
-from halsim.calibrate import Config, Measurement, Measurements, Probe
+from halsim.calibrate import Measurement, Measurements
 from halsim.compare import Case, rank
 from halsim.fit import fit_platform
 from halsim.policies import parse_policy
@@ -49,17 +48,11 @@ class ReplayRow:
 def measurements(stored: dict, after: dict[str, float] | None = None) -> Measurements:
     """The stored calibration; with ``after`` (probe label -> seconds, the run's drift recheck),
     those probes' headline readings as they were measured after the comparison."""
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in stored["config"].items()}
-    points = []
-    for p in stored["points"]:
-        probe = Probe(**p["probe"])
-        samples = p["samples"]
-        if after and probe.label in after:
-            samples = {**samples, probe.readings[0]: [after[probe.label]]}
-        points.append(Measurement(probe, samples))
-    return Measurements(stored["device"], DeviceCaps.model_validate(stored["caps"]), stored["host_capacity"],
-                        stored["simulated"], Config(**config), points, list(stored.get("notes", [])),
-                        stored.get("host", ""), stored.get("when", ""), dict(stored.get("behaviour", {})))
+    m = Measurements.from_dict(stored)
+    if after:
+        m.points = [Measurement(pt.probe, {**pt.samples, pt.probe.readings[0]: [after[pt.probe.label]]})
+                    if pt.probe.label in after else pt for pt in m.points]
+    return m
 
 
 def replay(path: Path, show_cases: bool, after: bool = False) -> dict:

@@ -577,6 +577,15 @@ class Measurements:
                 "when": self.when, "notes": list(self.notes), "behaviour": dict(self.behaviour),
                 "points": [{"probe": dataclasses.asdict(m.probe), "samples": m.samples} for m in self.points]}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurements":
+        """What :meth:`to_dict` wrote (a calibration's JSON), to fit again."""
+        config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items()})
+        return cls(data["device"], DeviceCaps.model_validate(data["caps"]), data["host_capacity"], data["simulated"],
+                   config, [Measurement(Probe(**p["probe"]), p["samples"]) for p in data["points"]],
+                   list(data.get("notes", [])), data.get("host", ""), data.get("when", ""),
+                   dict(data.get("behaviour", {})))
+
 
 # What a device says of how it works (not fitted): platform field -> the device's attribute.
 HOST_BEHAVIOUR = {"pin_in_background": "pins_staging_in_background",

@@ -112,6 +112,14 @@ def test_the_simulator_tells_calibration_how_it_imports_and_reads_direct():
     assert not calibrate("sim:igpu-unified", Config.quick()).platform.gpus[0].lazy_import
 
 
+def test_measurements_come_back_from_their_json():
+    import json
+
+    measured = calibrate("sim:dgpu-pcie4", Config.quick()).measurements
+    again = Measurements.from_dict(json.loads(json.dumps(measured.to_dict())))
+    assert again == measured
+
+
 def test_rounds_measured_apart_pool_into_one_set_of_samples():
     target = target_for("sim:dgpu-pcie4")
     config = dataclasses.replace(Config.quick(), repeats=1)

@@ -276,6 +276,22 @@ class SimExecution(Execution):
         cached = int(round(nbytes * hit))
         return nbytes - cached, cached
 
+    def _buffered_read(self, step: Step, op: str, bound: dict) -> Generator:
+        """A read through the page cache: the drive for what the cache lacks, then one thread's copy."""
+        machine = self.machine
+        cold, cached = self._split(step.length)
+        if cold:
+            yield from self._storage(machine.host_routes.cold_read, cold, op, bound)
+        if cached:
+            cls = self._cached_read if self._flat_page_cache else machine.cached_read_class(step.length)
+            flow = machine.net.start(cls, cached)
+            yield flow.done
+            if bound:
+                _merge(bound, flow.bound)
+            else:
+                bound.update(flow.bound)
+            self.trace.span("memcpy", op, flow.started, machine.env._now, cached, step.id, self.index)
+
     def _read(self, step: Step, bound: dict) -> Generator:
         machine = self.machine
         env = machine.env
@@ -285,18 +301,7 @@ class SimExecution(Execution):
             if self._o_direct:
                 yield from self._storage(machine.host_routes.direct_read, step.length, "read", bound)
             else:
-                cold, cached = self._split(step.length)
-                if cold:
-                    yield from self._storage(machine.host_routes.cold_read, cold, "read", bound)
-                if cached:
-                    cls = self._cached_read if self._flat_page_cache else machine.cached_read_class(step.length)
-                    flow = machine.net.start(cls, cached)
-                    yield flow.done
-                    if bound:
-                        _merge(bound, flow.bound)
-                    else:
-                        bound.update(flow.bound)
-                    self.trace.span("memcpy", "read", flow.started, env._now, cached, step.id, self.index)
+                yield from self._buffered_read(step, "read", bound)
             if self._real:
                 self.file.read_into(step.file_offset, self._slot(step))
         finally:
@@ -439,16 +444,11 @@ class SimExecution(Execution):
         yield  # a generator like every step
 
     def _direct(self, step: Step, bound: dict) -> Generator:
-        machine, env = self.machine, self.machine.env
+        env = self.machine.env
         start = env.now
         if self.gpu_spec.direct_buffered:
-            # A buffered read into the buffer: the drive for what the cache lacks, then one
-            # thread's copy out of the page cache; across the link too for a dedicated GPU.
-            cold, cached = self._split(step.length)
-            if cold:
-                yield from self._storage(machine.host_routes.cold_read, cold, "direct", bound)
-            if cached:
-                yield from self._flow(machine.cached_read_class(step.length), cached, bound)
+            # A buffered read into the buffer; across the link too for a dedicated GPU.
+            yield from self._buffered_read(step, "direct", bound)
             if self.gpu_spec.kind == "dedicated":
                 yield from self._flow(self.routes.h2d, step.length, bound)
         else:
