@@ -27,7 +27,7 @@ from halsim.plan import Op, Step
 from halsim.request import BufferSpec
 from halsim.sim.dispatch import DISPATCH_OP, ENGINE_LANE
 from halsim.sim.gates import holding
-from halsim.sim.tasks import Task
+from halsim.sim.tasks import Task, fire
 from halsim.trace import IMPORTED, STAGING, device_counter
 
 if TYPE_CHECKING:
@@ -104,6 +104,10 @@ class SimExecution(Execution):
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)
         self._dispatcher = self.sim.dispatcher
+        # Copies out of imported memory handed over but not yet queued: as the CUDA
+        # backend does, a registration waits for them (queued first, they run on during it).
+        self._unqueued: set[int] = set()
+        self._all_queued = None  # fires when _unqueued empties
 
     # ---------------------------------------------------------------- memory
     def adopt_buffers(self, buffers: dict[int, DeviceBuffer]) -> None:
@@ -215,6 +219,9 @@ class SimExecution(Execution):
 
     # ---------------------------------------------------------------- steps
     def submit(self, step: Step) -> Pending:
+        if step.op is Op.COPY_IMPORTED and self.machine.driver_lock is not None and \
+                step.queue % max(1, self.plan.limits.queues) in self._import_queues:
+            self._unqueued.add(step.id)
         pending = Pending(step, None)
         pending.handle = Task(self._run(step, pending))
         return pending
@@ -242,7 +249,23 @@ class SimExecution(Execution):
         except Exception as err:
             pending.error = DeviceError(f"{type(err).__name__}: {err}", device=self.device.name,
                                         step=step.describe(self.request))
+        finally:
+            self._queued(step.id)  # also when it failed before being queued
         self.sim.finished(pending)
+
+    def _queued(self, step_id: int) -> None:
+        unqueued = self._unqueued
+        if step_id in unqueued:
+            unqueued.discard(step_id)
+            if not unqueued and self._all_queued is not None:
+                all_queued, self._all_queued = self._all_queued, None
+                fire(all_queued)
+
+    def _until_copies_queued(self) -> Generator:
+        while self._unqueued:
+            if self._all_queued is None:
+                self._all_queued = self.machine.env.event()
+            yield self._all_queued
 
     def _flow(self, cls: int, nbytes: int, bound: dict[str, float]) -> Generator:
         flow = self.machine.net.start(cls, nbytes)
@@ -334,6 +357,7 @@ class SimExecution(Execution):
         queued_early = step.queue % max(1, self.plan.limits.queues) in self._import_queues
         if lock is not None and queued_early:
             yield from lock.queue_past()
+            self._queued(step.id)
         waited = engine.acquire()
         if waited is not None:
             yield waited  # copies on one engine run in order
@@ -384,9 +408,10 @@ class SimExecution(Execution):
                 yield from self._storage(machine.host_routes.fault_in, cold, "import", bound)
             begun = env.now
             if machine.driver_lock is not None and not window.in_place:
-                # As the CUDA backend does: copies handed over at this instant are queued
-                # before the registration takes the lock (they then run on during it).
+                # As the CUDA backend does: copies handed over before this registration are
+                # queued before it takes the lock (they then run on during it).
                 yield env.timeout(0)
+                yield from self._until_copies_queued()
             with holding(machine.driver_lock) as taken:
                 if taken is not None:
                     yield taken

@@ -140,6 +140,25 @@ def test_registration_runs_on_while_copies_queued_before_it_do():
         assert not any(r.start < copy.start < r.end for r in spans(locked, "import/d0", "import"))
 
 
+def test_a_registration_waits_for_copies_handed_over_after_it_was():
+    # With a dispatcher the engine hands the next registration over before the copy
+    # of the piece just registered (one step_overhead apart). As the CUDA backend does,
+    # the registration waits until that copy is queued, and the copy runs on during it.
+    request = make_request([512 * MiB])
+    n, piece, overhead = 512 * MiB, 64 * MiB, 1e-3
+    locked = upload(toy_platform(host__register_bandwidth="2GB/s", host__register_stalls_copies=True,
+                                 host__step_overhead="1ms"), request, IMPORT)
+    registrations = spans(locked, "import/d0", "import")
+    copies = spans(locked, "copy/")
+    for copy in copies[:-1]:  # (the span of a registration includes its wait for the copy)
+        overlap = max(min(copy.end, r.end) - max(copy.start, r.start) for r in registrations)
+        assert overlap >= 0.9 * (copy.end - copy.start)
+    # Each piece after the first is copied while the next registers: the copies end
+    # one piece and a few dispatch turns after the last registration, not n / 2 GB/s after it.
+    assert copies[-1].end - registrations[-1].end < piece / (2 * GB) + 8 * overhead
+    assert locked.seconds < n / (2 * GB) + 2 * piece / (2 * GB) + 8 * n // piece * overhead
+
+
 def test_unregistering_waits_for_the_copies_in_flight_and_holds_back_the_next():
     request = make_request([512 * MiB])
     n, piece = 512 * MiB, 64 * MiB
