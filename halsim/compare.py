@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from halsim.device import Device
+from halsim.lanes import lane_uses
 from halsim.platform import Platform, load_platform
 from halsim.policies import Policy, parse_policy
 from halsim.report import Report
@@ -105,7 +106,15 @@ class Row:
                 "predicted_seconds": self.predicted_seconds, "measured_seconds": self.seconds,
                 "measured_runs": [r.seconds for r in self.measured], "spread": self.spread, "error": self.error,
                 "predicted_peak_staging": self.predicted.peak_staging_bytes,
-                "measured_peak_staging": self.median_run.peak_staging_bytes}
+                "measured_peak_staging": self.median_run.peak_staging_bytes,
+                # Where the time went on each side, lane by lane: a stored comparison can then
+                # say which part of a run the simulator got wrong without its traces.
+                "lanes": {"predicted": _lane_rows(self.predicted), "measured": _lane_rows(self.median_run)}}
+
+
+def _lane_rows(report: Report) -> list[dict[str, Any]]:
+    return [{"lane": u.lane, "op": u.op, "steps": u.steps, "busy": round(u.busy, 6), "summed": round(u.summed, 6)}
+            for u in lane_uses(report.trace)]
 
 
 # Predictions closer than this (relative) are a tie: the simulator does not order the pair.

@@ -69,6 +69,15 @@ def test_cold_cases_are_simulated_cold(comparison):
 def test_exports(comparison, tmp_path):
     body = json.loads(comparison.to_json())
     assert len(body["rows"]) == len(comparison.rows) and "kendall_tau" in body
+    for stored, row in zip(body["rows"], comparison.rows):
+        # Each side's lanes: a ring's reads and copies took time on both.
+        if not row.case.label.startswith("streaming"):
+            continue
+        for side in ("predicted", "measured"):
+            ops = {(u["lane"], u["op"]) for u in stored["lanes"][side]}
+            assert ("read", "read") in ops and any(op == "copy" for _, op in ops), (row.case.label, side)
+            assert all(0 <= u["busy"] <= u["summed"] + 1e-9 for u in stored["lanes"][side])
+            assert sum(u["busy"] for u in stored["lanes"][side] if u["op"] == "read") > 0
     markdown = comparison.markdown()
     assert markdown.count("\n| `") == len(comparison.rows) and "median |error|" in markdown
 
