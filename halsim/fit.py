@@ -39,8 +39,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from halsim.calibrate import (GPU_BEHAVIOUR, HOST_BEHAVIOUR, Calibration, Check, Measurement, Measurements, Probe,
-                              headline, predict)
+                              headline, predict, read_footprint)
 from halsim.platform import Gpu, HostMemory, Link, Platform, Storage
+from halsim.units import format_size
 
 # A rate that stands in for "no measurable cost per byte" (1 PB/s): the model needs a number.
 UNMEASURABLE_RATE = 1e15
@@ -187,6 +188,13 @@ _DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", 
               "host.step_overhead"}
 
 
+def _median_error(pt: Measurement) -> float:
+    """Relative standard error of a probe's median reading (0 for one sample)."""
+    values = pt.samples[pt.probe.readings[0]]
+    middle = statistics.median(values)
+    return 1.2533 * statistics.stdev(values) / math.sqrt(len(values)) / middle if len(values) > 1 and middle else 0.0
+
+
 def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
     caps = m.caps
     link = "link"
@@ -195,7 +203,9 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
         description=f"calibrated from {m.device} ({m.host}) on {m.when[:10]}",
         storage=Storage(name="storage", bandwidth=v["storage.bandwidth"], latency=v["storage.latency"],
                         page_cache_bandwidth=v["storage.page_cache_bandwidth"],
-                        page_cache_curve=v.get("storage.page_cache_curve") or ()),
+                        page_cache_curve=v.get("storage.page_cache_curve") or (),
+                        page_cache_near_bytes=v.get("storage.page_cache_near_bytes") or 0,
+                        page_cache_near_speedup=v.get("storage.page_cache_near_speedup") or 1.0),
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
                         pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
@@ -306,9 +316,34 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     _rate("storage.page_cache_bandwidth", reads, 1, p, "warm reads by size, 1 reader", "read time")
     per_read_cost = reads.coef[0] > max(2 * reads.stderr[0], 0.02 * min(pt.value() for pt in warm))
 
+    # Reads into slots that stay in the CPU's cache (a small ring): against the same requests
+    # into a ring-sized set of slots, measured in the same rounds.
+    near = m.of("near")
+    far = {pt.probe.size: pt for pt in warm}
+    pairs = [(far[pt.probe.size], pt) for pt in near if pt.probe.size in far and pt.value() > 0]
+    if pairs:
+        ratios = [f.value() / n.value() for f, n in pairs]
+        speedup = round(max(1.0, statistics.median(ratios)), 4)
+        f, n = pairs[0]
+        p.set("storage.page_cache_near_speedup", speedup,
+              error=math.hypot(_median_error(f), _median_error(n)),
+              source=f"{format_size(n.probe.size)} reads into {format_size(read_footprint(n.probe))} of slots "
+                     f"against {format_size(read_footprint(f.probe))}",
+              note="" if speedup > 1.0 else "no faster: reads into a small ring run as into a large one")
+        p.values["storage.page_cache_near_bytes"] = read_footprint(n.probe) if speedup > 1.0 else 0
+    else:
+        p.set("storage.page_cache_near_speedup", 1.0, measured=False,
+              note="not measured (no near probe with a larger read probe of its size to compare)")
+        p.values["storage.page_cache_near_bytes"] = 0
+
     # The rate by request size, where it departs from one rate: the simulator then reads
     # each request at its measured rate (the H100 VM read 64 MiB requests 26% slower).
-    by_size = sorted((pt.probe.size, pt.probe.size / pt.value()) for pt in warm if pt.value() > 0)
+    # A probe whose slots stay in the CPU's cache (small requests, few slots) counts at
+    # the rate of a large ring: the simulator adds the speedup to rings that small.
+    near_bytes = p.values["storage.page_cache_near_bytes"]
+    by_size = sorted((pt.probe.size, pt.probe.size / pt.value() /
+                      (p.values["storage.page_cache_near_speedup"] if read_footprint(pt.probe) <= near_bytes else 1.0))
+                     for pt in warm if pt.value() > 0)
     flat = p.values["storage.page_cache_bandwidth"]
     curve = len(by_size) > 1 and flat and max(abs(rate / flat - 1) for _, rate in by_size) > 0.05
     if per_read_cost and not curve:
@@ -459,6 +494,7 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench == "stream",
     "host.thread_contention": lambda p: p.bench in ("memcpy", "read") and p.width > 1,
     "storage.page_cache_bandwidth": lambda p: p.bench == "read" and p.width == 1,
+    "storage.page_cache_near_speedup": lambda p: p.bench == "near",
     "storage.latency": lambda p: p.bench == "cold" and p.width == 1,
     "storage.bandwidth": lambda p: p.bench == "cold",
     "link.overhead": lambda p: p.bench in ("h2d", "d2h", "pageable"),

@@ -53,6 +53,7 @@ def truth(name: str) -> dict[str, float]:
         "link.pageable": link.pageable or min(p.host.memcpy_per_thread, link.h2d),
         "gpu.copy_engines": p.gpus[0].copy_engines, "host.step_overhead": p.host.step_overhead,
         "host.thread_contention": p.host.thread_contention,
+        "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
     }
 
 

@@ -101,6 +101,10 @@ class SimExecution(Execution):
         self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
         self._cached_read = machine.host_routes.cached_read
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
+        # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes).
+        storage, pool = machine.platform.storage, self.plan.pool(self.index)
+        near = pool is not None and 0 < pool.bytes <= storage.page_cache_near_bytes
+        self._ring_read_speedup = storage.page_cache_near_speedup if near else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)
         self._dispatcher = self.sim.dispatcher
@@ -299,14 +303,16 @@ class SimExecution(Execution):
         cached = int(round(nbytes * hit))
         return nbytes - cached, cached
 
-    def _buffered_read(self, step: Step, op: str, bound: dict) -> Generator:
-        """A read through the page cache: the drive for what the cache lacks, then one thread's copy."""
+    def _buffered_read(self, step: Step, op: str, bound: dict, speedup: float = 1.0) -> Generator:
+        """A read through the page cache: the drive for what the cache lacks, then one thread's copy
+        (``speedup`` times one thread's rate: into slots that stay in the CPU's cache)."""
         machine = self.machine
         cold, cached = self._split(step.length)
         if cold:
             yield from self._storage(machine.host_routes.cold_read, cold, op, bound)
         if cached:
-            cls = self._cached_read if self._flat_page_cache else machine.cached_read_class(step.length)
+            cls = self._cached_read if self._flat_page_cache and speedup == 1.0 else \
+                machine.cached_read_class(step.length, speedup)
             flow = machine.net.start(cls, cached)
             yield flow.done
             if bound:
@@ -324,7 +330,7 @@ class SimExecution(Execution):
             if self._o_direct:
                 yield from self._storage(machine.host_routes.direct_read, step.length, "read", bound)
             else:
-                yield from self._buffered_read(step, "read", bound)
+                yield from self._buffered_read(step, "read", bound, self._ring_read_speedup)
             if self._real:
                 self.file.read_into(step.file_offset, self._slot(step))
         finally:

@@ -60,9 +60,10 @@ class Machine:
         self._drained[gpu].append(event)
         return event
 
-    def cached_read_class(self, request_bytes: int) -> int:
-        """The flow class of one thread's page-cache read of a ``request_bytes`` request."""
-        rate = self.platform.storage.page_cache_rate(request_bytes)
+    def cached_read_class(self, request_bytes: int, speedup: float = 1.0) -> int:
+        """The flow class of one thread's page-cache read of a ``request_bytes`` request
+        (``speedup``: into slots that stay in the CPU's cache, ``storage.page_cache_near_speedup``)."""
+        rate = self.platform.storage.page_cache_rate(request_bytes) * speedup
         return self.net.flow_class([(HOST, 2)], rate, PAGE_CACHE_THREAD, contended=True)
 
     def memcpy_class(self) -> int:

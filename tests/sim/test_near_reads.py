@@ -1,0 +1,68 @@
+"""A ring whose slots stay in the CPU's cache reads the page cache faster
+(Storage.page_cache_near_bytes / page_cache_near_speedup)."""
+
+import pytest
+
+from halsim.calibrate import Config, calibrate
+from halsim.engine import Engine
+from halsim.errors import PlatformError
+from halsim.platform import load_platform
+from halsim.policies import StreamingPolicy
+from halsim.sim import Simulator
+
+from sim_helpers import MiB, make_request, toy_platform
+
+NEAR = {"storage__page_cache_near_bytes": "16MiB", "storage__page_cache_near_speedup": 1.3,
+        "host__total_bandwidth": 1e18}
+
+
+def read_seconds(platform, slots: int, chunk: int = 4 * MiB) -> list[float]:
+    sim = Simulator(platform)
+    device = sim.device(0)
+    plan = StreamingPolicy(chunk=chunk, slots=slots, readers=1).plan(make_request([64 * MiB]), device.caps)
+    result = Engine("serial").run(plan, None, [device])
+    return [s.seconds for s in result.trace.spans if s.lane.startswith("read/")]
+
+
+def test_only_a_ring_that_fits_reads_faster():
+    platform = toy_platform(**NEAR)
+    rate = platform.storage.page_cache_rate(4 * MiB)
+    small, large = read_seconds(platform, slots=4), read_seconds(platform, slots=16)  # 16 MiB, 64 MiB of slots
+    assert all(s == pytest.approx(4 * MiB / (1.3 * rate), rel=1e-6) for s in small)
+    assert all(s == pytest.approx(4 * MiB / rate, rel=1e-6) for s in large)
+    plain = read_seconds(toy_platform(host__total_bandwidth=1e18), slots=4)
+    assert all(s == pytest.approx(4 * MiB / rate, rel=1e-6) for s in plain)
+
+
+def test_a_speedup_under_one_is_refused_by_name():
+    with pytest.raises(PlatformError, match="page_cache_near_speedup"):
+        toy_platform(storage__page_cache_near_speedup=0.8)
+
+
+def test_round_trips_through_toml(tmp_path):
+    platform = toy_platform(**NEAR)
+    path = tmp_path / "p.toml"
+    path.write_text(platform.to_toml())
+    assert 'page_cache_near_bytes = "16MiB"' in path.read_text()
+    assert load_platform(path) == platform
+
+
+def test_calibration_gives_the_speedup_back_and_finds_none_where_there_is_none():
+    base = load_platform("h100-pcie5")
+    storage = base.storage.model_copy(update={"page_cache_near_bytes": 16 * MiB, "page_cache_near_speedup": 1.3})
+    result = calibrate(Simulator(base.model_copy(update={"storage": storage})).device(0), Config.full())
+    assert result.parameter("storage.page_cache_near_speedup").value == pytest.approx(1.3, rel=0.02)
+    assert result.platform.storage.page_cache_near_bytes == 16 * MiB
+    # The small read probes (64 KiB into 8 MiB of slots) read fast too: the fitted
+    # curve leaves that to the speedup, so it reproduces every probe.
+    for check in result.checks:
+        assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+    plain = calibrate("sim:h100-pcie5", Config.full())
+    assert plain.platform.storage.page_cache_near_speedup == 1.0
+    assert plain.platform.storage.page_cache_near_bytes == 0
+
+
+def test_without_a_large_read_probe_of_its_size_there_is_nothing_to_compare():
+    result = calibrate("sim:h100-pcie5", Config.quick())  # 4 MiB reads: only 16 MiB of slots
+    assert not result.parameter("storage.page_cache_near_speedup").measured
+    assert result.platform.storage.page_cache_near_bytes == 0
