@@ -116,7 +116,8 @@ class Probe:
     """One point of one microbenchmark.
 
     ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``near`` (reads
-    into slots that fit in the CPU's cache), ``cold``, ``stream``, ``pin``, ``import`` or ``memcpy``; ``size`` the chunk, request, slot or
+    into slots that fit in the CPU's cache), ``cold``, ``stream``, ``pin``, ``import``,
+    ``fault`` (importing windows of a cold file) or ``memcpy``; ``size`` the chunk, request, slot or
     window size; ``count`` how many of them; ``width`` the readers, queues,
     slots or memcpy threads.
     """
@@ -168,6 +169,11 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     # A ring of small chunks: many steps, so the engine's dispatch of each one bounds it.
     small = min(MiB, config.thread_chunk // 2)
     out.append(Probe("stream", small, min(1024, config.scratch // small), max(config.threads)))
+    if caps.can_import_host and not caps.import_in_place:
+        # Registering a cold window faults its pages in (an in-place import only maps them).
+        pieces = [p for p in config.import_pieces if p <= config.scratch and p % caps.import_alignment == 0]
+        if pieces:
+            out.append(Probe("fault", pieces[-1], max(2, min(16, config.scratch // pieces[-1]))))
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
     out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
@@ -507,10 +513,12 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         finally:
             execution.release(keep_buffers=False)
         return {"pin": device.now() - start}
-    if bench == "import":
-        with target.source(cold=False) as (file, source):
+    if bench in ("import", "fault"):
+        with target.source(cold=bench == "fault") as (file, source):
             in_place = target.device.caps.import_in_place
             trace = _engine_run(import_plan(probe, source, in_place), file, target.device, "serial")
+        if bench == "fault":  # the mean, as for cold reads: what a run pays per window
+            return {"fault": statistics.fmean(s.seconds for s in _spans(trace, "import/", "import"))}
         return {op: statistics.median(s.seconds for s in _spans(trace, "import/", op)) for op in ("import", "unimport")}
     if bench == "stream":
         with target.source(cold=False) as (file, source):

@@ -181,7 +181,7 @@ class _Params:
                            "lower_bound": lower_bound}
 
 
-_RATES = {"storage.bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
+_RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
           "host.pin_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
           "link.pageable"}
 _DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", "link.overhead",
@@ -204,6 +204,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
         storage=Storage(name="storage", bandwidth=v["storage.bandwidth"], latency=v["storage.latency"],
                         page_cache_bandwidth=v["storage.page_cache_bandwidth"],
                         page_cache_curve=v.get("storage.page_cache_curve") or (),
+                        fault_in_bandwidth=v.get("storage.fault_in_bandwidth"),
                         page_cache_near_bytes=v.get("storage.page_cache_near_bytes") or 0,
                         page_cache_near_speedup=v.get("storage.page_cache_near_speedup") or 1.0),
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
@@ -464,6 +465,24 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         for path in ("host.register_per_call", "host.register_bandwidth", "host.unregister_bandwidth"):
             p.set(path, p.values[path], measured=False, note="the device cannot import host memory")
 
+    # Cold windows: registering one first faults its pages in, at the mapping's own rate
+    # (beyond a warm window of the same size: the registration itself).
+    warm_windows = {pt.probe.size: pt for pt in imports}
+    faults = [(pt, warm_windows[pt.probe.size]) for pt in m.of("fault") if pt.probe.size in warm_windows]
+    if faults:
+        cold_window, warm_window = faults[0]
+        extra = cold_window.value() - warm_window.value("import") - (p.values["storage.latency"] or 0.0)
+        if extra > 0:
+            error = math.hypot(_median_error(cold_window) * cold_window.value(),
+                               _median_error(warm_window) * warm_window.value("import")) / extra
+            p.set("storage.fault_in_bandwidth", cold_window.probe.size / extra, error=error,
+                  source=f"cold imports of {format_size(cold_window.probe.size)} windows, beyond warm ones")
+        else:
+            p.set("storage.fault_in_bandwidth", None, measured=False,
+                  note="a cold import took no longer than a warm one")
+    else:
+        p.set("storage.fault_in_bandwidth", None, measured=False, note="no cold import measured")
+
     # Copy engines: how many copies on different queues actually ran at once.
     together = m.of("copies")
     if together:
@@ -497,6 +516,7 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "storage.page_cache_near_speedup": lambda p: p.bench == "near",
     "storage.latency": lambda p: p.bench == "cold" and p.width == 1,
     "storage.bandwidth": lambda p: p.bench == "cold",
+    "storage.fault_in_bandwidth": lambda p: p.bench == "fault",
     "link.overhead": lambda p: p.bench in ("h2d", "d2h", "pageable"),
     "link.h2d": lambda p: p.bench == "h2d",
     "link.d2h": lambda p: p.bench == "d2h",

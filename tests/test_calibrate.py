@@ -54,6 +54,7 @@ def truth(name: str) -> dict[str, float]:
         "gpu.copy_engines": p.gpus[0].copy_engines, "host.step_overhead": p.host.step_overhead,
         "host.thread_contention": p.host.thread_contention,
         "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
+        "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
     }
 
 

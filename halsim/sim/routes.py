@@ -58,13 +58,15 @@ class HostRoutes:
         thread = st.page_cache_bandwidth
         # One storage resource for reads and writes; a write's weight makes it run at write_bandwidth alone.
         write_weight = st.bandwidth / st.write_rate
+        # Faulting a mapping in reads ahead in larger pieces than pread: its own rate, on the same drive.
+        fault_weight = st.bandwidth / (st.fault_in_bandwidth or st.bandwidth)
         return cls(
             cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
             cold_read=net.flow_class([(STORAGE, 1), (HOST, 3)], thread, PAGE_CACHE_THREAD, contended=True),
             direct_read=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
             direct_write=net.flow_class([(STORAGE, write_weight), (HOST, 1)]),
-            fault_in=net.flow_class([(STORAGE, 1), (HOST, 1)]),
+            fault_in=net.flow_class([(STORAGE, fault_weight), (HOST, 1)]),
             register=net.flow_class([], platform.host.register_bandwidth, REGISTRATION),
             pin=net.flow_class([], platform.host.pin_bandwidth, PINNING),
         )
