@@ -334,7 +334,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         p.values["storage.page_cache_near_bytes"] = read_footprint(n.probe) if speedup > 1.0 else 0
     else:
         p.set("storage.page_cache_near_speedup", 1.0, measured=False,
-              note="not measured (no near probe with a larger read probe of its size to compare)")
+              note="no near probe, or no read probe of its size into more slots, to compare with")
         p.values["storage.page_cache_near_bytes"] = 0
 
     # The rate by request size, where it departs from one rate: the simulator then reads
