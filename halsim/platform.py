@@ -120,6 +120,10 @@ class HostMemory(_Part):
     unregister_bandwidth: float | None = Field(
         None, description="bytes per second of unregistering (unpinning) memory; empty: a release costs only "
         "its call (a hand-written platform may then fold its cost into register_bandwidth; calibration fits both)")
+    register_upload_factor: float = Field(
+        1.0, ge=1.0, description="registering and releasing an import window inside an upload (copies streaming, "
+        "the engine's threads at work) take this many times what they take alone; on the lent H100 VM 1.05-1.25 "
+        "(benchmarks/registration_context.py)")
     thread_contention: float = Field(
         0.0, ge=0, description="how much each further CPU thread copying host memory at once (page-cache "
         "reads, memcpy, the driver's pageable bounce) slows every such thread: k of them copy at "

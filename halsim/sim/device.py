@@ -105,6 +105,9 @@ class SimExecution(Execution):
         storage, pool = machine.platform.storage, self.plan.pool(self.index)
         near = pool is not None and 0 < pool.bytes <= storage.page_cache_near_bytes
         self._ring_read_speedup = storage.page_cache_near_speedup if near else 1.0
+        # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
+        in_upload = any(s.op is Op.COPY_IMPORTED and s.device == self.index for s in self.plan.steps)
+        self._register_factor = machine.platform.host.register_upload_factor if in_upload else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)
         self._dispatcher = self.sim.dispatcher
@@ -421,9 +424,9 @@ class SimExecution(Execution):
             with holding(machine.driver_lock) as taken:
                 if taken is not None:
                     yield taken
-                yield env.timeout(machine.platform.host.register_per_call)
+                yield env.timeout(machine.platform.host.register_per_call * self._register_factor)
                 if not window.in_place:  # in place: only map, one call
-                    flow = machine.net.start(machine.host_routes.register, window.length)
+                    flow = machine.net.start(machine.register_class(self._register_factor), window.length)
                     yield flow.done
             bound[REGISTER] = bound.get(REGISTER, 0.0) + env.now - begun
             self._windows[window.id] = self._host_window(step, window) if self._real else None
@@ -436,7 +439,7 @@ class SimExecution(Execution):
         machine, env = self.machine, self.machine.env
         window = self.plan.windows[step.window]
         start = env.now
-        seconds = machine.unregister_seconds(0 if window.in_place else window.length)
+        seconds = machine.unregister_seconds(0 if window.in_place else window.length, self._register_factor)
         with holding(machine.driver_lock) as taken:
             if taken is not None:
                 yield taken

@@ -14,7 +14,7 @@ from halsim.platform import Platform
 from halsim.sim.flows import FlowNetwork
 from halsim.sim.gates import DriverLock, Gate, Ids
 from halsim.sim.memory import MemoryPool
-from halsim.sim.routes import HOST, PAGE_CACHE_THREAD, GpuRoutes, HostRoutes, build_resources
+from halsim.sim.routes import HOST, PAGE_CACHE_THREAD, REGISTRATION, GpuRoutes, HostRoutes, build_resources
 
 
 class Machine:
@@ -79,6 +79,12 @@ class Machine:
         host = self.platform.host
         return calls * host.pin_per_call + nbytes / host.pin_bandwidth
 
-    def unregister_seconds(self, nbytes: int = 0) -> float:
+    def unregister_seconds(self, nbytes: int = 0, factor: float = 1.0) -> float:
         host = self.platform.host
-        return host.register_per_call + (nbytes / host.unregister_bandwidth if host.unregister_bandwidth else 0.0)
+        return factor * (host.register_per_call + (nbytes / host.unregister_bandwidth if host.unregister_bandwidth else 0.0))
+
+    def register_class(self, factor: float) -> int:
+        """The flow class of registering a window, ``factor`` times slower than alone."""
+        if factor == 1.0:
+            return self.host_routes.register
+        return self.net.flow_class([], self.platform.host.register_bandwidth / factor, REGISTRATION)

@@ -1,0 +1,57 @@
+"""Registering inside an upload, copies streaming, costs more than alone
+(HostMemory.register_upload_factor): the calibration times it both ways."""
+
+import pytest
+
+from halsim.calibrate import Config, Probe, calibrate, predict
+from halsim.engine import Engine
+from halsim.platform import load_platform
+from halsim.policies import ImportPolicy
+from halsim.sim import Simulator
+
+from sim_helpers import MiB, make_request, toy_platform
+
+
+def registration_spans(platform):
+    sim = Simulator(platform)
+    device = sim.device(0)
+    plan = ImportPolicy(piece=64 * MiB).plan(make_request([256 * MiB]), device.caps)
+    result = Engine("serial").run(plan, None, [device])
+    return ([s.seconds for s in result.trace.spans if s.lane.startswith("import/") and s.op == "import"],
+            [s.seconds for s in result.trace.spans if s.lane.startswith("import/") and s.op == "unimport"])
+
+
+def test_an_upload_registers_and_releases_factor_times_slower():
+    costs = {"host__register_bandwidth": "10GB/s", "host__unregister_bandwidth": "40GB/s",
+             "host__register_per_call": "100us"}
+    plain = registration_spans(toy_platform(**costs))
+    slow = registration_spans(toy_platform(host__register_upload_factor=1.25, **costs))
+    for alone, inside in zip(plain, slow):
+        assert all(b == pytest.approx(1.25 * a, rel=1e-6) for a, b in zip(alone, inside))
+
+
+def test_registering_alone_is_not_slowed():
+    # The calibration's import probe: windows imported and released one after the other, no copies.
+    platform = toy_platform(host__register_upload_factor=2.0)
+    alone = predict(platform, Probe("import", 16 * MiB, 4), 64 * MiB)
+    plain = predict(toy_platform(), Probe("import", 16 * MiB, 4), 64 * MiB)
+    assert alone == pytest.approx(plain)
+
+
+def test_calibration_gives_the_factor_back_and_finds_none_where_there_is_none():
+    base = load_platform("h100-pcie5")
+    host = base.host.model_copy(update={"register_upload_factor": 1.25})
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), Config.quick())
+    fitted = result.parameter("host.register_upload_factor")
+    assert fitted.measured and fitted.value == pytest.approx(1.25, rel=0.02)
+    assert result.platform.host.register_bandwidth == pytest.approx(base.host.register_bandwidth, rel=0.02)
+    assert calibrate("sim:h100-pcie5", Config.quick()).platform.host.register_upload_factor == 1.0
+
+
+def test_round_trips_through_toml(tmp_path):
+    from halsim.platform import load_platform as load
+
+    platform = toy_platform(host__register_upload_factor=1.2)
+    path = tmp_path / "p.toml"
+    path.write_text(platform.to_toml())
+    assert load(path) == platform
