@@ -117,8 +117,7 @@ class Probe:
 
     ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``near`` (reads
     into slots that fit in the CPU's cache), ``cold``, ``stream``, ``pin``, ``import``,
-    ``fault`` (importing windows of a cold file), ``import_upload`` (an import upload of
-    the scratch file) or ``memcpy``; ``size`` the chunk, request, slot or
+    ``fault`` (importing windows of a cold file) or ``memcpy``; ``size`` the chunk, request, slot or
     window size; ``count`` how many of them; ``width`` the readers, queues,
     slots or memcpy threads.
     """
@@ -173,8 +172,6 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     if caps.can_import_host and not caps.import_in_place:
         pieces = [p for p in config.import_pieces if p <= config.scratch and p % caps.import_alignment == 0]
         if pieces:
-            # The same registrations inside an upload, copies streaming (they cost more there).
-            out.append(Probe("import_upload", pieces[-1], max(2, config.scratch // pieces[-1])))
             # Registering a cold window faults its pages in (an in-place import only maps them).
             out.append(Probe("fault", pieces[-1], max(2, min(16, config.scratch // pieces[-1]))))
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
@@ -240,13 +237,6 @@ def read_plan(probe: Probe, source: SourceInfo) -> Plan:
                        deps=(k - readers,) if k >= readers else ()) for k in range(count))
     policy = StreamingPolicy(chunk=size, slots=slots, readers=readers, queues=1)
     return Plan(policy, policy, request, steps, (StagingPool(0, slots, size),), (), Limits(readers=readers))
-
-
-def import_upload_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
-    """An upload of ``count`` windows of ``size`` bytes with the ``import`` policy, one queue."""
-    total = probe.size * probe.count
-    request = UploadRequest(source, (BufferSpec("calibration", total),), (Transfer(0, 0, 0, total),))
-    return ImportPolicy(piece=probe.size, queues=1).plan(request, caps)
 
 
 def import_plan(probe: Probe, source: SourceInfo, in_place: bool) -> Plan:
@@ -530,11 +520,6 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         if bench == "fault":  # the mean, as for cold reads: what a run pays per window
             return {"fault": statistics.fmean(s.seconds for s in _spans(trace, "import/", "import"))}
         return {op: statistics.median(s.seconds for s in _spans(trace, "import/", op)) for op in ("import", "unimport")}
-    if bench == "import_upload":
-        with target.source(cold=False) as (file, source):
-            trace = _engine_run(import_upload_plan(probe, source, target.device.caps), file, target.device,
-                                "overlapped")
-        return {"import_upload": _wall([s for s in trace.spans if s.lane.startswith(("import/", "copy/"))])}
     if bench == "stream":
         with target.source(cold=False) as (file, source):
             trace = _engine_run(stream_plan(probe, source, target.device.caps), file, target.device, "overlapped")

@@ -213,7 +213,6 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         register_per_call=v["host.register_per_call"],
                         unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
                         thread_contention=v["host.thread_contention"],
-                        register_upload_factor=v.get("host.register_upload_factor") or 1.0,
                         cpus=caps.host_threads, **{k: v for k, v in m.behaviour.items() if k in HOST_BEHAVIOUR}),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
@@ -466,25 +465,6 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         for path in ("host.register_per_call", "host.register_bandwidth", "host.unregister_bandwidth"):
             p.set(path, p.values[path], measured=False, note="the device cannot import host memory")
 
-    # Registrations inside an upload, with copies streaming, cost more than alone (the H100 VM:
-    # 5-25 %, benchmarks/registration_context.py): a factor, by simulation of an import upload.
-    import_runs = m.of("import_upload")
-    if import_runs and imports and not in_place:
-        def upload_loss(x: float) -> float:
-            candidate = platform(host__register_upload_factor=x)
-            return _log_loss([(predict(candidate, pt.probe, scratch)["import_upload"], pt.value())
-                              for pt in import_runs])
-
-        factor, _ = search_fit(upload_loss, 1.0, 3.0)
-        if upload_loss(1.0) <= upload_loss(factor) * (1 + 1e-9) or factor < 1.001:
-            factor = 1.0
-        p.set("host.register_upload_factor", round(factor, 4),
-              error=search_error(upload_loss, factor, len(import_runs)) if factor > 1.0 else None,
-              source=f"an import upload of the scratch file in {format_size(import_runs[0].probe.size)} pieces "
-                     "(sim fit)", note="" if factor > 1.0 else "no slower than alone")
-    else:
-        p.set("host.register_upload_factor", 1.0, measured=False, note="no import upload measured")
-
     # Cold windows: registering one first faults its pages in, at the mapping's own rate
     # (beyond a warm window of the same size: the registration itself).
     warm_windows = {pt.probe.size: pt for pt in imports}
@@ -546,7 +526,6 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.register_per_call": lambda p: p.bench == "import",
     "host.register_bandwidth": lambda p: p.bench == "import",
     "host.unregister_bandwidth": lambda p: p.bench == "import",
-    "host.register_upload_factor": lambda p: p.bench == "import_upload",
     "gpu.copy_engines": lambda p: p.bench == "copies",
 }
 
