@@ -138,6 +138,10 @@ class Probe:
         return _READINGS.get(self.bench, (self.bench,))
 
 
+# Every microbenchmark this version measures (a stored run may hold others, from before).
+BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold", "stream", "pin", "import", "fault",
+                     "memcpy"})
+
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
 _READINGS = {"import": ("import", "unimport"), "copies": ("copies", "overlap"), "h2d": ("h2d", "gap"),

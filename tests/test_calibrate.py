@@ -329,3 +329,13 @@ def test_cli_calibrate_writes_a_platform_that_simulate_accepts(tmp_path):
 def test_cli_calibrate_names_a_bad_device():
     result = CliRunner().invoke(app, ["calibrate", "--device", "nosuch:0", "--quick"])
     assert result.exit_code == 1 and "nosuch" in result.output
+
+
+@pytest.mark.parametrize("name", list_platforms())
+def test_every_probe_is_one_this_version_knows(name):
+    """fidelity_replay.py drops stored probes outside BENCHES: none that calibration makes may be."""
+    from halsim.calibrate import BENCHES, probes
+
+    caps = load_platform(name).caps(0)
+    for config in (Config.quick(), Config.full()):
+        assert {p.bench for p in probes(config, caps, pageable=True)} <= BENCHES
