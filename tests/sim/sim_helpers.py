@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from halsim.platform import Platform, platform_from_dict
+from halsim.platform import Platform, load_platform, platform_from_dict
 from halsim.request import BufferSpec, SourceInfo, Transfer, UploadRequest
 
 GB = 1e9
@@ -54,3 +54,11 @@ def iree_request(page_cached: bool = True) -> UploadRequest:
         return load_workload("iree-1gib").request(page_cached=page_cached)
     except ImportError:  # pragma: no cover - the catalogue ships with halsim
         return make_request([32 * MiB] * 32, page_cached=page_cached)
+
+
+def toml_round_trip(platform: Platform, tmp_path) -> str:
+    """Write ``platform`` as TOML, check it loads back equal, and return the text."""
+    path = tmp_path / "p.toml"
+    path.write_text(platform.to_toml())
+    assert load_platform(path) == platform
+    return path.read_text()

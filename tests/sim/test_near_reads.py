@@ -10,7 +10,7 @@ from halsim.platform import load_platform
 from halsim.policies import StreamingPolicy
 from halsim.sim import Simulator
 
-from sim_helpers import MiB, make_request, toy_platform
+from sim_helpers import MiB, make_request, toml_round_trip, toy_platform
 
 NEAR = {"storage__page_cache_near_bytes": "16MiB", "storage__page_cache_near_speedup": 1.3,
         "host__total_bandwidth": 1e18}
@@ -40,11 +40,7 @@ def test_a_speedup_under_one_is_refused_by_name():
 
 
 def test_round_trips_through_toml(tmp_path):
-    platform = toy_platform(**NEAR)
-    path = tmp_path / "p.toml"
-    path.write_text(platform.to_toml())
-    assert 'page_cache_near_bytes = "16MiB"' in path.read_text()
-    assert load_platform(path) == platform
+    assert 'page_cache_near_bytes = "16MiB"' in toml_round_trip(toy_platform(**NEAR), tmp_path)
 
 
 def test_calibration_gives_the_speedup_back_and_finds_none_where_there_is_none():

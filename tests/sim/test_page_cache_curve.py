@@ -5,11 +5,10 @@ import pytest
 from halsim.calibrate import Config, calibrate
 from halsim.engine import Engine
 from halsim.errors import PlatformError
-from halsim.platform import load_platform
 from halsim.policies import StreamingPolicy
 from halsim.sim import Simulator
 
-from sim_helpers import GB, MiB, make_request, toy_platform
+from sim_helpers import MiB, make_request, toml_round_trip, toy_platform
 
 KiB = 1 << 10
 CURVE = [[64 * KiB, "3GB/s"], [16 * MiB, "6GB/s"], [64 * MiB, "4.5GB/s"]]
@@ -44,10 +43,7 @@ def test_each_read_runs_at_its_sizes_rate():
 
 
 def test_curve_round_trips_through_toml(tmp_path):
-    platform = toy_platform(storage__page_cache_curve=CURVE)
-    path = tmp_path / "p.toml"
-    path.write_text(platform.to_toml())
-    assert load_platform(path) == platform
+    toml_round_trip(toy_platform(storage__page_cache_curve=CURVE), tmp_path)
 
 
 def test_calibration_gives_the_curve_back():

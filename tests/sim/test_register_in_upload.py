@@ -8,7 +8,7 @@ from halsim.engine import Engine
 from halsim.policies import ImportPolicy
 from halsim.sim import Simulator
 
-from sim_helpers import MiB, make_request, toy_platform
+from sim_helpers import MiB, make_request, toml_round_trip, toy_platform
 
 
 def registration_spans(platform):
@@ -38,9 +38,4 @@ def test_registering_alone_is_not_slowed():
 
 
 def test_round_trips_through_toml(tmp_path):
-    from halsim.platform import load_platform as load
-
-    platform = toy_platform(host__register_upload_factor=1.2)
-    path = tmp_path / "p.toml"
-    path.write_text(platform.to_toml())
-    assert load(path) == platform
+    toml_round_trip(toy_platform(host__register_upload_factor=1.2), tmp_path)
