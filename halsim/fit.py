@@ -188,11 +188,15 @@ _DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", 
               "host.step_overhead"}
 
 
-def _median_error(pt: Measurement) -> float:
-    """Relative standard error of a probe's median reading (0 for one sample)."""
-    values = pt.samples[pt.probe.readings[0]]
+def _median_error(values: Sequence[float]) -> float:
+    """Relative standard error of the median of ``values``, 1.2533 sigma / sqrt(n) (0 for one value)."""
     middle = statistics.median(values)
     return 1.2533 * statistics.stdev(values) / math.sqrt(len(values)) / middle if len(values) > 1 and middle else 0.0
+
+
+def _reading_error(pt: Measurement) -> float:
+    """Relative standard error of a probe's median headline reading."""
+    return _median_error(pt.samples[pt.probe.readings[0]])
 
 
 def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
@@ -304,8 +308,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     gaps = [g for pt in dispatch for g in pt.samples["gap"]]
     if gaps:
         step = statistics.median(gaps)
-        # Standard error of a median: 1.2533 sigma / sqrt(n).
-        err = 1.2533 * statistics.stdev(gaps) / math.sqrt(len(gaps)) / step if len(gaps) > 1 and step > 0 else None
+        err = _median_error(gaps) if len(gaps) > 1 and step > 0 else None
         p.set("host.step_overhead", step, error=err,
               source="serial copies, smallest chunk: median gap between one copy and the next")
     else:
@@ -327,7 +330,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         speedup = round(max(1.0, statistics.median(ratios)), 4)
         f, n = pairs[0]
         p.set("storage.page_cache_near_speedup", speedup,
-              error=math.hypot(_median_error(f), _median_error(n)),
+              error=math.hypot(_reading_error(f), _reading_error(n)),
               source=f"{format_size(n.probe.size)} reads into {format_size(read_footprint(n.probe))} of slots "
                      f"against {format_size(read_footprint(f.probe))}",
               note="" if speedup > 1.0 else "no faster: reads into a small ring run as into a large one")
@@ -473,8 +476,8 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         cold_window, warm_window = faults[0]
         extra = cold_window.value() - warm_window.value("import") - (p.values["storage.latency"] or 0.0)
         if extra > 0:
-            error = math.hypot(_median_error(cold_window) * cold_window.value(),
-                               _median_error(warm_window) * warm_window.value("import")) / extra
+            error = math.hypot(_reading_error(cold_window) * cold_window.value(),
+                               _median_error(warm_window.samples["import"]) * warm_window.value("import")) / extra
             p.set("storage.fault_in_bandwidth", cold_window.probe.size / extra, error=error,
                   source=f"cold imports of {format_size(cold_window.probe.size)} windows, beyond warm ones")
         else:
