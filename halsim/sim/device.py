@@ -105,11 +105,10 @@ class SimExecution(Execution):
         storage, pool = machine.platform.storage, self.plan.pool(self.index)
         near = pool is not None and 0 < pool.bytes <= storage.page_cache_near_bytes
         self._ring_read_speedup = storage.page_cache_near_speedup if near else 1.0
-        # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
-        in_upload = any(s.op is Op.COPY_IMPORTED and s.device == self.index for s in self.plan.steps)
-        self._register_factor = machine.platform.host.register_upload_factor if in_upload else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)
+        # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
+        self._register_factor = machine.platform.host.register_upload_factor if self._import_queues else 1.0
         self._dispatcher = self.sim.dispatcher
         # Copies out of imported memory handed over but not yet queued: as the CUDA
         # backend does, a registration waits for them (queued first, they run on during it).
