@@ -4,7 +4,8 @@
 
 Runs each policy ``--repeat`` times (after one warm-up run) with the file in the
 page cache and, for the median run, prints every lane's share of the wall time
-(reads, each copy queue, the import lane's registrations and releases), what
+(reads, each copy queue, the import lane's registrations and releases), how
+long steps waited to start once they could (the engine's and backend's cost per step), what
 happened before the first copy began and after the last one ended, the longest
 stretch with no copy in flight, and the critical path (``Report.explain``).
 ``--json`` keeps the median runs' reports with their traces. (``halsim upload
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import halsim
 from halsim import pagecache
-from halsim.lanes import copy_gaps, lane_uses
+from halsim.lanes import copy_gaps, dispatch_delays, lane_uses
 
 DEFAULT_POLICIES = ("import:piece=256MiB,queues=2,release=at_end",
                     "streaming:chunk=16MiB,slots=16,readers=12,queues=2")
@@ -40,6 +41,9 @@ def describe(report: halsim.Report) -> str:
         lines.append(f"  before the first copy {gaps.before_first:.4f} s; copies in flight {gaps.in_flight:.4f} s of "
                      f"{gaps.span:.4f}; after the last copy {gaps.after_last:.4f} s; longest gap with no copy "
                      f"{gaps.longest_gap * 1e3:.2f} ms at {gaps.longest_gap_at:.4f} s")
+    for d in dispatch_delays(report.trace, report.plan):
+        lines.append(f"  {d.op:<14} started {d.median * 1e6:.0f} us (median), {d.p90 * 1e6:.0f} us (p90), "
+                     f"{d.worst * 1e3:.2f} ms (worst) after it could; {d.summed:.4f} s over {d.steps} steps")
     lines.append("  " + report.explain().replace("\n", "\n  "))
     return "\n".join(lines)
 

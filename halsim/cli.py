@@ -103,7 +103,7 @@ def _print_report(report, as_json: bool, explain: bool = False, lanes: bool = Fa
 
 
 def _print_lanes(report) -> None:
-    from halsim.lanes import copy_gaps, lane_uses
+    from halsim.lanes import copy_gaps, dispatch_delays, lane_uses
     from halsim.units import format_size
 
     wall = report.seconds
@@ -120,6 +120,10 @@ def _print_lanes(report) -> None:
         out.print(f"copies: the first began at {gaps.before_first:.4f} s; in flight {gaps.in_flight:.4f} s of "
                   f"{gaps.span:.4f}; {gaps.after_last:.4f} s after the last; the longest stretch with none "
                   f"{gaps.longest_gap * 1e3:.2f} ms (at {gaps.longest_gap_at:.4f} s)", highlight=False)
+    if report.plan is not None:
+        for d in dispatch_delays(report.trace, report.plan):
+            out.print(f"{d.op} steps started {d.median * 1e6:.0f} us (median), {d.p90 * 1e6:.0f} us (p90) after they "
+                      f"could; {d.summed:.4f} s summed over {d.steps}", highlight=False)
 
 
 def _exports(report, plot: Optional[Path], trace: Optional[Path], json_path: Optional[Path] = None) -> None:

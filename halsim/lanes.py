@@ -8,11 +8,14 @@ are their own. Busy time counts overlapping steps of a lane once.
 
 from __future__ import annotations
 
+import bisect
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
 from halsim.explain import STEP_LANES
+from halsim.plan import COPY_OPS, IO_OPS, Plan, Step
 from halsim.trace import Span, Trace
 
 
@@ -76,4 +79,97 @@ def copy_gaps(trace: Trace, seconds: float) -> CopyGaps | None:
     return CopyGaps(first, busy_seconds(copies), end - first, max(seconds - end, 0.0), gap, at)
 
 
-__all__ = ["LaneUse", "CopyGaps", "busy_seconds", "lane_uses", "copy_gaps"]
+@dataclass(frozen=True)
+class DispatchDelay:
+    """How long steps of one kind waited to start once they could have: their
+    dependencies had ended and their lane had room. On a real device that wait
+    is the engine's and the backend's own cost per step (noticing a completion,
+    handing the next step to a thread, the thread starting it); a simulated run
+    shows the platform's ``step_overhead`` here."""
+
+    op: str
+    steps: int
+    median: float  # seconds
+    p90: float
+    worst: float
+    summed: float
+
+
+def _limit_group(step: Step, plan: Plan, serial: bool) -> tuple[tuple, int]:
+    """The engine's lane of a step and how many of its steps it lets run at once."""
+    if serial:
+        return ("all",), 1
+    limits = plan.limits
+    if step.op in IO_OPS:
+        return ("io",), max(1, limits.readers)
+    if step.op in COPY_OPS:
+        return ("copy", step.device, step.queue), max(1, limits.copies_per_queue)
+    return ("host", step.device), max(1, limits.imports)
+
+
+def _most_at_once(spans: list[Span]) -> int:
+    edges = sorted([(s.start, 1) for s in spans] + [(s.end, -1) for s in spans], key=lambda e: (e[0], e[1]))
+    level = most = 0
+    for _, delta in edges:
+        level += delta
+        most = max(most, level)
+    return most
+
+
+def _room_since(starts: list[float], ends: list[float], events: list[float], limit: int, at: float,
+                floor: float) -> float:
+    """Since when, looking back from ``at`` but not past ``floor``, a lane had run fewer
+    than ``limit`` steps (steps that start at ``at`` itself not counted)."""
+    since = at
+    for k in range(bisect.bisect_left(events, at) - 1, -1, -1):
+        t = events[k]
+        # From t to the next event, the lane ran the steps begun by t and not ended by t.
+        if bisect.bisect_right(starts, t) - bisect.bisect_right(ends, t) >= limit:
+            return since
+        if t <= floor:
+            return floor
+        since = t
+    return floor
+
+
+def dispatch_delays(trace: Trace, plan: Plan) -> list[DispatchDelay]:
+    """Per kind of step: the wait from the moment it could start to its start.
+
+    A step could start when its last dependency had ended and its lane ran fewer
+    steps than it can: the readers their number, a copy queue or the import lane
+    as many as the engine lets in flight but no more than ever ran at once (a
+    device may hand a queue's copies to one thread, which runs them in order).
+    Steps the trace has no span for (a failed run) are left out."""
+    spans: dict[int, Span] = {}
+    for s in trace.spans:
+        if s.lane.startswith(STEP_LANES) and s.step >= 0 and s.step not in spans:
+            spans[s.step] = s
+    serial = trace.meta.get("mode") == "serial"
+    lanes: dict[tuple, list[Step]] = defaultdict(list)
+    for step in plan.steps:
+        if step.id in spans:
+            lanes[_limit_group(step, plan, serial)[0]].append(step)
+    waits: dict[str, list[float]] = defaultdict(list)
+    for key, members in lanes.items():
+        limit = _limit_group(members[0], plan, serial)[1]
+        if key[0] != "io":
+            # A queue's copies (or the imports) may be handed to fewer threads than the
+            # engine lets in flight, which then run in order: count what ran at once.
+            limit = max(1, min(limit, _most_at_once([spans[m.id] for m in members])))
+        starts = sorted(spans[m.id].start for m in members)
+        ends = sorted(spans[m.id].end for m in members)
+        events = sorted(starts + ends)
+        for step in members:
+            span = spans[step.id]
+            ready = max((spans[d].end for d in step.deps if d in spans), default=0.0)
+            since = _room_since(starts, ends, events, limit, span.start, ready)
+            waits[span.op].append(max(0.0, span.start - max(ready, since)))
+    rows = []
+    for op, values in waits.items():
+        values.sort()
+        rows.append(DispatchDelay(op, len(values), statistics.median(values),
+                                  values[int(0.9 * (len(values) - 1))], values[-1], sum(values)))
+    return sorted(rows, key=lambda r: r.op)
+
+
+__all__ = ["LaneUse", "CopyGaps", "DispatchDelay", "busy_seconds", "lane_uses", "copy_gaps", "dispatch_delays"]
