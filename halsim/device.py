@@ -13,6 +13,8 @@ file I/O, the threads and the bookkeeping, leaving only memory and copies.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import queue
+import threading
 import time
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
@@ -28,14 +30,46 @@ if TYPE_CHECKING:
 
 
 class Pending:
-    """A submitted step. ``error`` is set when it failed."""
+    """A submitted step. ``error`` is set when it failed.
 
-    __slots__ = ("step", "handle", "error")
+    A host device's threads call :meth:`complete` when the step is done; the
+    default :meth:`Device.wait` then finds it. (A device whose ``handle`` is a
+    ``concurrent.futures.Future`` needs nothing more: the wait completes it from
+    the future.)"""
 
-    def __init__(self, step: "Step", handle: Any):
+    __slots__ = ("step", "handle", "error", "finished", "notify")
+
+    def __init__(self, step: "Step", handle: Any = None):
         self.step = step
         self.handle = handle
         self.error: BaseException | None = None
+        self.finished = False
+        self.notify: queue.SimpleQueue | None = None  # the waiting thread's wake-up queue, once one waits
+
+    def complete(self, error: BaseException | None = None) -> None:
+        """Mark the step done (from the thread that ran it) and wake whoever waits for it."""
+        self.error = error
+        self.finished = True
+        notify = self.notify
+        if notify is not None:
+            notify.put(None)
+
+
+_wakeups = threading.local()
+
+
+def _wakeup_queue() -> queue.SimpleQueue:
+    """This thread's wake-up queue: the steps it waits for post to it when they finish."""
+    signal = getattr(_wakeups, "queue", None)
+    if signal is None:
+        signal = _wakeups.queue = queue.SimpleQueue()
+    return signal
+
+
+def _complete_from(pending: Pending):
+    def done(future) -> None:
+        pending.complete(future.exception())
+    return done
 
 
 class DeviceBuffer(ABC):
@@ -135,16 +169,34 @@ class Device(ABC):
     def wait(self, pending: Sequence[Pending], timeout: float | None = None) -> list[Pending]:
         """Block until at least one of ``pending`` is done; return those done.
 
-        The default handles pendings whose handle is a ``concurrent.futures.Future``.
+        The default handles pendings completed by :meth:`Pending.complete` (host
+        threads) or by a ``concurrent.futures.Future`` handle. A pending, the first
+        time it is waited for, is told the waiting thread's wake-up queue; a wait
+        then costs one scan of ``pending``. (``concurrent.futures.wait`` installs a
+        waiter on every future and removes it again on each call: with thousands of
+        small steps and a dozen threads sharing the interpreter, that made the
+        engine's thread an upload's bottleneck.)
         """
-        futures = {p.handle: p for p in pending}
-        done, _ = cf.wait(list(futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
-        finished = []
-        for future in done:
-            p = futures[future]
-            p.error = future.exception()
-            finished.append(p)
-        return finished
+        signal = _wakeup_queue()
+        for p in pending:
+            if p.notify is None:
+                p.notify = signal  # before the scan below: a step finishing meanwhile then posts
+                if isinstance(p.handle, cf.Future):
+                    p.handle.add_done_callback(_complete_from(p))  # at once if it is done already
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            finished = [p for p in pending if p.finished]
+            if finished:
+                return finished
+            try:
+                signal.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return []
+            while True:  # one scan answers every wake-up posted so far
+                try:
+                    signal.get_nowait()
+                except queue.Empty:
+                    break
 
     def close(self) -> None:
         """Release long-lived resources (contexts, threads)."""

@@ -11,8 +11,6 @@ supplies memory and copies (``alloc_buffer``, ``alloc_staging``, ``copy_in``...)
 from __future__ import annotations
 
 import contextlib
-
-import concurrent.futures as cf
 import os
 import threading
 from abc import abstractmethod
@@ -20,6 +18,7 @@ from typing import Any
 
 from halsim.device import DeviceBuffer, Execution, Pending
 from halsim.errors import DeviceError, HalsimError, ImportRefusedError
+from halsim.lanethreads import LaneThreads
 from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec
 from halsim.trace import IMPORTED, STAGING, device_counter
@@ -44,7 +43,7 @@ class HostExecution(Execution):
         self._staging_bytes = 0
         self._windows: dict[int, Any] = {}  # window id -> backend handle
         self._lock = threading.Lock()
-        self._pools: dict[str, cf.ThreadPoolExecutor] = {}
+        self._pools: dict[str, LaneThreads] = {}
         self._thread_lane = threading.local()
         self._lane_counters: dict[str, int] = {}  # threads started so far, per pool
 
@@ -117,12 +116,16 @@ class HostExecution(Execution):
         except BaseException:
             self.release(keep_buffers=False)
             raise
-        readers = max(1, self.plan.limits.readers)
-        self._pools["io"] = cf.ThreadPoolExecutor(readers, f"halsim-io-d{self.index}", initializer=self._init_thread, initargs=("io",))
-        self._pools["host"] = cf.ThreadPoolExecutor(max(1, self.plan.limits.imports), f"halsim-host-d{self.index}", initializer=self._init_thread, initargs=("host",))
+        lanes = {"io": max(1, self.plan.limits.readers), "host": max(1, self.plan.limits.imports)}
         for q in range(max(1, self.plan.limits.queues)):
-            self._pools[f"q{q}"] = cf.ThreadPoolExecutor(self.copy_threads_per_queue(q), f"halsim-q{q}-d{self.index}",
-                                                         initializer=self._init_thread, initargs=(f"q{q}",))
+            lanes[f"q{q}"] = self.copy_threads_per_queue(q)
+        try:
+            for pool, threads in lanes.items():
+                self._pools[pool] = LaneThreads(threads, f"halsim-{pool}-d{self.index}", self._run_step,
+                                                lambda pool=pool: self._init_thread(pool))
+        except BaseException:  # no thread to be had: stop those started, free the rest
+            self.release(keep_buffers=False)
+            raise
 
     def copy_threads_per_queue(self, queue: int) -> int:
         """Threads that run queue ``queue``'s copies: one, so a queue's copies run in order.
@@ -148,7 +151,7 @@ class HostExecution(Execution):
             pool = self._pools[f"q{step.queue % max(1, self.plan.limits.queues)}"]
         else:
             pool = self._pools["host"]
-        return Pending(step, pool.submit(self._run_step, step))
+        return pool.submit(Pending(step))
 
     def _lane(self, step: Step) -> str:
         d = self.index
@@ -239,7 +242,7 @@ class HostExecution(Execution):
 
     def release(self, keep_buffers: bool) -> None:
         for pool in self._pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
         self._pools.clear()
         now = self.device.now
         errors = []
