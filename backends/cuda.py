@@ -10,8 +10,8 @@ It translates plan steps into driver calls and decides nothing else:
   (:mod:`halsim.backends.cuda_staging` says why);
 * COPY / COPY_BACK: ``cuMemcpyHtoDAsync`` / ``cuMemcpyDtoHAsync`` on the
   stream of the step's copy queue (one stream per queue, made per run), then a
-  wait: on a blocking-sync event where reader threads need the cores, else a
-  spinning stream synchronise (``HALSIM_CUDA_WAIT``): a copy step completes
+  wait: a spinning stream synchronise while the run's threads each have a core,
+  else a blocking-sync event (``HALSIM_CUDA_WAIT``): a copy step completes
   only when its bytes have arrived,
   and that completion is what lets the engine refill the slot;
 * IMPORT / UNIMPORT: ``cuMemHostRegister`` (READ_ONLY where the device supports
@@ -350,16 +350,22 @@ class _Registration:
     device_ptr: int  # where the device sees ``address`` (integrated, in place); 0 otherwise
 
 
-def _blocking_wait(plan, index: int, label: str) -> bool:
+def _blocking_wait(plan, index: int, label: str, copy_threads: int) -> bool:
     """How a copy is waited for: HALSIM_CUDA_WAIT=block (a blocking-sync event: the
     core goes to the readers), spin (cuStreamSynchronize: the lowest latency), or
-    auto (the default): block when reader threads need the cores (reads, or a
-    download's writes), spin when no step of this device uses them (import)."""
+    auto (the default): spin while every thread that runs at once has a core of its
+    own (the readers, if this device reads or writes, ``copy_threads`` and the
+    engine's), else block. With the engine's lean lane threads, spinning ran rings
+    0-15 % faster than blocking on the 16-CPU H100 machine (12 readers, 2-3
+    queues: docs/benchmarks/cuda.md, sixth session); a blocked copy thread wakes
+    later, and the slot it frees waits that long."""
     mode = os.environ.get("HALSIM_CUDA_WAIT", "auto").strip().lower() or "auto"
     if mode not in ("auto", "block", "spin"):
         raise DeviceError(f"HALSIM_CUDA_WAIT={mode!r} is not one of auto, block, spin", device=label)
     if mode == "auto":
-        return any(s.op in (Op.READ, Op.WRITE) and s.device == index for s in plan.steps)
+        reads = any(s.op in (Op.READ, Op.WRITE) and s.device == index for s in plan.steps)
+        threads = (max(1, plan.limits.readers) if reads else 0) + copy_threads + 1
+        return threads > host_threads()
     return mode == "block"
 
 
@@ -403,7 +409,7 @@ class CudaExecution(HostExecution):
         self._staging_mode = cuda_staging.staging_mode(self.label)
         self._cufile: cuda_cufile.CuFileSource | None = None
         self._cufile_lock = threading.Lock()
-        self._blocking_wait = _blocking_wait(plan, index, self.label)
+        self._blocking_wait = _blocking_wait(plan, index, self.label, sum(self._copy_depths))
         self._thread_events = threading.local()
         self._events: list[Any] = []
 
@@ -590,11 +596,10 @@ class CudaExecution(HostExecution):
         """Until the copies queued on ``stream`` are done: the step completes only then."""
         self._copy_queued(step)
         if not self._blocking_wait:
-            # HALSIM_CUDA_WAIT=spin (GIL released): the lowest latency, one busy core per queue.
+            # Spinning (GIL released): the lowest latency, one busy core per copy thread.
             self._call(cu.cuStreamSynchronize(stream), f"cuStreamSynchronize after {what}", step)
             return
-        # The default: sleep on a blocking-sync event, leaving the core to the readers
-        # (10-15% faster uploads on the lent 16-CPU machine, where readers need every core).
+        # More threads than cores: sleep on a blocking-sync event, leaving the core to the readers.
         event = getattr(self._thread_events, "event", None)
         if event is None:
             flags = int(cu.CUevent_flags.CU_EVENT_BLOCKING_SYNC) | int(cu.CUevent_flags.CU_EVENT_DISABLE_TIMING)

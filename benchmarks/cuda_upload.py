@@ -50,7 +50,7 @@ MiB, GiB = 1 << 20, 1 << 30
 
 # The backend's variants, for comparison with its defaults (pipelined staging, blocking waits).
 ALLOC = {"HALSIM_CUDA_STAGING": "alloc"}  # staging: one cuMemHostAlloc up front
-SPIN = {"HALSIM_CUDA_WAIT": "spin"}  # copies waited for by a spinning cuStreamSynchronize
+BLOCK = {"HALSIM_CUDA_WAIT": "block"}  # copies waited for on a blocking-sync event (the default to the fifth session)
 BUFFERED = {"HALSIM_CUFILE_BUFFERED": "1"}
 # Each queue: queue a copy, wait for it, queue the next; registrations wait for nothing (the backend before).
 ONE_AT_A_TIME = {"HALSIM_CUDA_COPY_DEPTH": "1"}
@@ -60,14 +60,15 @@ PAGE_CACHED = [
     ("auto", "auto", None),
     ("streaming 16MiB x16, 8 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=8,queues=2", None),
     ("streaming 16MiB x16, 12 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", None),
-    ("  same, spinning waits", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", SPIN),
+    ("  same, blocking waits", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", BLOCK),
     ("  same, staging by one cuMemHostAlloc", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", ALLOC),
-    ("  same, both (the first session's defaults)", "streaming:chunk=16MiB,slots=16,readers=12,queues=2",
-     {**ALLOC, **SPIN}),
     ("  same, copies queued one at a time", "streaming:chunk=16MiB,slots=16,readers=12,queues=2", ONE_AT_A_TIME),
     ("streaming 16MiB x16, 14 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=14,queues=2", None),
     ("streaming 16MiB x16, 16 readers, 2 queues", "streaming:chunk=16MiB,slots=16,readers=16,queues=2", None),
     ("streaming 8MiB x32, 14 readers, 2 queues", "streaming:chunk=8MiB,slots=32,readers=14,queues=2", None),
+    ("streaming 4MiB x16, 12 readers, 2 queues", "streaming:chunk=4MiB,slots=16,readers=12,queues=2", None),
+    ("streaming 4MiB x16, 12 readers, 3 queues", "streaming:chunk=4MiB,slots=16,readers=12,queues=3", None),
+    ("streaming 8MiB x16, 12 readers, 3 queues", "streaming:chunk=8MiB,slots=16,readers=12,queues=3", None),
     ("IREE inline loop: streaming 64MiB x1, 1 reader", "streaming:chunk=64MiB,slots=1,readers=1", None),
     ("import 256MiB pieces, 1 importer, 2 queues", "import:piece=256MiB,queues=2", None),
     ("import 256MiB pieces, 2 importers, 2 queues", "import:piece=256MiB,queues=2,importers=2", None),

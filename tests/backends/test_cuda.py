@@ -921,18 +921,28 @@ def test_staging_slot_that_cannot_be_pinned_fails_the_read_and_frees_the_rest(mo
     env.assert_clean(before)
 
 
-@pytest.mark.parametrize("policy, blocking", [("streaming:chunk=64KiB,slots=4", True), ("import:piece=64KiB", False)])
-def test_waits_block_only_where_readers_need_the_cores(monkeypatch, mixed, policy, blocking):
+@pytest.mark.parametrize("policy, cpus, blocking", [
+    ("streaming:chunk=64KiB,slots=4,readers=2", 4, False),  # 2 readers + 1 copy thread + the engine fit 4 cores
+    ("streaming:chunk=64KiB,slots=4,readers=2", 3, True),
+    ("streaming:chunk=64KiB,slots=8,readers=4,queues=2", 7, False),
+    ("streaming:chunk=64KiB,slots=8,readers=4,queues=2", 6, True),
+    ("import:piece=64KiB", 5, False),  # no readers: 4 copies queued ahead, each on its thread, and the engine
+    ("import:piece=64KiB", 4, True),
+])
+def test_copies_spin_while_every_thread_has_a_core(monkeypatch, mixed, policy, cpus, blocking):
     from halsim.policies import parse_policy
     from halsim.trace import Trace
 
     env = _use_fake(monkeypatch)
+    monkeypatch.setattr(hcuda, "host_threads", lambda: cpus)
     index = read_index(mixed)
     request = request_from_tensors(SourceInfo(str(mixed), index.file_length, PAGE, True), index.tensors)
     plan = parse_policy(policy).plan(request, env.device.caps)
     assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0)._blocking_wait is blocking
     monkeypatch.setenv("HALSIM_CUDA_WAIT", "spin")
     assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0)._blocking_wait is False
+    monkeypatch.setenv("HALSIM_CUDA_WAIT", "block")
+    assert hcuda.CudaExecution(env.device, plan, None, Trace(), 0)._blocking_wait is True
     monkeypatch.setenv("HALSIM_CUDA_WAIT", "sleepy")
     with pytest.raises(DeviceError, match="HALSIM_CUDA_WAIT='sleepy' is not one of auto, block, spin"):
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
