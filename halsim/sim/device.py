@@ -101,10 +101,9 @@ class SimExecution(Execution):
         self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
         self._cached_read = machine.host_routes.cached_read
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
-        # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes).
+        # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes; one slot, less).
         storage, pool = machine.platform.storage, self.plan.pool(self.index)
-        near = pool is not None and 0 < pool.bytes <= storage.page_cache_near_bytes
-        self._ring_read_speedup = storage.page_cache_near_speedup if near else 1.0
+        self._ring_read_speedup = storage.near_speedup(pool.slots, pool.bytes) if pool is not None else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)
         # Registering inside an upload (copies out of imported memory streaming) costs more than alone.

@@ -34,6 +34,22 @@ def test_only_a_ring_that_fits_reads_faster():
     assert all(s == pytest.approx(4 * MiB / rate, rel=1e-6) for s in plain)
 
 
+@pytest.mark.parametrize("share", [0.5, 0.0, 1.0])
+def test_a_ring_of_one_slot_gets_its_share_of_the_speedup(share):
+    platform = toy_platform(**NEAR, storage__page_cache_near_one_slot=share)
+    rate = platform.storage.page_cache_rate(16 * MiB)
+    one_slot = read_seconds(platform, slots=1, chunk=16 * MiB)  # 16 MiB of slots: near, but one slot
+    assert all(s == pytest.approx(16 * MiB / ((1 + share * 0.3) * rate), rel=1e-6) for s in one_slot)
+    two_slots = read_seconds(platform, slots=2, chunk=8 * MiB)
+    assert all(s == pytest.approx(8 * MiB / (1.3 * platform.storage.page_cache_rate(8 * MiB)), rel=1e-6)
+               for s in two_slots)
+
+
+def test_a_one_slot_share_outside_zero_to_one_is_refused_by_name():
+    with pytest.raises(PlatformError, match="page_cache_near_one_slot"):
+        toy_platform(storage__page_cache_near_one_slot=1.5)
+
+
 def test_a_speedup_under_one_is_refused_by_name():
     with pytest.raises(PlatformError, match="page_cache_near_speedup"):
         toy_platform(storage__page_cache_near_speedup=0.8)
