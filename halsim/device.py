@@ -5,7 +5,8 @@ A device turns plan steps into its own API calls; it never decides the order
 targets; the engine then submits steps and waits for them.
 
 To add a backend: subclass :class:`Device` (``name``, ``caps``, ``open``, and
-``wait`` if its pendings are not futures) and :class:`Execution`. Real host
+``wait`` if its pendings are neither completed by :meth:`Pending.complete` nor
+futures) and :class:`Execution`. Real host
 devices can start from :class:`halsim.hostexec.HostExecution`, which does the
 file I/O, the threads and the bookkeeping, leaving only memory and copies.
 """
