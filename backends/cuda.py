@@ -350,23 +350,30 @@ class _Registration:
     device_ptr: int  # where the device sees ``address`` (integrated, in place); 0 otherwise
 
 
-def _blocking_wait(plan, index: int, label: str, copy_threads: int) -> bool:
+def _blocking_wait(plan, label: str) -> bool:
     """How a copy is waited for: HALSIM_CUDA_WAIT=block (a blocking-sync event: the
     core goes to the readers), spin (cuStreamSynchronize: the lowest latency), or
-    auto (the default): spin while every thread that runs at once has a core of its
-    own (the readers, if this device reads or writes, ``copy_threads`` and the
-    engine's), else block. With the engine's lean lane threads, spinning ran rings
-    0-15 % faster than blocking on the 16-CPU H100 machine (12 readers, 2-3
-    queues: docs/benchmarks/cuda.md, sixth session); a blocked copy thread wakes
-    later, and the slot it frees waits that long."""
+    auto (the default): spin while every thread of the run that works at once has a
+    core of its own — the readers, every device's copy threads and import lane, and
+    the engine's — else block. With the engine's lean lane threads, spinning ran rings
+    0-15 % faster than blocking on the 16-CPU H100 machine (12 readers, 2-3 queues:
+    docs/benchmarks/cuda.md, sixth session); a blocked copy thread wakes later, and
+    the slot it frees waits that long."""
     mode = os.environ.get("HALSIM_CUDA_WAIT", "auto").strip().lower() or "auto"
     if mode not in ("auto", "block", "spin"):
         raise DeviceError(f"HALSIM_CUDA_WAIT={mode!r} is not one of auto, block, spin", device=label)
     if mode == "auto":
-        reads = any(s.op in (Op.READ, Op.WRITE) and s.device == index for s in plan.steps)
-        threads = (max(1, plan.limits.readers) if reads else 0) + copy_threads + 1
-        return threads > host_threads()
+        return _threads_at_once(plan, label) > host_threads()
     return mode == "block"
+
+
+def _threads_at_once(plan, label: str) -> int:
+    ops = {(s.op, s.device) for s in plan.steps}
+    devices = plan.request.devices
+    readers = max(1, plan.limits.readers) if any(op in (Op.READ, Op.WRITE) for op, _ in ops) else 0
+    copies = sum(sum(_copy_depths(plan, d, label)) for d in devices)
+    importers = sum(max(1, plan.limits.imports) for d in devices if (Op.IMPORT, d) in ops)
+    return readers + copies + importers + 1
 
 
 def _copy_depths(plan, index: int, label: str) -> list[int]:
@@ -409,7 +416,7 @@ class CudaExecution(HostExecution):
         self._staging_mode = cuda_staging.staging_mode(self.label)
         self._cufile: cuda_cufile.CuFileSource | None = None
         self._cufile_lock = threading.Lock()
-        self._blocking_wait = _blocking_wait(plan, index, self.label, sum(self._copy_depths))
+        self._blocking_wait = _blocking_wait(plan, self.label)
         self._thread_events = threading.local()
         self._events: list[Any] = []
 

@@ -48,7 +48,8 @@ from bench_host import host_facts  # noqa: E402
 GB = 1e9
 MiB, GiB = 1 << 20, 1 << 30
 
-# The backend's variants, for comparison with its defaults (pipelined staging, blocking waits).
+# The backend's variants, for comparison with its defaults (pipelined staging, spinning waits
+# where the run's threads each have a core).
 ALLOC = {"HALSIM_CUDA_STAGING": "alloc"}  # staging: one cuMemHostAlloc up front
 BLOCK = {"HALSIM_CUDA_WAIT": "block"}  # copies waited for on a blocking-sync event (the default to the fifth session)
 BUFFERED = {"HALSIM_CUFILE_BUFFERED": "1"}

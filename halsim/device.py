@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
 
 from halsim.caps import DeviceCaps
+from halsim.errors import UploadCancelled
 
 if TYPE_CHECKING:
     from halsim.faults import FaultInjector
@@ -38,14 +39,15 @@ class Pending:
     ``concurrent.futures.Future`` needs nothing more: the wait completes it from
     the future.)"""
 
-    __slots__ = ("step", "handle", "error", "finished", "notify")
+    __slots__ = ("step", "handle", "error", "finished", "notify", "hooked")
 
     def __init__(self, step: "Step", handle: Any = None):
         self.step = step
         self.handle = handle
         self.error: BaseException | None = None
         self.finished = False
-        self.notify: queue.SimpleQueue | None = None  # the waiting thread's wake-up queue, once one waits
+        self.notify: queue.SimpleQueue | None = None  # the wake-up queue of the thread that waits last
+        self.hooked = False  # a future handle completes it (the default wait hooks it once)
 
     def complete(self, error: BaseException | None = None) -> None:
         """Mark the step done (from the thread that ran it) and wake whoever waits for it."""
@@ -69,7 +71,10 @@ def _wakeup_queue() -> queue.SimpleQueue:
 
 def _complete_from(pending: Pending):
     def done(future) -> None:
-        pending.complete(future.exception())
+        if future.cancelled():  # exception() would raise, inside a callback that swallows it
+            pending.complete(UploadCancelled(f"{pending.step.describe()}: cancelled"))
+        else:
+            pending.complete(future.exception())
     return done
 
 
@@ -180,10 +185,10 @@ class Device(ABC):
         """
         signal = _wakeup_queue()
         for p in pending:
-            if p.notify is None:
-                p.notify = signal  # before the scan below: a step finishing meanwhile then posts
-                if isinstance(p.handle, cf.Future):
-                    p.handle.add_done_callback(_complete_from(p))  # at once if it is done already
+            if not p.hooked and isinstance(p.handle, cf.Future):
+                p.handle.add_done_callback(_complete_from(p))  # at once if it is done already
+                p.hooked = True
+            p.notify = signal  # before the scan below: a step finishing meanwhile then posts here
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             finished = [p for p in pending if p.finished]

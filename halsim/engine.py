@@ -57,12 +57,22 @@ class RunResult:
         self.buffers.clear()  # freed: keep no handles to them (an in-place buffer pins the file's mapping)
 
 
-def _lane_key(step: Step) -> tuple:
+def lane_key(step: Step) -> tuple:
+    """The engine's lane of a step: the readers, one copy queue of a device, or its host lane."""
     if step.op in IO_OPS:
         return ("io",)
     if step.op in COPY_OPS:
         return ("copy", step.device, step.queue)
     return ("host", step.device)
+
+
+def lane_limit(plan: Plan, key: tuple) -> int:
+    """How many steps of lane ``key`` the engine lets run at once (overlapped mode)."""
+    if key[0] == "io":
+        return plan.limits.readers
+    if key[0] == "copy":
+        return plan.limits.copies_per_queue
+    return plan.limits.imports
 
 
 def _release_all(executions: Mapping[int, Execution], keep_buffers: bool,
@@ -87,13 +97,6 @@ class Engine:
         if mode not in ("overlapped", "serial"):
             raise ValueError(f"mode must be 'overlapped' or 'serial', not {mode!r}")
         self.mode = mode
-
-    def _limit(self, plan: Plan, key: tuple) -> int:
-        if key[0] == "io":
-            return plan.limits.readers
-        if key[0] == "copy":
-            return plan.limits.copies_per_queue
-        return plan.limits.imports
 
     def run(
         self,
@@ -183,7 +186,7 @@ class Engine:
         ready: dict[tuple, list[int]] = {}
         for s in steps:
             if not s.deps:
-                heapq.heappush(ready.setdefault(_lane_key(s), []), s.id)
+                heapq.heappush(ready.setdefault(lane_key(s), []), s.id)
         in_lane: dict[tuple, int] = {}
         in_flight: dict[int, Pending] = {}
         serial = self.mode == "serial"
@@ -215,7 +218,7 @@ class Engine:
             for p in finished:
                 step = p.step
                 del in_flight[step.id]
-                key = _lane_key(step)
+                key = lane_key(step)
                 in_lane[key] -= 1
                 if p.error is not None:
                     if failure is None:
@@ -228,12 +231,12 @@ class Engine:
                     if n >= 0:
                         waiting[n] -= 1
                         if waiting[n] == 0:
-                            heapq.heappush(ready.setdefault(_lane_key(steps[n]), []), n)
+                            heapq.heappush(ready.setdefault(lane_key(steps[n]), []), n)
                         continue
                     group_waiting[~n] -= 1
                     if group_waiting[~n] == 0:
                         for m in group_members[~n]:
-                            heapq.heappush(ready.setdefault(_lane_key(steps[m]), []), m)
+                            heapq.heappush(ready.setdefault(lane_key(steps[m]), []), m)
             if progress is not None and finished:
                 progress(delivered, total)
             if failure is not None and not in_flight:
@@ -260,7 +263,7 @@ class Engine:
             in_flight[step.id] = executions[step.device].submit(step)
             return
         for key, heap in ready.items():
-            limit = self._limit(plan, key)
+            limit = lane_limit(plan, key)
             while heap and in_lane.get(key, 0) < limit:
                 step = steps[heapq.heappop(heap)]
                 in_lane[key] = in_lane.get(key, 0) + 1

@@ -40,7 +40,7 @@ import numpy as np
 
 from halsim.calibrate import (GPU_BEHAVIOUR, HOST_BEHAVIOUR, Calibration, Check, Measurement, Measurements, Probe,
                               headline, predict, read_footprint)
-from halsim.platform import Gpu, HostMemory, Link, Platform, Storage
+from halsim.platform import Gpu, HostMemory, Link, Platform, Storage, near_read_speedup
 from halsim.units import format_size
 
 # A rate that stands in for "no measurable cost per byte" (1 PB/s): the model needs a number.
@@ -344,10 +344,14 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # each request at its measured rate (the H100 VM read 64 MiB requests 26% slower).
     # A probe whose slots stay in the CPU's cache (small requests, few slots) counts at
     # the rate of a large ring: the simulator adds the speedup to rings that small.
-    near_bytes = p.values["storage.page_cache_near_bytes"]
-    by_size = sorted((pt.probe.size, pt.probe.size / pt.value() /
-                      (p.values["storage.page_cache_near_speedup"] if read_footprint(pt.probe) <= near_bytes else 1.0))
-                     for pt in warm if pt.value() > 0)
+    near_bytes, one_slot = p.values["storage.page_cache_near_bytes"], Storage.model_fields["page_cache_near_one_slot"].default
+
+    def near(probe) -> float:
+        footprint = read_footprint(probe)
+        return near_read_speedup(near_bytes, p.values["storage.page_cache_near_speedup"], one_slot,
+                                 footprint // max(probe.size, 1), footprint)
+
+    by_size = sorted((pt.probe.size, pt.probe.size / pt.value() / near(pt.probe)) for pt in warm if pt.value() > 0)
     flat = p.values["storage.page_cache_bandwidth"]
     curve = len(by_size) > 1 and flat and max(abs(rate / flat - 1) for _, rate in by_size) > 0.05
     if per_read_cost and not curve:

@@ -123,8 +123,10 @@ class HostExecution(Execution):
             for pool, threads in lanes.items():
                 self._pools[pool] = LaneThreads(threads, f"halsim-{pool}-d{self.index}", self._run_step,
                                                 lambda pool=pool: self._init_thread(pool))
-        except BaseException:  # no thread to be had: stop those started, free the rest
+        except BaseException as err:  # no thread to be had: stop those started, free the rest
             self.release(keep_buffers=False)
+            if isinstance(err, HalsimError):
+                raise DeviceError(str(err), device=self.device.name) from err
             raise
 
     def copy_threads_per_queue(self, queue: int) -> int:

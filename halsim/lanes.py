@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from halsim.explain import STEP_LANES
-from halsim.plan import COPY_OPS, IO_OPS, Plan, Step
+from halsim.engine import lane_key, lane_limit
+from halsim.plan import Plan, Step
 from halsim.trace import Span, Trace
 
 
@@ -99,12 +100,8 @@ def _limit_group(step: Step, plan: Plan, serial: bool) -> tuple[tuple, int]:
     """The engine's lane of a step and how many of its steps it lets run at once."""
     if serial:
         return ("all",), 1
-    limits = plan.limits
-    if step.op in IO_OPS:
-        return ("io",), max(1, limits.readers)
-    if step.op in COPY_OPS:
-        return ("copy", step.device, step.queue), max(1, limits.copies_per_queue)
-    return ("host", step.device), max(1, limits.imports)
+    key = lane_key(step)
+    return key, max(1, lane_limit(plan, key))
 
 
 def _most_at_once(spans: list[Span]) -> int:
@@ -135,16 +132,19 @@ def _room_since(starts: list[float], ends: list[float], events: list[float], lim
 def dispatch_delays(trace: Trace, plan: Plan) -> list[DispatchDelay]:
     """Per kind of step: the wait from the moment it could start to its start.
 
-    A step could start when its last dependency had ended and its lane ran fewer
-    steps than it can: the readers their number, a copy queue or the import lane
-    as many as the engine lets in flight but no more than ever ran at once (a
-    device may hand a queue's copies to one thread, which runs them in order).
+    A step could start when its last dependency had ended (one with none: when
+    the run's first step began, so allocating buffers and staging is not counted)
+    and its lane ran fewer steps than it can: the readers their number, a copy
+    queue or the import lane as many as the engine lets in flight but no more than
+    ever ran at once (a device may hand a queue's copies to one thread, which runs
+    them in order). A read that waited for its slot to be pinned counts that wait.
     Steps the trace has no span for (a failed run) are left out."""
     spans: dict[int, Span] = {}
     for s in trace.spans:
         if s.lane.startswith(STEP_LANES) and s.step >= 0 and s.step not in spans:
             spans[s.step] = s
     serial = trace.meta.get("mode") == "serial"
+    first = min((span.start for span in spans.values()), default=0.0)
     lanes: dict[tuple, list[Step]] = defaultdict(list)
     for step in plan.steps:
         if step.id in spans:
@@ -161,7 +161,7 @@ def dispatch_delays(trace: Trace, plan: Plan) -> list[DispatchDelay]:
         events = sorted(starts + ends)
         for step in members:
             span = spans[step.id]
-            ready = max((spans[d].end for d in step.deps if d in spans), default=0.0)
+            ready = max((spans[d].end for d in step.deps if d in spans), default=first)
             since = _room_since(starts, ends, events, limit, span.start, ready)
             waits[span.op].append(max(0.0, span.start - max(ready, since)))
     rows = []

@@ -16,26 +16,37 @@ import threading
 from typing import Callable
 
 from halsim.device import Pending
-from halsim.errors import UploadCancelled
+from halsim.errors import HalsimError, UploadCancelled
 
 _STOP = None
 
 
 class LaneThreads:
-    """``threads`` threads taking the lane's steps in the order they were handed over."""
+    """``threads`` threads taking the lane's steps in the order they were handed over.
+
+    The threads start at once (a run uses its lanes from its first steps on) and
+    are daemons: :meth:`shutdown`, which every run's cleanup calls, joins them."""
 
     def __init__(self, threads: int, name: str, run: Callable[[Pending], None],
                  setup: Callable[[], None] | None = None):
+        self.name = name
         self._work: queue.SimpleQueue = queue.SimpleQueue()
         self._run = run
         self._setup = setup
-        self._setup_error: BaseException | None = None
-        self._threads = [threading.Thread(target=self._loop, name=f"{name}_{k}", daemon=True)
-                         for k in range(max(1, threads))]
-        for thread in self._threads:
-            thread.start()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        for k in range(max(1, threads)):
+            thread = threading.Thread(target=self._loop, name=f"{name}_{k}", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as err:  # the system gives no more threads: stop those started
+                self.shutdown()
+                raise HalsimError(f"cannot start thread {k + 1} of {threads} for {name}: {err}") from err
+            self._threads.append(thread)
 
     def submit(self, pending: Pending) -> Pending:
+        if self._closed:
+            raise HalsimError(f"{pending.step.describe()}: handed to {self.name} after it shut down")
         self._work.put(pending)
         return pending
 
@@ -62,6 +73,7 @@ class LaneThreads:
 
     def shutdown(self) -> None:
         """Fail the steps not yet started, let the running ones end, stop the threads."""
+        self._closed = True
         while True:
             try:
                 pending = self._work.get_nowait()

@@ -40,6 +40,16 @@ def _durations(*names: str):
     return field_validator(*names, mode="before")(lambda cls, v: parse_duration(v))
 
 
+def near_read_speedup(near_bytes: int, speedup: float, one_slot_share: float, slots: int,
+                      staging_bytes: int) -> float:
+    """A ring's page-cache read speedup (Storage.page_cache_near_*), from the values alone:
+    the simulator's rings and calibration's probes both go through here."""
+    if not 0 < staging_bytes <= near_bytes:
+        return 1.0
+    share = one_slot_share if slots == 1 else 1.0
+    return 1.0 + share * (speedup - 1.0)
+
+
 class Storage(_Part):
     """The drive the weights file lives on, and the kernel's page cache in front of it."""
 
@@ -92,10 +102,8 @@ class Storage(_Part):
 
     def near_speedup(self, slots: int, staging_bytes: int) -> float:
         """How much faster a ring of ``slots`` slots, ``staging_bytes`` in all, reads the page cache."""
-        if not 0 < staging_bytes <= self.page_cache_near_bytes:
-            return 1.0
-        share = self.page_cache_near_one_slot if slots == 1 else 1.0
-        return 1.0 + share * (self.page_cache_near_speedup - 1.0)
+        return near_read_speedup(self.page_cache_near_bytes, self.page_cache_near_speedup,
+                                 self.page_cache_near_one_slot, slots, staging_bytes)
 
     def page_cache_rate(self, nbytes: int) -> float:
         """One thread's rate reading ``nbytes`` from the page cache in one request."""

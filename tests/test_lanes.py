@@ -71,7 +71,18 @@ def test_dispatch_delay_counts_from_the_last_dependency_or_from_room_in_the_lane
     assert rows["copy"].worst == pytest.approx(0.5) and rows["copy"].median == pytest.approx(0.3)
 
 
-def test_dispatch_delays_of_a_real_upload_are_small_and_cover_every_step(tmp_path):
+def test_steps_with_no_dependency_count_from_the_runs_first_step_not_from_its_setup():
+    from halsim.lanes import dispatch_delays
+    from halsim.plan import Op, Step
+
+    steps = [Step(0, Op.READ, 0, 10), Step(1, Op.READ, 0, 10)]
+    # 5 s of allocation before the first step; the second read started 0.5 ms after the first.
+    trace = trace_of(Span("read/0", "read", 5.0, 6.0, 10, 0), Span("read/1", "read", 5.0005, 6.0, 10, 1))
+    rows = {r.op: r for r in dispatch_delays(trace, _plan_of(steps))}
+    assert rows["read"].worst == pytest.approx(0.0005) and rows["read"].summed == pytest.approx(0.0005)
+
+
+def test_dispatch_delays_of_a_real_upload_cover_every_step(tmp_path):
     import numpy as np
 
     import halsim

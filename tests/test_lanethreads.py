@@ -1,6 +1,7 @@
 """Lane threads: steps run in hand-over order on one thread, errors reach the waiter, shutdown fails what never started."""
 
 import threading
+import time
 
 import pytest
 
@@ -95,3 +96,54 @@ def test_wait_times_out_with_nothing_finished_and_takes_futures_too():
     assert isinstance(via_future.error, ValueError)
     blocked.complete()
     assert _Clock().wait([blocked], timeout=1) == [blocked]
+
+
+def test_a_thread_that_cannot_start_stops_those_started_and_says_so(monkeypatch):
+    from halsim.errors import HalsimError
+
+    started = []
+    real_start = threading.Thread.start
+
+    def start(self):
+        if len(started) == 2:
+            raise RuntimeError("can't start new thread")
+        started.append(self)
+        real_start(self)
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(HalsimError, match="cannot start thread 3 of 4 for lane-x: can't start new thread"):
+        LaneThreads(4, "lane-x", lambda step: None)
+    monkeypatch.undo()
+    for thread in started:
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def test_a_lane_that_shut_down_refuses_steps():
+    from halsim.errors import HalsimError
+
+    lane = LaneThreads(1, "lane-y", lambda step: None)
+    lane.shutdown()
+    with pytest.raises(HalsimError, match="handed to lane-y after it shut down"):
+        lane.submit(Pending(_step(0)))
+
+
+def test_a_cancelled_future_finishes_its_pending_as_cancelled():
+    import concurrent.futures as cf
+
+    future = cf.Future()
+    pending = Pending(_step(0), future)
+    assert future.cancel()
+    assert _Clock().wait([pending], timeout=1) == [pending]
+    assert isinstance(pending.error, UploadCancelled)
+
+
+def test_a_pending_wakes_the_thread_that_waits_for_it_last():
+    pending = Pending(_step(0))
+    assert _Clock().wait([pending], timeout=0.01) == []  # this thread waited first
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(_Clock().wait([pending], timeout=5)))
+    waiter.start()
+    time.sleep(0.05)  # the other thread is blocked in its wait by now (if not, its scan finds the step done)
+    pending.complete()
+    waiter.join(5)
+    assert got == [[pending]]

@@ -879,12 +879,14 @@ def test_windows_sharing_a_page(env, tmp_path):
     assert hcuda.HOST_REGISTRY.ranges() == {}
 
 
-@pytest.mark.parametrize("settings", [{"HALSIM_CUDA_STAGING": "alloc"}, {"HALSIM_CUDA_WAIT": "spin"},
-                                      {"HALSIM_CUDA_STAGING": "alloc", "HALSIM_CUDA_WAIT": "spin"}])
+@pytest.mark.parametrize("settings", [{"HALSIM_CUDA_STAGING": "alloc"}, {"HALSIM_CUDA_WAIT": "block"},
+                                      {"HALSIM_CUDA_WAIT": "spin"},
+                                      {"HALSIM_CUDA_STAGING": "alloc", "HALSIM_CUDA_WAIT": "block"}])
 @pytest.mark.parametrize("policy", ["streaming:chunk=1000003,slots=3,readers=2,queues=2", "import:piece=64KiB",
                                     "staged"])
 def test_staging_and_wait_variants(env, mixed, monkeypatch, settings, policy, tmp_path):
-    """The pool as one cuMemHostAlloc; copies waited for by spinning."""
+    """The pool as one cuMemHostAlloc; copies waited for on a blocking-sync event, and by spinning
+    (which of the two is the default depends on the host's cores)."""
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     index = read_index(mixed)
@@ -922,12 +924,12 @@ def test_staging_slot_that_cannot_be_pinned_fails_the_read_and_frees_the_rest(mo
 
 
 @pytest.mark.parametrize("policy, cpus, blocking", [
-    ("streaming:chunk=64KiB,slots=4,readers=2", 4, False),  # 2 readers + 1 copy thread + the engine fit 4 cores
+    ("streaming:chunk=64KiB,slots=4,readers=2", 4, False),  # 2 readers, 1 copy thread and the engine fit 4 cores
     ("streaming:chunk=64KiB,slots=4,readers=2", 3, True),
     ("streaming:chunk=64KiB,slots=8,readers=4,queues=2", 7, False),
     ("streaming:chunk=64KiB,slots=8,readers=4,queues=2", 6, True),
-    ("import:piece=64KiB", 5, False),  # no readers: 4 copies queued ahead, each on its thread, and the engine
-    ("import:piece=64KiB", 4, True),
+    ("import:piece=64KiB", 6, False),  # no readers: 4 copies queued ahead, each on its thread, the importer, the engine
+    ("import:piece=64KiB", 5, True),
 ])
 def test_copies_spin_while_every_thread_has_a_core(monkeypatch, mixed, policy, cpus, blocking):
     from halsim.policies import parse_policy
@@ -946,6 +948,21 @@ def test_copies_spin_while_every_thread_has_a_core(monkeypatch, mixed, policy, c
     monkeypatch.setenv("HALSIM_CUDA_WAIT", "sleepy")
     with pytest.raises(DeviceError, match="HALSIM_CUDA_WAIT='sleepy' is not one of auto, block, spin"):
         hcuda.CudaExecution(env.device, plan, None, Trace(), 0)
+
+
+def test_the_count_of_threads_takes_every_devices_copy_threads(monkeypatch, mixed):
+    """Two GPUs each with a copy thread per queue share the host's cores with the readers."""
+    from halsim.policies import parse_policy
+
+    env = _use_fake(monkeypatch)
+    index = read_index(mixed)
+    source = SourceInfo(str(mixed), index.file_length, PAGE, True)
+    caps = env.device.caps
+    one = parse_policy("streaming:chunk=64KiB,slots=8,readers=4,queues=2").plan(request_from_tensors(source, index.tensors), caps)
+    two = parse_policy("streaming:chunk=64KiB,slots=8,readers=4,queues=2").plan(
+        request_from_tensors(source, index.tensors, devices=2, shard="rows"), [caps, caps])
+    assert hcuda._threads_at_once(one, "cuda:0") == 4 + 2 + 1
+    assert hcuda._threads_at_once(two, "cuda:0") == 4 + 2 * 2 + 1
 
 
 @pytest.mark.parametrize("policy, depths", [
