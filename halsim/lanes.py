@@ -9,6 +9,7 @@ are their own. Busy time counts overlapping steps of a lane once.
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def dispatch_delays(trace: Trace, plan: Plan) -> list[DispatchDelay]:
     for op, values in waits.items():
         values.sort()
         rows.append(DispatchDelay(op, len(values), statistics.median(values),
-                                  values[int(0.9 * (len(values) - 1))], values[-1], sum(values)))
+                                  values[max(0, math.ceil(0.9 * len(values)) - 1)], values[-1], sum(values)))
     return sorted(rows, key=lambda r: r.op)
 
 

@@ -69,6 +69,7 @@ def test_dispatch_delay_counts_from_the_last_dependency_or_from_room_in_the_lane
     assert sorted([rows["read"].median, rows["read"].summed]) == pytest.approx([0.001, 0.251])
     assert rows["copy"].steps == 2 and rows["copy"].summed == pytest.approx(0.6)
     assert rows["copy"].worst == pytest.approx(0.5) and rows["copy"].median == pytest.approx(0.3)
+    assert rows["copy"].p90 == pytest.approx(0.5)  # nearest rank: of two, the larger
 
 
 def test_steps_with_no_dependency_count_from_the_runs_first_step_not_from_its_setup():
