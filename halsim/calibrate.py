@@ -117,7 +117,9 @@ class Probe:
 
     ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``near`` (reads
     into slots that fit in the CPU's cache), ``cold``, ``stream``, ``pin``, ``import``,
-    ``fault`` (importing windows of a cold file) or ``memcpy``; ``size`` the chunk, request, slot or
+    ``fault`` (importing windows of a cold file), ``register_in_upload`` (the same
+    registrations inside an import upload of the scratch file, copies streaming) or
+    ``memcpy``; ``size`` the chunk, request, slot or
     window size; ``count`` how many of them; ``width`` the readers, queues,
     slots or memcpy threads.
     """
@@ -140,7 +142,7 @@ class Probe:
 
 # Every microbenchmark this version measures (a stored run may hold others, from before).
 BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold", "stream", "pin", "import", "fault",
-                     "memcpy"})
+                     "register_in_upload", "memcpy"})
 
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
@@ -178,6 +180,10 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
         if pieces:
             # Registering a cold window faults its pages in (an in-place import only maps them).
             out.append(Probe("fault", pieces[-1], max(2, min(16, config.scratch // pieces[-1]))))
+            # Registrations inside an upload, copies streaming, cost more than alone (the H100
+            # VM: 5-25 %): timed span by span, against the ``import`` probe of the same size.
+            inside = max((p for p in pieces if p <= INSIDE_PIECE), default=pieces[0])
+            out.append(Probe("register_in_upload", inside, max(2, min(16, config.scratch // inside))))
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
     out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
@@ -210,6 +216,8 @@ def copy_plan(probe: Probe) -> Plan:
 
 
 READ_FOOTPRINT = 256 * MiB  # bytes of slots the reads go to, as in a ring (a real one's default budget)
+# Windows of the ``register_in_upload`` probe: 16 of them in the default 1 GiB scratch file.
+INSIDE_PIECE = 64 * MiB
 # The ``near`` probe: 4 MiB reads into 16 MiB of slots, a ring of 4 MiB x 4. On the H100 VM
 # (benchmarks/read_footprint.py) reads into 16 MiB of slots ran about 30% faster than into
 # 64 MiB or more, and a real ring of 4 MiB x 4 slots 29% faster than one of 4 MiB x 16.
@@ -241,6 +249,14 @@ def read_plan(probe: Probe, source: SourceInfo) -> Plan:
                        deps=(k - readers,) if k >= readers else ()) for k in range(count))
     policy = StreamingPolicy(chunk=size, slots=slots, readers=readers, queues=1)
     return Plan(policy, policy, request, steps, (StagingPool(0, slots, size),), (), Limits(readers=readers))
+
+
+def import_upload_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
+    """An upload of ``count`` windows of ``size`` bytes with the ``import`` policy: each
+    window registered while the copies out of the one before stream."""
+    total = probe.size * probe.count
+    request = UploadRequest(source, (BufferSpec("calibration", total),), (Transfer(0, 0, 0, total),))
+    return ImportPolicy(piece=probe.size).plan(request, caps)
 
 
 def import_plan(probe: Probe, source: SourceInfo, in_place: bool) -> Plan:
@@ -524,6 +540,11 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         if bench == "fault":  # the mean, as for cold reads: what a run pays per window
             return {"fault": statistics.fmean(s.seconds for s in _spans(trace, "import/", "import"))}
         return {op: statistics.median(s.seconds for s in _spans(trace, "import/", op)) for op in ("import", "unimport")}
+    if bench == "register_in_upload":
+        with target.source(cold=False) as (file, source):
+            trace = _engine_run(import_upload_plan(probe, source, target.device.caps), file, target.device,
+                                "overlapped")
+        return {bench: statistics.median(s.seconds for s in _spans(trace, "import/", "import"))}
     if bench == "stream":
         with target.source(cold=False) as (file, source):
             trace = _engine_run(stream_plan(probe, source, target.device.caps), file, target.device, "overlapped")

@@ -217,6 +217,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         register_per_call=v["host.register_per_call"],
                         unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
                         thread_contention=v["host.thread_contention"],
+                        register_upload_factor=v.get("host.register_upload_factor") or 1.0,
                         cpus=caps.host_threads, **{k: v for k, v in m.behaviour.items() if k in HOST_BEHAVIOUR}),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
@@ -472,6 +473,28 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         for path in ("host.register_per_call", "host.register_bandwidth", "host.unregister_bandwidth"):
             p.set(path, p.values[path], measured=False, note="the device cannot import host memory")
 
+    # Registrations inside an upload (copies streaming, the engine's threads at work) against
+    # alone: a factor, by simulation of the probe's registration spans (median per window).
+    inside = m.of("register_in_upload")
+    if inside and imports and not in_place:
+        def inside_loss(x: float) -> float:
+            candidate = platform(host__register_upload_factor=x)
+            return _log_loss([(predict(candidate, pt.probe, scratch)["register_in_upload"], pt.value())
+                              for pt in inside])
+
+        factor, _ = search_fit(inside_loss, 1.0, 3.0)
+        if factor < 1.001 or inside_loss(1.0) <= inside_loss(factor) * (1 + 1e-9):
+            p.set("host.register_upload_factor", 1.0, source=f"registrations inside an import upload of "
+                  f"{format_size(inside[0].probe.size)} windows", note="no slower than alone")
+        else:
+            p.set("host.register_upload_factor", round(factor, 4),
+                  error=search_error(inside_loss, factor, len(inside)),
+                  source=f"registrations inside an import upload of {format_size(inside[0].probe.size)} windows, "
+                         "against alone (sim fit)")
+    else:
+        p.set("host.register_upload_factor", 1.0, measured=False,
+              note="no registration inside an upload measured" if imports else "the device cannot import host memory")
+
     # Cold windows: registering one first faults its pages in, at the mapping's own rate
     # (beyond a warm window of the same size: the registration itself).
     warm_windows = {pt.probe.size: pt for pt in imports}
@@ -533,6 +556,7 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.register_per_call": lambda p: p.bench == "import",
     "host.register_bandwidth": lambda p: p.bench == "import",
     "host.unregister_bandwidth": lambda p: p.bench == "import",
+    "host.register_upload_factor": lambda p: p.bench == "register_in_upload",
     "gpu.copy_engines": lambda p: p.bench == "copies",
 }
 

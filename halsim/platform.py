@@ -143,8 +143,9 @@ class HostMemory(_Part):
     register_upload_factor: float = Field(
         1.0, ge=1.0, description="registering and releasing an import window inside an upload (copies streaming, "
         "the engine's threads at work) take this many times what they take alone; on the lent H100 VM 1.05-1.25 "
-        "(benchmarks/registration_context.py). Set by hand: calibration does not fit it (one import upload of "
-        "its scratch file gave 1.41 and 1.06 on two runs, too noisy to use)")
+        "(benchmarks/registration_context.py). Calibration fits it from registrations timed one by one inside "
+        "an import upload of its scratch file, against the import probe's lone ones (the fifth session's fit "
+        "from the whole upload's time gave 1.41 and 1.06 on two runs, too noisy to use)")
     thread_contention: float = Field(
         0.0, ge=0, description="how much each further CPU thread copying host memory at once (page-cache "
         "reads, memcpy, the driver's pageable bounce) slows every such thread: k of them copy at "

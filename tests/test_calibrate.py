@@ -55,6 +55,7 @@ def truth(name: str) -> dict[str, float]:
         "host.thread_contention": p.host.thread_contention,
         "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
         "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
+        "host.register_upload_factor": p.host.register_upload_factor,
     }
 
 

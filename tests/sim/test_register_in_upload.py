@@ -1,5 +1,5 @@
 """Registering inside an upload, copies streaming, costs more than alone
-(HostMemory.register_upload_factor, set by hand: calibration does not fit it)."""
+(HostMemory.register_upload_factor; calibration fits it from registrations timed inside an import upload)."""
 
 import pytest
 
@@ -35,6 +35,29 @@ def test_registering_alone_is_not_slowed():
     alone = predict(platform, Probe("import", 16 * MiB, 4), 64 * MiB)
     plain = predict(toy_platform(), Probe("import", 16 * MiB, 4), 64 * MiB)
     assert alone == pytest.approx(plain)
+
+
+@pytest.mark.parametrize("factor", [1.2, 1.0])
+def test_calibration_gives_the_factor_back(factor):
+    from halsim.calibrate import Config, calibrate
+    from halsim.platform import load_platform
+
+    base = load_platform("h100-pcie5")
+    host = base.host.model_copy(update={"register_upload_factor": factor})
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), Config.quick())
+    fitted = result.parameter("host.register_upload_factor")
+    assert fitted.measured and fitted.value == pytest.approx(factor, rel=0.02)
+    assert result.platform.host.register_upload_factor == pytest.approx(factor, rel=0.02)
+
+
+@pytest.mark.parametrize("name, asked", [("igpu-unified", False), ("h100-pcie5", True)])
+def test_only_a_device_that_registers_what_it_imports_is_asked(name, asked):
+    from halsim.calibrate import Config, probes
+    from halsim.platform import load_platform
+
+    caps = load_platform(name).caps(0)
+    benches = {p.bench for p in probes(Config.quick(), caps, pageable=False)}
+    assert ("register_in_upload" in benches) is asked
 
 
 def test_round_trips_through_toml(tmp_path):
