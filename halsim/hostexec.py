@@ -119,15 +119,9 @@ class HostExecution(Execution):
         lanes = {"io": max(1, self.plan.limits.readers), "host": max(1, self.plan.limits.imports)}
         for q in range(max(1, self.plan.limits.queues)):
             lanes[f"q{q}"] = self.copy_threads_per_queue(q)
-        try:
-            for pool, threads in lanes.items():
-                self._pools[pool] = LaneThreads(threads, f"halsim-{pool}-d{self.index}", self._run_step,
-                                                lambda pool=pool: self._init_thread(pool))
-        except BaseException as err:  # no thread to be had: stop those started, free the rest
-            self.release(keep_buffers=False)
-            if isinstance(err, HalsimError):
-                raise DeviceError(str(err), device=self.device.name) from err
-            raise
+        for pool, threads in lanes.items():  # their threads start as steps come
+            self._pools[pool] = LaneThreads(threads, f"halsim-{pool}-d{self.index}", self._run_step,
+                                            lambda pool=pool: self._init_thread(pool))
 
     def copy_threads_per_queue(self, queue: int) -> int:
         """Threads that run queue ``queue``'s copies: one, so a queue's copies run in order.
@@ -153,7 +147,10 @@ class HostExecution(Execution):
             pool = self._pools[f"q{step.queue % max(1, self.plan.limits.queues)}"]
         else:
             pool = self._pools["host"]
-        return pool.submit(Pending(step))
+        try:
+            return pool.submit(Pending(step))
+        except HalsimError as err:  # no thread to be had
+            raise DeviceError(str(err), device=self.device.name, step=step.describe(self.request)) from err
 
     def _lane(self, step: Step) -> str:
         d = self.index

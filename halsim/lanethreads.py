@@ -22,10 +22,12 @@ _STOP = None
 
 
 class LaneThreads:
-    """``threads`` threads taking the lane's steps in the order they were handed over.
+    """Up to ``threads`` threads taking the lane's steps in the order they were handed over.
 
-    The threads start at once (a run uses its lanes from its first steps on) and
-    are daemons: :meth:`shutdown`, which every run's cleanup calls, joins them."""
+    A thread starts when a step is handed over and fewer threads run than steps were
+    ever handed over (a small upload starts only the threads it uses: starting and
+    joining a dozen readers costs about 2 ms). The threads are daemons: :meth:`shutdown`,
+    which every run's cleanup calls, joins them."""
 
     def __init__(self, threads: int, name: str, run: Callable[[Pending], None],
                  setup: Callable[[], None] | None = None):
@@ -34,21 +36,27 @@ class LaneThreads:
         self._run = run
         self._setup = setup
         self._closed = False
+        self._most = max(1, threads)
+        self._handed = 0
         self._threads: list[threading.Thread] = []
-        for k in range(max(1, threads)):
-            thread = threading.Thread(target=self._loop, name=f"{name}_{k}", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError as err:  # the system gives no more threads: stop those started
-                self.shutdown()
-                raise HalsimError(f"cannot start thread {k + 1} of {threads} for {name}: {err}") from err
-            self._threads.append(thread)
 
     def submit(self, pending: Pending) -> Pending:
         if self._closed:
             raise HalsimError(f"{pending.step.describe()}: handed to {self.name} after it shut down")
+        self._handed += 1
+        if len(self._threads) < min(self._most, self._handed):
+            self._start_thread()
         self._work.put(pending)
         return pending
+
+    def _start_thread(self) -> None:
+        k = len(self._threads)
+        thread = threading.Thread(target=self._loop, name=f"{self.name}_{k}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as err:  # the system gives no more threads: the run fails, its cleanup joins ours
+            raise HalsimError(f"cannot start thread {k + 1} of {self._most} for {self.name}: {err}") from err
+        self._threads.append(thread)
 
     def _loop(self) -> None:
         setup_error = None

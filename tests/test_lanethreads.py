@@ -98,24 +98,25 @@ def test_wait_times_out_with_nothing_finished_and_takes_futures_too():
     assert _Clock().wait([blocked], timeout=1) == [blocked]
 
 
-def test_a_thread_that_cannot_start_stops_those_started_and_says_so(monkeypatch):
+def test_threads_start_as_steps_come_and_one_that_cannot_start_says_so(monkeypatch):
     from halsim.errors import HalsimError
 
-    started = []
+    release = threading.Event()
+    lane = LaneThreads(4, "lane-x", lambda step: release.wait(5))
+    assert not lane._threads  # nothing handed over: no thread
+    first = lane.submit(Pending(_step(0)))
+    assert len(lane._threads) == 1
     real_start = threading.Thread.start
 
     def start(self):
-        if len(started) == 2:
-            raise RuntimeError("can't start new thread")
-        started.append(self)
-        real_start(self)
+        raise RuntimeError("can't start new thread")
     monkeypatch.setattr(threading.Thread, "start", start)
-    with pytest.raises(HalsimError, match="cannot start thread 3 of 4 for lane-x: can't start new thread"):
-        LaneThreads(4, "lane-x", lambda step: None)
-    monkeypatch.undo()
-    for thread in started:
-        thread.join(5)
-        assert not thread.is_alive()
+    with pytest.raises(HalsimError, match="cannot start thread 2 of 4 for lane-x: can't start new thread"):
+        lane.submit(Pending(_step(1)))
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    release.set()
+    lane.shutdown()  # what a failed run's cleanup does: the thread that started is joined
+    assert first.finished and not any(t.is_alive() for t in lane._threads)
 
 
 def test_a_lane_that_shut_down_refuses_steps():
