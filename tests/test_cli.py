@@ -56,6 +56,7 @@ def test_lanes_say_where_the_time_went(model):
     assert result.exit_code == 0, result.output
     assert "lane by lane" in result.stdout and "bounded by" in result.stdout
     assert "copy/d0q0" in result.stdout and "copies: the first began" in result.stdout
+    assert "read steps started" in result.stdout and "copy steps started" in result.stdout  # dispatch delays
     result = run("simulate", "-w", "gpt2", "-p", "h100-pcie5", "--policy", "import", "--lanes")
     assert result.exit_code == 0, result.output
     assert "import/d0" in result.stdout and "unimport" in result.stdout
