@@ -176,9 +176,8 @@ class Device(ABC):
         """Block until at least one of ``pending`` is done; return those done.
 
         The default handles pendings completed by :meth:`Pending.complete` (host
-        threads) or by a ``concurrent.futures.Future`` handle. A pending, the first
-        time it is waited for, is told the waiting thread's wake-up queue; a wait
-        then costs one scan of ``pending``. (``concurrent.futures.wait`` installs a
+        threads) or by a ``concurrent.futures.Future`` handle. Each wait tells the
+        pendings the waiting thread's wake-up queue, and costs one scan of them. (``concurrent.futures.wait`` installs a
         waiter on every future and removes it again on each call: with thousands of
         small steps and a dozen threads sharing the interpreter, that made the
         engine's thread an upload's bottleneck.)

@@ -116,10 +116,10 @@ class HostExecution(Execution):
         except BaseException:
             self.release(keep_buffers=False)
             raise
-        lanes = {"io": max(1, self.plan.limits.readers), "host": max(1, self.plan.limits.imports)}
+        threads_of = {"io": max(1, self.plan.limits.readers), "host": max(1, self.plan.limits.imports)}
         for q in range(max(1, self.plan.limits.queues)):
-            lanes[f"q{q}"] = self.copy_threads_per_queue(q)
-        for pool, threads in lanes.items():  # their threads start as steps come
+            threads_of[f"q{q}"] = self.copy_threads_per_queue(q)
+        for pool, threads in threads_of.items():  # their threads start as steps come
             self._pools[pool] = LaneThreads(threads, f"halsim-{pool}-d{self.index}", self._run_step,
                                             lambda pool=pool: self._init_thread(pool))
 

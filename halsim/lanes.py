@@ -147,12 +147,14 @@ def dispatch_delays(trace: Trace, plan: Plan) -> list[DispatchDelay]:
     serial = trace.meta.get("mode") == "serial"
     first = min((span.start for span in spans.values()), default=0.0)
     lanes: dict[tuple, list[Step]] = defaultdict(list)
+    limits: dict[tuple, int] = {}
     for step in plan.steps:
         if step.id in spans:
-            lanes[_limit_group(step, plan, serial)[0]].append(step)
+            key, limits[key] = _limit_group(step, plan, serial)
+            lanes[key].append(step)
     waits: dict[str, list[float]] = defaultdict(list)
     for key, members in lanes.items():
-        limit = _limit_group(members[0], plan, serial)[1]
+        limit = limits[key]
         if key[0] != "io":
             # A queue's copies (or the imports) may be handed to fewer threads than the
             # engine lets in flight, which then run in order: count what ran at once.

@@ -17,6 +17,7 @@ from typing import Callable
 
 from halsim.device import Pending
 from halsim.errors import HalsimError, UploadCancelled
+from halsim.plan import Step
 
 _STOP = None
 
@@ -29,7 +30,7 @@ class LaneThreads:
     joining a dozen readers costs about 2 ms). The threads are daemons: :meth:`shutdown`,
     which every run's cleanup calls, joins them."""
 
-    def __init__(self, threads: int, name: str, run: Callable[[Pending], None],
+    def __init__(self, threads: int, name: str, run: Callable[[Step], None],
                  setup: Callable[[], None] | None = None):
         self.name = name
         self._work: queue.SimpleQueue = queue.SimpleQueue()
