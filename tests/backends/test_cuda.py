@@ -1181,3 +1181,23 @@ def test_host_registry_registers_in_parallel_without_double_registration():
         t.join()
     assert registry.ranges() == {} and pinned == {}
     assert concurrent[1] >= 2, "registrations never overlapped"
+
+
+def test_calibration_runs_every_probe_on_the_backend_and_leaves_nothing(env, tmp_path):
+    # Every microbenchmark through CudaExecution (import, fault, register_in_upload,
+    # pin, copies, reads, cold reads), then the fit: what `halsim calibrate --device cuda:0` does.
+    from halsim.calibrate import Config, calibrate
+
+    tiny = Config(scratch=4 * MiB, copy_chunks=(64 * 1024, MiB), read_sizes=(64 * 1024, MiB),
+                  cold_sizes=(MiB,), threads=(1, 2), thread_chunk=512 * 1024, memcpy_bytes=2 * MiB,
+                  pin_slots=(1, 2), pin_bytes=(MiB,), import_pieces=(MiB,), run_bytes=2 * MiB,
+                  max_steps=8, repeats=1)
+    before = env.snapshot()
+    result = calibrate(env.device, tiny, scratch_dir=tmp_path)
+    benches = {m.probe.bench for m in result.measurements.points}
+    assert {"h2d", "d2h", "read", "stream", "pin", "import", "fault", "register_in_upload"} <= benches
+    factor = result.parameter("host.register_upload_factor")
+    assert factor.measured and factor.value > 0
+    assert result.platform.host.register_upload_factor == pytest.approx(factor.value, rel=1e-3)
+    assert not list(tmp_path.iterdir()), "the scratch file stayed behind"
+    env.assert_clean(before)
