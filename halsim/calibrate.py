@@ -115,13 +115,13 @@ class Config:
 class Probe:
     """One point of one microbenchmark.
 
-    ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``near`` (reads
-    into slots that fit in the CPU's cache), ``cold``, ``stream``, ``pin``, ``import``,
+    ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``near`` (one
+    reader's requests into a small set of slots, taken in turn), ``cold``, ``stream``, ``pin``, ``import``,
     ``fault`` (importing windows of a cold file), ``register_in_upload`` (the same
     registrations inside an import upload of the scratch file, copies streaming) or
     ``memcpy``; ``size`` the chunk, request, slot or
     window size; ``count`` how many of them; ``width`` the readers, queues,
-    slots or memcpy threads.
+    slots (``pin``, ``near``) or memcpy threads.
     """
 
     bench: str
@@ -131,7 +131,7 @@ class Probe:
 
     @property
     def label(self) -> str:
-        what = {"copies": "queues", "pin": "slots", "memcpy": "threads"}.get(self.bench, "readers")
+        what = {"copies": "queues", "pin": "slots", "near": "slots", "memcpy": "threads"}.get(self.bench, "readers")
         return f"{self.bench} {format_size(self.size)}" + (f" x{self.width} {what}" if self.width != 1 else "")
 
     @property
@@ -166,9 +166,7 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
         out += [Probe("import", p, max(2, min(16, config.scratch // p)))
                 for p in config.import_pieces if p <= config.scratch and p % caps.import_alignment == 0]
     out += [Probe("read", s, config.steps(s)) for s in config.read_sizes]
-    # The same requests into a ring-sized set of slots that stays in the CPU's cache.
-    out += [Probe("near", s, config.steps(s)) for s in config.read_sizes
-            if s == NEAR_REQUEST and read_footprint(Probe("read", s, config.steps(s))) > NEAR_FOOTPRINT]
+    out += near_probes(config)
     out += [Probe("read", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
     out += [Probe("stream", config.thread_chunk, config.scratch // config.thread_chunk, n) for n in config.threads]
@@ -218,17 +216,41 @@ def copy_plan(probe: Probe) -> Plan:
 READ_FOOTPRINT = 256 * MiB  # bytes of slots the reads go to, as in a ring (a real one's default budget)
 # Windows of the ``register_in_upload`` probe: 16 of them in the default 1 GiB scratch file.
 INSIDE_PIECE = 64 * MiB
-# The ``near`` probe: 4 MiB reads into 16 MiB of slots, a ring of 4 MiB x 4. On the H100 VM
-# (benchmarks/read_footprint.py) reads into 16 MiB of slots ran about 30% faster than into
-# 64 MiB or more, and a real ring of 4 MiB x 4 slots 29% faster than one of 4 MiB x 16.
-NEAR_FOOTPRINT = 16 * MiB
+# The ``near`` probes: 4 MiB reads by one reader into 16..128 MiB of slots, taken in turn as a
+# ring takes them, against the ``read`` probe's 256 MiB. On the H100 VM (benchmarks/read_footprint.py)
+# reads into 16 MiB of slots ran about 30% faster than into 64 MiB or more, and a real ring of
+# 4 MiB x 4 slots 29% faster than one of 4 MiB x 16; on the H200 VM a one-reader ring of
+# 2 x 16 MiB still read 1.4x faster (fidelity runs 27-28), so the gain is measured by footprint.
+NEAR_FOOTPRINT = 16 * MiB  # the smallest; a record from before the curve (width 1) had only this one
+NEAR_FOOTPRINTS = (16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB)
 NEAR_REQUEST = 4 * MiB
+NEAR_USES = 4  # each slot is read into this many times: the median is a read into a slot used before
+
+
+def near_probes(config: Config) -> list[Probe]:
+    """One ``near`` probe a footprint, where the scratch file holds enough requests to use
+    each slot at least twice and the footprint is under the ``read`` probe's of that size."""
+    if NEAR_REQUEST not in config.read_sizes:
+        return []
+    far = read_footprint(Probe("read", NEAR_REQUEST, config.steps(NEAR_REQUEST)))
+    out = []
+    for footprint in NEAR_FOOTPRINTS:
+        slots = footprint // NEAR_REQUEST
+        count = min(NEAR_USES * slots, config.scratch // NEAR_REQUEST)
+        if footprint < far and count >= 2 * slots:
+            out.append(Probe("near", NEAR_REQUEST, count, slots))
+    return out
 
 
 def _read_slots(probe: Probe) -> int:
-    footprint = NEAR_FOOTPRINT if probe.bench == "near" else READ_FOOTPRINT
-    wanted = min(probe.count, -(-footprint // max(probe.size, 1)))
+    if probe.bench == "near":  # one reader; ``width`` slots
+        return probe.width if probe.width > 1 else max(1, NEAR_FOOTPRINT // max(probe.size, 1))
+    wanted = min(probe.count, -(-READ_FOOTPRINT // max(probe.size, 1)))
     return probe.width * max(1, -(-wanted // probe.width))  # a multiple of readers: step k + slots comes after k
+
+
+def _readers(probe: Probe) -> int:
+    return 1 if probe.bench == "near" else probe.width
 
 
 def read_footprint(probe: Probe) -> int:
@@ -241,8 +263,8 @@ def read_plan(probe: Probe, source: SourceInfo) -> Plan:
     into slots taken in turn. There are enough slots to hold up to ``READ_FOOTPRINT``
     bytes: reads into one slot that stays in the CPU's cache ran 20-40% faster than a
     ring's reads on the H100 VM (fidelity run 6), so the probe writes where a ring would.
-    A ``near`` probe writes to ``NEAR_FOOTPRINT`` bytes of slots: what a small ring gains."""
-    size, count, readers = probe.size, probe.count, probe.width
+    ``near`` probes write to 16..128 MiB of slots (``NEAR_FOOTPRINTS``): what smaller rings gain."""
+    size, count, readers = probe.size, probe.count, _readers(probe)
     slots = _read_slots(probe)
     request = UploadRequest(source, (), ())
     steps = tuple(Step(k, Op.READ, 0, size, file_offset=k * size, slot=k % slots,
@@ -551,9 +573,9 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         return {"stream": _wall([s for s in trace.spans if s.lane.startswith(("read/", "copy/"))])}
     if bench in ("read", "near", "cold"):
         with target.source(cold=bench == "cold") as (file, source):
-            mode = "serial" if probe.width == 1 else "overlapped"
+            mode = "serial" if _readers(probe) == 1 else "overlapped"
             spans = _spans(_engine_run(read_plan(probe, source), file, target.device, mode), "read/", "read")
-        if probe.width > 1:
+        if _readers(probe) > 1:
             return {bench: _wall(spans)}  # several readers: how long reading it all took
         # One reader: the time of one request. Cold requests are uneven (readahead serves some
         # while others wait for the drive), so the mean — what a run pays per request — not the median.

@@ -210,7 +210,8 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         page_cache_curve=v.get("storage.page_cache_curve") or (),
                         fault_in_bandwidth=v.get("storage.fault_in_bandwidth"),
                         page_cache_near_bytes=v.get("storage.page_cache_near_bytes") or 0,
-                        page_cache_near_speedup=v.get("storage.page_cache_near_speedup") or 1.0),
+                        page_cache_near_speedup=v.get("storage.page_cache_near_speedup") or 1.0,
+                        page_cache_near_curve=v.get("storage.page_cache_near_curve") or ()),
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
                         pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
@@ -321,25 +322,40 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     _rate("storage.page_cache_bandwidth", reads, 1, p, "warm reads by size, 1 reader", "read time")
     per_read_cost = reads.coef[0] > max(2 * reads.stderr[0], 0.02 * min(pt.value() for pt in warm))
 
-    # Reads into slots that stay in the CPU's cache (a small ring): against the same requests
-    # into a ring-sized set of slots, measured in the same rounds.
-    near = m.of("near")
+    # Reads into fewer slots (a smaller ring) against the same requests into a ring-sized set
+    # of slots, measured in the same rounds: a speedup by footprint, ended at the large
+    # ring's footprint with none, and never rising with the footprint (noise aside, a
+    # larger ring cannot stay in the cache better than a smaller one).
+    near = sorted(m.of("near"), key=lambda pt: read_footprint(pt.probe))
     far = {pt.probe.size: pt for pt in warm}
     pairs = [(far[pt.probe.size], pt) for pt in near if pt.probe.size in far and pt.value() > 0]
     if pairs:
-        ratios = [f.value() / n.value() for f, n in pairs]
-        speedup = round(max(1.0, statistics.median(ratios)), 4)
+        points = [(read_footprint(n.probe), max(1.0, f.value() / n.value())) for f, n in pairs]
+        points.append((read_footprint(pairs[0][0].probe), 1.0))
+        curve: list[tuple[int, float]] = []
+        for footprint, speedup in sorted(points, reverse=True):
+            if curve and footprint == curve[-1][0]:
+                continue
+            curve.append((footprint, round(max(speedup, curve[-1][1] if curve else 1.0), 4)))
+        curve.reverse()
         f, n = pairs[0]
+        speedup = curve[0][1]
         p.set("storage.page_cache_near_speedup", speedup,
               error=math.hypot(_reading_error(f), _reading_error(n)),
               source=f"{format_size(n.probe.size)} reads into {format_size(read_footprint(n.probe))} of slots "
                      f"against {format_size(read_footprint(f.probe))}",
               note="" if speedup > 1.0 else "no faster: reads into a small ring run as into a large one")
         p.values["storage.page_cache_near_bytes"] = read_footprint(n.probe) if speedup > 1.0 else 0
+        p.values["storage.page_cache_near_curve"] = tuple(curve) if len(pairs) > 1 and speedup > 1.0 else ()
+        if len(pairs) > 1:
+            notes.append("one reader's requests into fewer slots read faster: " + ", ".join(
+                f"{s:.3g}x into {format_size(b)}" for b, s in curve) + " of slots (the simulator reads each "
+                "ring at its footprint's speedup)")
     else:
         p.set("storage.page_cache_near_speedup", 1.0, measured=False,
               note="no near probe, or no read probe of its size into more slots, to compare with")
         p.values["storage.page_cache_near_bytes"] = 0
+        p.values["storage.page_cache_near_curve"] = ()
 
     # The rate by request size, where it departs from one rate: the simulator then reads
     # each request at its measured rate (the H100 VM read 64 MiB requests 26% slower).
@@ -350,7 +366,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     def near(probe) -> float:
         footprint = read_footprint(probe)
         return near_read_speedup(near_bytes, p.values["storage.page_cache_near_speedup"], one_slot,
-                                 footprint // max(probe.size, 1), footprint)
+                                 footprint // max(probe.size, 1), footprint, p.values["storage.page_cache_near_curve"])
 
     by_size = sorted((pt.probe.size, pt.probe.size / pt.value() / near(pt.probe)) for pt in warm if pt.value() > 0)
     flat = p.values["storage.page_cache_bandwidth"]

@@ -40,14 +40,42 @@ def _durations(*names: str):
     return field_validator(*names, mode="before")(lambda cls, v: parse_duration(v))
 
 
+def log_interpolate(curve: tuple[tuple[int, float], ...], x: float) -> float:
+    """The value of a measured (size, value) curve at ``x``, linear in log size
+    between its points, held flat past either end."""
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for (s0, v0), (s1, v1) in zip(curve, curve[1:]):
+        if x <= s1:
+            t = (math.log(x) - math.log(s0)) / (math.log(s1) - math.log(s0))
+            return v0 + t * (v1 - v0)
+    return curve[-1][1]
+
+
 def near_read_speedup(near_bytes: int, speedup: float, one_slot_share: float, slots: int,
-                      staging_bytes: int) -> float:
+                      staging_bytes: int, curve: tuple[tuple[int, float], ...] = ()) -> float:
     """A ring's page-cache read speedup (Storage.page_cache_near_*), from the values alone:
-    the simulator's rings and calibration's probes both go through here."""
-    if not 0 < staging_bytes <= near_bytes:
+    the simulator's rings and calibration's probes both go through here. With a measured
+    ``curve`` of (staging bytes, speedup) it is read off the curve; else it is ``speedup``
+    up to ``near_bytes`` and none beyond."""
+    if staging_bytes <= 0:
+        return 1.0
+    if curve:
+        base = log_interpolate(curve, staging_bytes)
+    elif staging_bytes <= near_bytes:
+        base = speedup
+    else:
         return 1.0
     share = one_slot_share if slots == 1 else 1.0
-    return 1.0 + share * (speedup - 1.0)
+    return 1.0 + share * (base - 1.0)
+
+
+def _size_curve(v, what: str):
+    points = tuple((parse_size(size), parse_rate(value) if what == "rates" else float(value)) for size, value in (v or ()))
+    sizes = [size for size, _ in points]
+    if any(size <= 0 for size in sizes) or sizes != sorted(set(sizes)):
+        raise ValueError("needs sizes above 0, each once, in increasing order")
+    return points
 
 
 class Storage(_Part):
@@ -80,6 +108,12 @@ class Storage(_Part):
         "waits for each copy, and the DMA reading the slot between two reads takes part of the cache's benefit. "
         "On the lent H100 VM a 16 MiB x 1 ring read 16% faster than 16 MiB x 4, where a 4 MiB x 4 ring read 29% "
         "faster than 4 MiB x 16; the whole speedup predicted the one-slot ring 11-29% fast in five of fidelity runs 17-24")
+    page_cache_near_curve: tuple[tuple[int, float], ...] = Field(
+        (), description="measured (staging bytes, speedup): a ring whose slots total n bytes reads the page cache "
+        "this many times faster, linear in log n between the points, flat past the ends (calibration ends it "
+        "with its large-ring reads at 1.0); overrides page_cache_near_bytes/speedup. On the lent H200 VM 4 MiB "
+        "reads into 16 MiB of slots ran 1.6-1.7x faster than into 256 MiB, and a one-reader ring of 2 x 16 MiB "
+        "slots still read 1.4x faster, where a 16 MiB-only rule predicted rings of 128 MiB 15-46% slow")
 
     _r = _rates("bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_in_bandwidth")
     _d = _durations("latency")
@@ -88,12 +122,23 @@ class Storage(_Part):
     @field_validator("page_cache_curve", mode="before")
     @classmethod
     def _curve(cls, v):
-        points = tuple((parse_size(size), parse_rate(rate)) for size, rate in (v or ()))
-        sizes = [size for size, _ in points]
-        if any(size <= 0 for size in sizes) or sizes != sorted(set(sizes)):
-            raise ValueError("page_cache_curve needs request sizes above 0, each once, in increasing order")
+        try:
+            points = _size_curve(v, "rates")
+        except ValueError as err:
+            raise ValueError(f"page_cache_curve {err}") from None
         if any(rate <= 0 for _, rate in points):
             raise ValueError("page_cache_curve rates must be above 0")
+        return points
+
+    @field_validator("page_cache_near_curve", mode="before")
+    @classmethod
+    def _near_curve(cls, v):
+        try:
+            points = _size_curve(v, "speedups")
+        except ValueError as err:
+            raise ValueError(f"page_cache_near_curve {err}") from None
+        if any(speedup < 1.0 for _, speedup in points):
+            raise ValueError("page_cache_near_curve speedups must be at least 1")
         return points
 
     @property
@@ -103,22 +148,12 @@ class Storage(_Part):
     def near_speedup(self, slots: int, staging_bytes: int) -> float:
         """How much faster a ring of ``slots`` slots, ``staging_bytes`` in all, reads the page cache."""
         return near_read_speedup(self.page_cache_near_bytes, self.page_cache_near_speedup,
-                                 self.page_cache_near_one_slot, slots, staging_bytes)
+                                 self.page_cache_near_one_slot, slots, staging_bytes, self.page_cache_near_curve)
 
     def page_cache_rate(self, nbytes: int) -> float:
         """One thread's rate reading ``nbytes`` from the page cache in one request."""
         curve = self.page_cache_curve
-        if not curve:
-            return self.page_cache_bandwidth
-        if nbytes <= curve[0][0]:
-            return curve[0][1]
-        if nbytes >= curve[-1][0]:
-            return curve[-1][1]
-        for (s0, r0), (s1, r1) in zip(curve, curve[1:]):
-            if nbytes <= s1:
-                t = (math.log(nbytes) - math.log(s0)) / (math.log(s1) - math.log(s0))
-                return r0 + t * (r1 - r0)
-        return curve[-1][1]  # pragma: no cover - the loop returns
+        return log_interpolate(curve, nbytes) if curve else self.page_cache_bandwidth
 
 
 class HostMemory(_Part):

@@ -1,5 +1,5 @@
 """A ring whose slots stay in the CPU's cache reads the page cache faster
-(Storage.page_cache_near_bytes / page_cache_near_speedup)."""
+(Storage.page_cache_near_bytes / page_cache_near_speedup, or by footprint: page_cache_near_curve)."""
 
 import pytest
 
@@ -16,10 +16,10 @@ NEAR = {"storage__page_cache_near_bytes": "16MiB", "storage__page_cache_near_spe
         "host__total_bandwidth": 1e18}
 
 
-def read_seconds(platform, slots: int, chunk: int = 4 * MiB) -> list[float]:
+def read_seconds(platform, slots: int, chunk: int = 4 * MiB, total: int = 64 * MiB) -> list[float]:
     sim = Simulator(platform)
     device = sim.device(0)
-    plan = StreamingPolicy(chunk=chunk, slots=slots, readers=1).plan(make_request([64 * MiB]), device.caps)
+    plan = StreamingPolicy(chunk=chunk, slots=slots, readers=1).plan(make_request([total]), device.caps)
     result = Engine("serial").run(plan, None, [device])
     return [s.seconds for s in result.trace.spans if s.lane.startswith("read/")]
 
@@ -78,3 +78,79 @@ def test_without_a_large_read_probe_of_its_size_there_is_nothing_to_compare():
     result = calibrate("sim:h100-pcie5", Config.quick())  # 4 MiB reads: only 16 MiB of slots
     assert not result.parameter("storage.page_cache_near_speedup").measured
     assert result.platform.storage.page_cache_near_bytes == 0
+
+
+CURVE = ((16 * MiB, 1.6), (32 * MiB, 1.4), (64 * MiB, 1.25), (128 * MiB, 1.1), (256 * MiB, 1.0))
+
+
+@pytest.mark.parametrize("slots, speedup", [(2, 1.6), (4, 1.6), (8, 1.4), (12, 1.4 - 0.15 * 0.5849625007211562),
+                                            (16, 1.25), (32, 1.1), (64, 1.0), (128, 1.0)])
+def test_a_measured_curve_gives_each_ring_the_speedup_of_its_footprint(slots, speedup):
+    platform = toy_platform(storage__page_cache_near_curve=CURVE, host__total_bandwidth=1e18)
+    rate = platform.storage.page_cache_rate(4 * MiB)
+    reads = read_seconds(platform, slots=slots, total=512 * MiB)  # 4 MiB x slots of staging
+    assert all(s == pytest.approx(4 * MiB / (speedup * rate), rel=1e-6) for s in reads)
+
+
+def test_the_curve_overrides_the_single_step():
+    platform = toy_platform(**NEAR, storage__page_cache_near_curve=((16 * MiB, 1.1), (64 * MiB, 1.0)))
+    assert platform.storage.near_speedup(4, 16 * MiB) == pytest.approx(1.1)
+    assert platform.storage.near_speedup(1, 16 * MiB) == pytest.approx(1.05)  # one slot: its share
+    assert platform.storage.near_speedup(4, 0) == 1.0
+
+
+@pytest.mark.parametrize("curve, problem", [(((32 * MiB, 1.2), (16 * MiB, 1.5)), "increasing order"),
+                                             (((16 * MiB, 0.9),), "at least 1"),
+                                             (((0, 1.2),), "above 0")])
+def test_a_bad_curve_is_refused_by_name(curve, problem):
+    with pytest.raises(PlatformError, match=f"page_cache_near_curve.*{problem}"):
+        toy_platform(storage__page_cache_near_curve=curve)
+
+
+def test_the_curve_round_trips_through_toml(tmp_path):
+    text = toml_round_trip(toy_platform(storage__page_cache_near_curve=CURVE), tmp_path)
+    assert "page_cache_near_curve" in text
+
+
+@pytest.fixture(scope="module")
+def curved():
+    """The simulator, its reads sped up by CURVE, calibrated against itself."""
+    base = load_platform("h100-pcie5")
+    storage = base.storage.model_copy(update={"page_cache_near_curve": CURVE})
+    return calibrate(Simulator(base.model_copy(update={"storage": storage})).device(0), Config.full())
+
+
+def test_calibration_gives_the_curve_back_at_every_footprint_it_measures(curved):
+    result = curved
+    fitted = dict(result.platform.storage.page_cache_near_curve)
+    assert set(fitted) == {footprint for footprint, _ in CURVE}
+    for footprint, speedup in CURVE:
+        assert fitted[footprint] == pytest.approx(speedup, rel=0.02), footprint
+    assert result.parameter("storage.page_cache_near_speedup").value == pytest.approx(1.6, rel=0.02)
+    for check in result.checks:
+        assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+
+
+def test_full_calibration_probes_four_footprints_with_each_slot_reused():
+    from halsim.calibrate import near_probes, read_footprint
+
+    full = near_probes(Config.full())
+    assert [read_footprint(p) for p in full] == [16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB]
+    assert all(p.count >= 2 * p.width and p.size * p.count <= Config.full().scratch for p in full)
+    assert near_probes(Config.quick()) == []  # its 4 MiB read probe uses only 16 MiB of slots
+
+
+def test_a_larger_footprint_measured_faster_than_a_smaller_one_is_held_to_the_smaller(curved):
+    import dataclasses
+
+    from halsim.fit import fit_platform
+
+    measured = curved.measurements
+    points = []
+    for pt in measured.points:
+        if pt.probe.bench == "near" and pt.probe.width == 16:  # 64 MiB: measured faster than 32 MiB
+            pt = dataclasses.replace(pt, samples={"near": [v / 1.5 for v in pt.samples["near"]]})
+        points.append(pt)
+    curve = dict(fit_platform(dataclasses.replace(measured, points=points)).platform.storage.page_cache_near_curve)
+    assert curve[64 * MiB] == pytest.approx(1.25 * 1.5, rel=0.02)
+    assert curve[32 * MiB] == curve[16 * MiB] == curve[64 * MiB]
