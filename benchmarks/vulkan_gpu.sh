@@ -3,7 +3,7 @@
 # Khronos validation layer with synchronisation validation), the conformance
 # suite's Vulkan cases, and the upload benchmark beside the CUDA backend on one file.
 #
-# That machine has NVIDIA's Vulkan ICD but no loader, and no vulkan/cffi/pydantic
+# That machine has NVIDIA's Vulkan ICD but no loader (nor, on the H200, the glvnd libraries it needs), and no vulkan/cffi/pydantic
 # packages: carry `.gl` (Debian's libvulkan1 and vulkan-validationlayers .debs) and
 # `.whl` (wheels for Python 3.12); docs/vulkan.md says how to make both. Then:
 #
