@@ -220,7 +220,8 @@ INSIDE_PIECE = 64 * MiB
 # ring takes them, against the ``read`` probe's 256 MiB. On the H100 VM (benchmarks/read_footprint.py)
 # reads into 16 MiB of slots ran about 30% faster than into 64 MiB or more, and a real ring of
 # 4 MiB x 4 slots 29% faster than one of 4 MiB x 16; on the H200 VM a one-reader ring of
-# 2 x 16 MiB still read 1.4x faster (fidelity runs 27-28), so the gain is measured by footprint.
+# 2 x 16 MiB still read 1.4x faster (fidelity runs 27-28), so the gain is measured by footprint
+# (run 31: 1.76x into 16 MiB, 1.50x into 32, 1.17x into 64, 1.15x into 128).
 NEAR_FOOTPRINT = 16 * MiB  # the smallest; a record from before the curve (width 1) had only this one
 NEAR_FOOTPRINTS = (16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB)
 NEAR_REQUEST = 4 * MiB
