@@ -119,26 +119,16 @@ class Storage(_Part):
     _d = _durations("latency")
     _s = _sizes("page_cache_near_bytes")
 
-    @field_validator("page_cache_curve", mode="before")
+    @field_validator("page_cache_curve", "page_cache_near_curve", mode="before")
     @classmethod
-    def _curve(cls, v):
+    def _curves(cls, v, info):
+        rates = info.field_name == "page_cache_curve"  # (size, rate above 0); else (size, speedup of at least 1)
         try:
-            points = _size_curve(v, "rates")
+            points = _size_curve(v, "rates" if rates else "speedups")
         except ValueError as err:
-            raise ValueError(f"page_cache_curve {err}") from None
-        if any(rate <= 0 for _, rate in points):
-            raise ValueError("page_cache_curve rates must be above 0")
-        return points
-
-    @field_validator("page_cache_near_curve", mode="before")
-    @classmethod
-    def _near_curve(cls, v):
-        try:
-            points = _size_curve(v, "speedups")
-        except ValueError as err:
-            raise ValueError(f"page_cache_near_curve {err}") from None
-        if any(speedup < 1.0 for _, speedup in points):
-            raise ValueError("page_cache_near_curve speedups must be at least 1")
+            raise ValueError(f"{info.field_name} {err}") from None
+        if any(value <= 0 if rates else value < 1.0 for _, value in points):
+            raise ValueError(f"{info.field_name} {'rates must be above 0' if rates else 'speedups must be at least 1'}")
         return points
 
     @property
