@@ -330,14 +330,12 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     far = {pt.probe.size: pt for pt in warm}
     pairs = [(far[pt.probe.size], pt) for pt in near if pt.probe.size in far and pt.value() > 0]
     if pairs:
-        points = [(read_footprint(n.probe), max(1.0, f.value() / n.value())) for f, n in pairs]
+        points = [(read_footprint(n.probe), f.value() / n.value()) for f, n in pairs]
         points.append((read_footprint(pairs[0][0].probe), 1.0))
-        curve: list[tuple[int, float]] = []
-        for footprint, speedup in sorted(points, reverse=True):
-            if curve and footprint == curve[-1][0]:
-                continue
-            curve.append((footprint, round(max(speedup, curve[-1][1] if curve else 1.0), 4)))
-        curve.reverse()
+        curve, floor = [], 1.0
+        for footprint, speedup in sorted(points, reverse=True):  # from the large ring down
+            floor = max(floor, speedup)
+            curve.insert(0, (footprint, round(floor, 4)))
         f, n = pairs[0]
         speedup = curve[0][1]
         p.set("storage.page_cache_near_speedup", speedup,

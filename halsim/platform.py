@@ -70,14 +70,6 @@ def near_read_speedup(near_bytes: int, speedup: float, one_slot_share: float, sl
     return 1.0 + share * (base - 1.0)
 
 
-def _size_curve(v, what: str):
-    points = tuple((parse_size(size), parse_rate(value) if what == "rates" else float(value)) for size, value in (v or ()))
-    sizes = [size for size, _ in points]
-    if any(size <= 0 for size in sizes) or sizes != sorted(set(sizes)):
-        raise ValueError("needs sizes above 0, each once, in increasing order")
-    return points
-
-
 class Storage(_Part):
     """The drive the weights file lives on, and the kernel's page cache in front of it."""
 
@@ -122,11 +114,12 @@ class Storage(_Part):
     @field_validator("page_cache_curve", "page_cache_near_curve", mode="before")
     @classmethod
     def _curves(cls, v, info):
-        rates = info.field_name == "page_cache_curve"  # (size, rate above 0); else (size, speedup of at least 1)
-        try:
-            points = _size_curve(v, "rates" if rates else "speedups")
-        except ValueError as err:
-            raise ValueError(f"{info.field_name} {err}") from None
+        # page_cache_curve: (request bytes, rate above 0); page_cache_near_curve: (staging bytes, speedup >= 1)
+        rates = info.field_name == "page_cache_curve"
+        points = tuple((parse_size(size), parse_rate(value) if rates else float(value)) for size, value in (v or ()))
+        sizes = [size for size, _ in points]
+        if any(size <= 0 for size in sizes) or sizes != sorted(set(sizes)):
+            raise ValueError(f"{info.field_name} needs sizes above 0, each once, in increasing order")
         if any(value <= 0 if rates else value < 1.0 for _, value in points):
             raise ValueError(f"{info.field_name} {'rates must be above 0' if rates else 'speedups must be at least 1'}")
         return points
