@@ -368,29 +368,20 @@ def _blocking_wait(plan, label: str) -> bool:
 
 
 def _threads_at_once(plan, label: str) -> int:
-    ops = {(s.op, s.device) for s in plan.steps}
-    devices = plan.request.devices
-    readers = max(1, plan.limits.readers) if any(op in (Op.READ, Op.WRITE) for op, _ in ops) else 0
-    copies = sum(sum(_copy_depths(plan, d, label)) for d in devices)
-    importers = sum(max(1, plan.limits.imports) for d in devices if (Op.IMPORT, d) in ops)
-    return readers + copies + importers + 1
+    return plan.threads_at_once(lambda device: _copy_depths(plan, device, label))
 
 
 def _copy_depths(plan, index: int, label: str) -> list[int]:
-    """Copies queued at once on each stream. A queue that copies out of imported
-    memory takes the plan's ``copies_per_queue`` (the most the engine hands it):
-    queued before the next registration, they run on during it. A ring's queue,
-    one at a time: queueing two gained nothing there (25.1 against 26.5 GB/s,
-    same run on the H100). HALSIM_CUDA_COPY_DEPTH=N sets every queue to N, at most
-    ``copies_per_queue``; N=1 is the backend before it queued ahead."""
-    queues, most = max(1, plan.limits.queues), max(1, plan.limits.copies_per_queue)
+    """Copies queued at once on each stream: the plan's :meth:`~halsim.plan.Plan.copy_depths`.
+    A ring's queue takes one at a time: queueing two gained nothing there (25.1
+    against 26.5 GB/s, same run on the H100). HALSIM_CUDA_COPY_DEPTH=N sets every
+    queue to N, at most ``copies_per_queue``; N=1 is the backend before it queued ahead."""
     value = os.environ.get("HALSIM_CUDA_COPY_DEPTH", "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise DeviceError(f"HALSIM_CUDA_COPY_DEPTH={value!r} is not a positive whole number", device=label)
-        return [min(int(value), most)] * queues
-    imported = plan.import_queues(index)
-    return [most if q in imported else 1 for q in range(queues)]
+        return [min(int(value), max(1, plan.limits.copies_per_queue))] * max(1, plan.limits.queues)
+    return plan.copy_depths(index)
 
 
 UNQUEUED_LIMIT_S = 60.0  # queueing a copy takes microseconds: this long means something is stuck

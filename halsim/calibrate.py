@@ -15,6 +15,8 @@ CPU, CUDA and Vulkan devices and :class:`~halsim.sim.SimDevice`:
   size (one reader) and by reader count;
 * ``stream`` — reads and copies at once (a streaming ring by reader count):
   how reads, copies and DMA share the host, which the fit's "sharing" needs;
+  and rings of 1 MiB chunks by reader count, whose every step the engine's
+  thread dispatches: what a step costs it with that many threads at work;
 * ``pin`` — allocating and freeing a staging pool of ``slots`` x ``bytes``;
 * ``import`` — IMPORT / UNIMPORT of windows of a mapped file, by window size.
 
@@ -170,9 +172,11 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     out += [Probe("read", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
     out += [Probe("stream", config.thread_chunk, config.scratch // config.thread_chunk, n) for n in config.threads]
-    # A ring of small chunks: many steps, so the engine's dispatch of each one bounds it.
+    # Rings of small chunks: many steps, so the engine's dispatch of each one bounds them;
+    # by reader count, since every further thread makes each step cost more (the GIL).
     small = min(MiB, config.thread_chunk // 2)
-    out.append(Probe("stream", small, min(1024, config.scratch // small), max(config.threads)))
+    out += [Probe("stream", small, min(1024, config.scratch // small), n)
+            for n in config.threads if n > 1 or len(config.threads) == 1]
     if caps.can_import_host and not caps.import_in_place:
         pieces = [p for p in config.import_pieces if p <= config.scratch and p % caps.import_alignment == 0]
         if pieces:
@@ -301,6 +305,11 @@ def stream_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
     request = UploadRequest(source, (BufferSpec("calibration", total),), (Transfer(0, 0, 0, total),))
     # One queue: the plan must not depend on how many copy queues the candidate platforms have.
     return StreamingPolicy(chunk=probe.size, slots=2 * probe.width, readers=probe.width, queues=1).plan(request, caps)
+
+
+def stream_threads(probe: Probe, caps: DeviceCaps) -> int:
+    """Host threads a ``stream`` probe's ring keeps working at once (its readers, its copy thread, the engine)."""
+    return stream_plan(probe, _bench_source(probe.size * probe.count), caps).threads_at_once()
 
 
 def pool_plan(probe: Probe) -> Plan:
@@ -813,4 +822,4 @@ def calibrate(device: "str | Device", config: Config | None = None, *, progress:
 __all__ = ["Config", "Probe", "probes", "Target", "SimTarget", "DeviceTarget", "PageableStaging", "target_for",
            "run_probe", "Measurement", "Measurements", "measure", "predict", "Check", "headline", "Calibration",
            "calibrate",
-           "copy_plan", "read_plan", "import_plan", "stream_plan", "pool_plan"]
+           "copy_plan", "read_plan", "import_plan", "stream_plan", "stream_threads", "pool_plan"]

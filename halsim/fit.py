@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from halsim.calibrate import (GPU_BEHAVIOUR, HOST_BEHAVIOUR, Calibration, Check, Measurement, Measurements, Probe,
-                              headline, predict, read_footprint)
+                              copy_plan, headline, predict, read_footprint, stream_threads)
 from halsim.platform import Gpu, HostMemory, Link, Platform, Storage, near_read_speedup
 from halsim.units import format_size
 
@@ -217,6 +217,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
                         register_per_call=v["host.register_per_call"],
                         unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
+                        step_overhead_curve=v.get("host.step_overhead_curve") or (),
                         thread_contention=v["host.thread_contention"],
                         register_upload_factor=v.get("host.register_upload_factor") or 1.0,
                         cpus=caps.host_threads, **{k: v for k, v in m.behaviour.items() if k in HOST_BEHAVIOUR}),
@@ -233,6 +234,8 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
 # Turns of fitting host.total_bandwidth and host.thread_contention each with the other held;
 # the search's floor for the contention, and under twice that it counts as none (0.1% per thread).
 CONTENTION_ROUNDS = 4
+# Turns of fitting the host's sharing and the dispatcher's cost per step, each with the other in place.
+DISPATCH_ROUNDS = 3
 MIN_CONTENTION = 5e-4
 
 # Provisional values for parameters not fitted yet (a later step sets each): they
@@ -391,7 +394,12 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         candidate = platform(host__total_bandwidth=total, host__thread_contention=contention)
         return _log_loss([(predict(candidate, pt.probe, scratch)[pt.probe.bench], pt.value()) for pt in shared])
 
-    if shared:
+    def fit_host() -> None:
+        if not shared:
+            p.set("host.total_bandwidth", 2 * p.values["host.memcpy_per_thread"], source="", measured=False,
+                  note="one thread only: assumed twice one thread's copy")
+            p.set("host.thread_contention", 0.0, measured=False, note="one thread only")
+            return
         peak = max(pt.probe.size * pt.probe.width / pt.value() if pt.probe.bench == "memcpy"
                    else pt.probe.size * pt.probe.count / pt.value() for pt in shared)
         contention, total, bounded = 0.0, peak, False
@@ -411,24 +419,51 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
               error=search_error(lambda a: host_loss(total, a), contention, len(shared)) if contention else None,
               source="memcpy threads, readers, streaming (sim fit)",
               note="" if contention else "threads do not slow one another here")
-    else:
-        p.set("host.total_bandwidth", 2 * p.values["host.memcpy_per_thread"], source="", measured=False,
-              note="one thread only: assumed twice one thread's copy")
-        p.set("host.thread_contention", 0.0, measured=False, note="one thread only")
 
-    # The step overhead again, by simulation of a ring of small chunks: under several
-    # readers and a copy thread the engine's cost per step is larger than the gap
-    # between serial copies (on the H100 VM: 58 us serial, ~100 us in a ring).
-    if dispatch_rings:
-        def dispatch_loss(x: float) -> float:
-            candidate = platform(host__step_overhead=x)
-            return _log_loss([(predict(candidate, pt.probe, scratch)["stream"], pt.value()) for pt in dispatch_rings])
+    # The step overhead again, by simulation of rings of small chunks, one for each
+    # reader count: under several readers and a copy thread the engine's cost per step
+    # is larger than the gap between serial copies (on the H100 VM: 58 us serial, ~100 us
+    # in a ring), and larger with more threads (the H200 VM: 4-25 % from 5 to 9 threads).
+    serial = p.values["host.step_overhead"] or 0.0
+    # The serial copies' gap is the curve's first point, at their own threads (a copy thread, the engine).
+    serial_point = [(min(copy_plan(pt.probe).threads_at_once() for pt in dispatch), serial)] if serial > 0 else []
 
-        low = max(p.values["host.step_overhead"] or 0.0, 1e-7)
-        step, bounded = search_fit(dispatch_loss, 0.5 * low, max(40 * low, 1e-3))
-        if bounded and dispatch_loss(step) < dispatch_loss(p.values["host.step_overhead"] or 0.0):
-            p.set("host.step_overhead", step, error=search_error(dispatch_loss, step, len(dispatch_rings)),
-                  source=f"streaming ring of {dispatch_rings[0].probe.size // 1024} KiB chunks (sim fit)")
+    def fit_dispatch() -> None:
+        points, errors = list(serial_point), []
+        for ring in sorted(dispatch_rings, key=lambda pt: pt.probe.width):
+            def dispatch_loss(x: float, ring=ring) -> float:
+                candidate = platform(host__step_overhead=x, host__step_overhead_curve=())
+                return _log_loss([(predict(candidate, ring.probe, scratch)["stream"], ring.value())])
+
+            low = max(serial, 1e-7)
+            step, bounded = search_fit(dispatch_loss, 0.5 * low, max(40 * low, 1e-3))
+            if bounded and dispatch_loss(step) < dispatch_loss(serial):
+                points.append((stream_threads(ring.probe, m.caps), step))
+                errors.append(search_error(dispatch_loss, step, 1))
+        if not errors:
+            return
+        # More threads never make a step cheaper (noise aside): a running ceiling.
+        curve, ceiling = [], 0.0
+        for threads, step in sorted(points):
+            ceiling = max(ceiling, step)
+            curve.append((threads, _round_seconds(ceiling)))
+        known = [e for e in errors if e is not None]
+        p.set("host.step_overhead", curve[-1][1], error=max(known) if known else None,
+              source=f"streaming rings of {dispatch_rings[0].probe.size // 1024} KiB chunks (sim fit)"
+                     + (f"; by threads at once: {', '.join(f'{n}: {c * 1e6:.3g} us' for n, c in curve)}"
+                        if len(curve) > 1 else ""))
+        p.values["host.step_overhead_curve"] = tuple(curve) if len(curve) > 1 else ()
+
+    # The two depend on each other (a ring's reads share the host; the host's rings pay
+    # their steps): host first, then steps, then both again with the other's fit in place.
+    fit_host()
+    for _ in range(DISPATCH_ROUNDS if dispatch_rings else 0):
+        before = p.values.get("host.step_overhead_curve") or ((0, p.values["host.step_overhead"]),)
+        fit_dispatch()
+        after = p.values.get("host.step_overhead_curve") or ((0, p.values["host.step_overhead"]),)
+        if len(after) == len(before) and all(abs(a[1] - b[1]) <= 0.01 * b[1] for a, b in zip(after, before)):
+            break
+        fit_host()
 
     # Cold reads: the latency from one reader, the drive's bandwidth by simulation.
     cold = m.of("cold")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from halsim.request import UploadRequest
 
@@ -151,6 +151,25 @@ class Plan:
         those copies, so a backend may queue several on them at once."""
         queues = max(1, self.limits.queues)
         return frozenset(s.queue % queues for s in self.steps if s.op is Op.COPY_IMPORTED and s.device == device)
+
+    def copy_depths(self, device: int) -> list[int]:
+        """Copies a real device queues at once on each of ``device``'s queues: on one that
+        copies out of imported memory the plan's ``copies_per_queue`` (queued before the
+        next registration, they run on during it); on a ring's, one (its slot waits on it)."""
+        imported, most = self.import_queues(device), max(1, self.limits.copies_per_queue)
+        return [most if q in imported else 1 for q in range(max(1, self.limits.queues))]
+
+    def threads_at_once(self, copy_depths: Callable[[int], Sequence[int]] | None = None) -> int:
+        """Host threads a real run of this plan keeps working at once: the readers, every
+        device's copy threads (one per copy queued at once, ``copy_depths``, by default
+        :meth:`copy_depths`) and import lane, and the engine's own thread."""
+        depths = copy_depths or self.copy_depths
+        ops = {(s.op, s.device) for s in self.steps}
+        devices = self.request.devices
+        readers = max(1, self.limits.readers) if any(op in (Op.READ, Op.WRITE) for op, _ in ops) else 0
+        copies = sum(sum(depths(d)) for d in devices)
+        importers = sum(max(1, self.limits.imports) for d in devices if (Op.IMPORT, d) in ops)
+        return readers + copies + importers + 1
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}

@@ -109,6 +109,7 @@ class SimExecution(Execution):
         # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
         self._register_factor = machine.platform.host.register_upload_factor if self._import_queues else 1.0
         self._dispatcher = self.sim.dispatcher
+        self._step_cost = platform.host.step_cost(self.plan.threads_at_once())
         # Copies out of imported memory handed over but not yet queued: as the CUDA
         # backend does, a registration waits for them (queued first, they run on during it).
         self._unqueued: set[int] = set()
@@ -235,7 +236,7 @@ class SimExecution(Execution):
         dispatcher = self._dispatcher
         if dispatcher is not None:
             # The engine's thread hands the step over first: its turn, in submission order.
-            start, end, delay = dispatcher.book()
+            start, end, delay = dispatcher.book(self._step_cost)
             self.trace.span(ENGINE_LANE, DISPATCH_OP, start, end, 0, step.id, self.index)
             yield self.machine.env.timeout(delay)
         try:
