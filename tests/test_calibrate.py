@@ -169,6 +169,26 @@ def test_a_dispatch_bound_device_gives_back_its_step_overhead():
         assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
 
 
+def test_a_step_cost_that_rises_with_threads_comes_back_as_a_curve():
+    """The serial copies' gap at 2 threads, 1 MiB rings of 2 and 4 readers at 4 and 6: each
+    point comes back, and the streaming and multi-reader runs are not thrown off by it
+    (the host's sharing and the curve are fitted in turns)."""
+    from halsim.sim import Simulator
+
+    base = load_platform("igpu-unified")
+    curve = ((2, 30e-6), (4, 50e-6), (6, 60e-6))
+    platform = base.model_copy(update={"host": base.host.model_copy(
+        update={"step_overhead": 30e-6, "step_overhead_curve": curve})})
+    result = calibrate(Simulator(platform).device(0), Config.quick())
+    fitted = result.platform.host.step_overhead_curve
+    assert [n for n, _ in fitted] == [2, 4, 6]
+    assert [c for _, c in fitted] == pytest.approx([c for _, c in curve], rel=0.02)
+    assert result.parameter("host.step_overhead").value == pytest.approx(60e-6, rel=0.02)
+    assert "2: 30 us" in result.parameter("host.step_overhead").source
+    for check in result.checks:
+        assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+
+
 def test_full_config_saturates_what_quick_cannot():
     """With 8 readers the RAID's bandwidth binds; quick mode's 4 only bound it from below."""
     result = calibrate("sim:dgx-h100", Config.full())

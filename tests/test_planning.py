@@ -230,3 +230,15 @@ def test_hybrid_released_at_end_waits_for_the_streamed_copies_too():
     # the releases are the last steps
     releases = [s.id for s in plan.steps if s.op is Op.UNIMPORT]
     assert releases == list(range(len(plan.steps) - len(releases), len(plan.steps)))
+
+
+@pytest.mark.parametrize("spec, devices, threads", [
+    ("streaming:chunk=64KiB,slots=8,readers=4", 1, 4 + 1 + 1),  # readers, one copy thread, the engine
+    ("streaming:chunk=64KiB,slots=8,readers=4,queues=2", 2, 4 + 2 * 2 + 1),  # every device's queues
+    ("import:piece=64KiB,queues=2", 1, 0 + 2 * 4 + 1 + 1),  # no readers; imported queues copy 4 ahead; one import lane
+])
+def test_threads_at_once_counts_what_a_real_run_keeps_busy(spec, devices, threads):
+    request = make_request(sizes=[1 << 20] * 4, devices=devices, shard="rows" if devices > 1 else "whole")
+    plan = parse_policy(spec).plan(request, [DeviceCaps(copy_queues=2)] * devices)
+    assert plan.threads_at_once() == threads
+    assert plan.threads_at_once(lambda device: [1] * max(1, plan.limits.queues)) <= threads

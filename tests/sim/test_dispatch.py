@@ -137,3 +137,53 @@ def test_the_h100_small_chunk_run_is_dispatch_bound():
         _, result = run(p, parse_policy(spec).plan(request, p.caps(0)))
         share = bottlenecks(result.trace, result.plan).get("engine dispatch", 0.0)
         assert (share > 0.9) if engine_bound else (share < 0.2), (spec, share)
+
+
+# ---------------------------------------------------------------- a cost by threads at once
+
+CURVE = [[2, "20us"], [6, "60us"], [10, "100us"]]
+
+
+def test_a_step_costs_more_with_more_threads_at_once():
+    host = toy_platform(host__step_overhead="20us", host__step_overhead_curve=CURVE).host
+    assert host.step_overhead_curve == ((2, pytest.approx(20 * US)), (6, pytest.approx(60 * US)),
+                                        (10, pytest.approx(100 * US)))
+    assert host.step_cost(1) == pytest.approx(20 * US)  # flat past the ends
+    assert host.step_cost(4) == pytest.approx(40 * US)  # linear in the thread count between points
+    assert host.step_cost(8) == pytest.approx(80 * US)
+    assert host.step_cost(64) == pytest.approx(100 * US)
+    assert toy_platform(host__step_overhead="30us").host.step_cost(64) == pytest.approx(30 * US)  # no curve
+
+
+def test_a_curve_alone_makes_a_dispatcher():
+    p = toy_platform(host__step_overhead_curve=[[2, "0us"], [4, "10us"]])
+    assert p.host.step_overhead == 0 and p.host.dispatches and Simulator(p).dispatcher is not None
+    assert not toy_platform(host__step_overhead_curve=[[2, 0], [4, 0]]).host.dispatches
+
+
+@pytest.mark.parametrize("curve, problem", [
+    ([[4, "10us"], [2, "20us"]], "increasing order"), ([[2, "10us"], [2, "20us"]], "each once"),
+    ([[0, "10us"]], "at least 1"), ([[2, -1e-6]], "must not be negative")])
+def test_a_bad_curve_is_refused_by_name(curve, problem):
+    with pytest.raises(Exception, match=problem):
+        toy_platform(host__step_overhead_curve=curve)
+
+
+def test_the_curve_survives_toml(tmp_path):
+    p = toy_platform(host__step_overhead="100us", host__step_overhead_curve=CURVE)
+    path = tmp_path / "p.toml"
+    path.write_text(p.to_toml())
+    assert load_platform(path) == p
+
+
+@pytest.mark.parametrize("readers", [1, 4, 8])
+def test_each_step_of_a_plan_costs_what_its_threads_at_once_cost(readers):
+    p = toy_platform(host__step_overhead_curve=CURVE)
+    plan = parse_policy(f"streaming:chunk=1MiB,slots={2 * readers},readers={readers}").plan(
+        make_request([8 * MiB] * 4), p.caps(0))
+    threads = plan.threads_at_once()
+    assert threads == readers + 1 + 1  # the readers, the queue's copy thread, the engine
+    _, result = run(p, plan)
+    spans = engine_spans(result)
+    assert len(spans) == len(plan.steps)
+    assert all(s.seconds == pytest.approx(p.host.step_cost(threads)) for s in spans)
