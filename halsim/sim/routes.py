@@ -2,7 +2,8 @@
 
 Weights count host-memory traffic per byte moved: a CPU copy (the kernel's
 copy out of the page cache, the driver's pageable bounce) reads and writes
-DRAM, weight 2; a DMA engine reading or writing host memory, weight 1; a copy
+DRAM, weight 2; a DMA engine reading or writing host memory, weight 1 (a
+platform's ``host.dma_weight``, fitted where it differs); a copy
 on an integrated GPU reads and writes the same DRAM, weight 2. A buffered read
 of a cold file is a drive DMA into the page cache (1) plus the kernel's copy
 out of it (2).
@@ -88,7 +89,7 @@ class GpuRoutes:
         link = platform.link_of(gpu)
         switch = platform.switch_of(gpu)
         # On an integrated GPU "device memory" is host DRAM too: a copy reads and writes it.
-        dma = 2 if spec.kind == "integrated" else 1
+        dma = 2 if spec.kind == "integrated" else platform.host.dma_weight
         pageable = link.pageable or min(platform.host.memcpy_per_thread, link.h2d)
 
         def via(direction: str, host: float) -> list[tuple[str, float]]:
