@@ -22,9 +22,6 @@ from halsim.plan import Step
 from halsim.request import BufferSpec
 
 
-PAGE = 4096  # the smallest page a Linux host maps
-
-
 def _host_memory_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -70,11 +67,6 @@ class CpuExecution(HostExecution):
     def alloc_staging(self, slots: int, slot_bytes: int) -> list[memoryview]:
         try:
             self._staging = [np.empty(slot_bytes, dtype=np.uint8) for _ in range(slots)]
-            for slot in self._staging:
-                # Fault every page in now, as pinning does on a GPU: else a ring's first
-                # fill of each slot pays it inside its reads, and a calibration's read
-                # probes (fresh slots) ran slower than its near probes (reused ones).
-                slot[::PAGE] = 0
         except MemoryError:
             self._staging = []
             raise OutOfMemoryError(f"cannot allocate {slots} x {slot_bytes} bytes of staging",

@@ -419,6 +419,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                 contention = 0.0  # one thread's rate holds however many run
             if dma_shows:
                 dma, _ = search_fit(lambda w: host_loss(total, contention, w), MIN_DMA_WEIGHT, 2.0)
+                dma = min(max(dma, MIN_DMA_WEIGHT), 2.0)  # the search may step just past its ends
                 # Within a percent of a whole byte, or no better than one: each byte once.
                 whole = host_loss(total, contention, 1.0) <= host_loss(total, contention, dma) * (1 + 1e-9)
                 p.values["host.dma_weight"] = 1.0 if abs(dma - 1.0) < 0.01 or whole else round(dma, 4)

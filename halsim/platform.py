@@ -169,7 +169,7 @@ class HostMemory(_Part):
         "reads, memcpy, the driver's pageable bounce) slows every such thread: k of them copy at "
         "rate / (1 + thread_contention * (k - 1)) each, before total_bandwidth binds (0: not at all)")
     dma_weight: float = Field(
-        1.0, ge=0.0, le=2.0, description="host-memory traffic per byte a dedicated GPU's DMA engine reads or "
+        1.0, ge=0.0, le=4.0, description="host-memory traffic per byte a dedicated GPU's DMA engine reads or "
         "writes (1: every byte crosses DRAM once). Less where the DMA's reads compete with the CPU's copies for "
         "less than their bytes: on the lent H200 VM eight readers with copies streaming moved 73 GB/s of traffic "
         "by that count, where eight readers alone moved 58 and eight memcpy threads 45 (fidelity run 33)")

@@ -52,7 +52,7 @@ def truth(name: str) -> dict[str, float]:
         "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
         "link.pageable": link.pageable or min(p.host.memcpy_per_thread, link.h2d),
         "gpu.copy_engines": p.gpus[0].copy_engines, "host.step_overhead": p.host.step_overhead,
-        "host.thread_contention": p.host.thread_contention,
+        "host.thread_contention": p.host.thread_contention, "host.dma_weight": p.host.dma_weight,
         "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
         "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
         "host.register_upload_factor": p.host.register_upload_factor,
@@ -185,6 +185,21 @@ def test_a_step_cost_that_rises_with_threads_comes_back_as_a_curve():
     assert [c for _, c in fitted] == pytest.approx([c for _, c in curve], rel=0.02)
     assert result.parameter("host.step_overhead").value == pytest.approx(60e-6, rel=0.02)
     assert "2: 30 us" in result.parameter("host.step_overhead").source
+    for check in result.checks:
+        assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
+
+
+def test_a_dma_that_weighs_less_on_host_memory_comes_back():
+    """Readers alone and readers with copies streaming tell the DMA's weight from the host's
+    total: a platform whose copies weigh half a byte a byte gives back 0.5."""
+    from halsim.sim import Simulator
+
+    base = load_platform("dgpu-pcie4")
+    host = base.host.model_copy(update={"total_bandwidth": 24e9, "dma_weight": 0.5})
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), Config.quick())
+    weight = result.parameter("host.dma_weight")
+    assert weight.measured and weight.value == pytest.approx(0.5, rel=0.05)
+    assert result.platform.host.dma_weight == weight.value
     for check in result.checks:
         assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
 
