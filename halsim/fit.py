@@ -450,25 +450,23 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     serial_point = [(min(copy_plan(pt.probe).threads_at_once() for pt in dispatch), serial)] if serial > 0 else []
 
     def fit_dispatch() -> None:
-        points, errors = list(serial_point), []
+        points, low = list(serial_point), max(serial, 1e-7)
         for ring in sorted(dispatch_rings, key=lambda pt: pt.probe.width):
             def dispatch_loss(x: float, ring=ring) -> float:
                 candidate = platform(host__step_overhead=x, host__step_overhead_curve=())
                 return _log_loss([(predict(candidate, ring.probe, scratch)["stream"], ring.value())])
 
-            low = max(serial, 1e-7)
             step, bounded = search_fit(dispatch_loss, 0.5 * low, max(40 * low, 1e-3))
             if bounded and dispatch_loss(step) < dispatch_loss(serial):
                 points.append((stream_threads(ring.probe, m.caps), step))
-                errors.append(search_error(dispatch_loss, step, 1))
-        if not errors:
-            return
+        if len(points) == len(serial_point):
+            return  # no ring was bound by its steps
         # Each ring's own cost, not a running ceiling: a ring of few readers is partly bound by
         # its reads, and what the fit puts on its steps is what a plan like it pays (the H200
         # VM: 2 readers 76 us a step, 4 readers 63 us, in the same calibration).
         curve = [(threads, _round_seconds(step)) for threads, step in sorted(points)]
-        known = [e for e in errors if e is not None]
-        p.set("host.step_overhead", curve[-1][1], error=max(known) if known else None,
+        # One ring a point: no spread to give an error from.
+        p.set("host.step_overhead", curve[-1][1],
               source=f"streaming rings of {dispatch_rings[0].probe.size // 1024} KiB chunks (sim fit)"
                      + (f"; by threads at once: {', '.join(f'{n}: {c * 1e6:.3g} us' for n, c in curve)}"
                         if len(curve) > 1 else ""))
@@ -476,12 +474,15 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
 
     # The two depend on each other (a ring's reads share the host; the host's rings pay
     # their steps): host first, then steps, then both again with the other's fit in place.
+    def step_costs() -> list[float]:
+        return [p.values["host.step_overhead"]] + [c for _, c in p.values.get("host.step_overhead_curve") or ()]
+
     fit_host()
     for _ in range(DISPATCH_ROUNDS if dispatch_rings else 0):
-        before = p.values.get("host.step_overhead_curve") or ((0, p.values["host.step_overhead"]),)
+        before = step_costs()
         fit_dispatch()
-        after = p.values.get("host.step_overhead_curve") or ((0, p.values["host.step_overhead"]),)
-        if len(after) == len(before) and all(abs(a[1] - b[1]) <= 0.01 * b[1] for a, b in zip(after, before)):
+        after = step_costs()
+        if len(after) == len(before) and all(abs(a - b) <= 0.01 * b for a, b in zip(after, before)):
             break
         fit_host()
 

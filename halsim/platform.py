@@ -15,7 +15,7 @@ import json
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -40,16 +40,27 @@ def _durations(*names: str):
     return field_validator(*names, mode="before")(lambda cls, v: parse_duration(v))
 
 
-def log_interpolate(curve: tuple[tuple[int, float], ...], x: float) -> float:
-    """The value of a measured (size, value) curve at ``x``, linear in log size
+def interpolate(curve: tuple[tuple[int, float], ...], x: float, scale: Callable[[float], float] = float) -> float:
+    """The value of a measured (key, value) curve at ``x``, linear in ``scale(key)``
     between its points, held flat past either end."""
     if x <= curve[0][0]:
         return curve[0][1]
-    for (s0, v0), (s1, v1) in zip(curve, curve[1:]):
-        if x <= s1:
-            t = (math.log(x) - math.log(s0)) / (math.log(s1) - math.log(s0))
+    for (k0, v0), (k1, v1) in zip(curve, curve[1:]):
+        if x <= k1:
+            t = (scale(x) - scale(k0)) / (scale(k1) - scale(k0))
             return v0 + t * (v1 - v0)
     return curve[-1][1]
+
+
+def log_interpolate(curve: tuple[tuple[int, float], ...], x: float) -> float:
+    """The value of a measured (size, value) curve at ``x``, linear in log size between its points."""
+    return interpolate(curve, x, math.log)
+
+
+def _increasing_keys(name: str, keys: list[int], what: str) -> None:
+    """A measured curve's keys: each at least 1, each once, in increasing order (``what`` names them)."""
+    if any(k < 1 for k in keys) or keys != sorted(set(keys)):
+        raise ValueError(f"{name} needs {what}, each once, in increasing order")
 
 
 def near_read_speedup(near_bytes: int, speedup: float, one_slot_share: float, slots: int,
@@ -117,9 +128,7 @@ class Storage(_Part):
         # page_cache_curve: (request bytes, rate above 0); page_cache_near_curve: (staging bytes, speedup >= 1)
         rates = info.field_name == "page_cache_curve"
         points = tuple((parse_size(size), parse_rate(value) if rates else float(value)) for size, value in (v or ()))
-        sizes = [size for size, _ in points]
-        if any(size <= 0 for size in sizes) or sizes != sorted(set(sizes)):
-            raise ValueError(f"{info.field_name} needs sizes above 0, each once, in increasing order")
+        _increasing_keys(info.field_name, [size for size, _ in points], "sizes above 0")
         if any(value <= 0 if rates else value < 1.0 for _, value in points):
             raise ValueError(f"{info.field_name} {'rates must be above 0' if rates else 'speedups must be at least 1'}")
         return points
@@ -200,22 +209,13 @@ class HostMemory(_Part):
     @classmethod
     def _step_curve(cls, v):
         points = tuple((int(threads), parse_duration(cost)) for threads, cost in (v or ()))  # never negative
-        threads = [n for n, _ in points]
-        if any(n < 1 for n in threads) or threads != sorted(set(threads)):
-            raise ValueError("step_overhead_curve needs thread counts of at least 1, each once, in increasing order")
+        _increasing_keys("step_overhead_curve", [n for n, _ in points], "thread counts of at least 1")
         return points
 
     def step_cost(self, threads: int) -> float:
         """Seconds of the dispatcher per step while a plan runs ``threads`` host threads at once."""
         curve = self.step_overhead_curve
-        if not curve:
-            return self.step_overhead
-        if threads <= curve[0][0]:
-            return curve[0][1]
-        for (n0, c0), (n1, c1) in zip(curve, curve[1:]):
-            if threads <= n1:
-                return c0 + (threads - n0) / (n1 - n0) * (c1 - c0)
-        return curve[-1][1]
+        return interpolate(curve, threads) if curve else self.step_overhead
 
     @property
     def dispatches(self) -> bool:
