@@ -96,7 +96,8 @@ def test_threads_that_slow_one_another_are_told_from_a_full_memory_system():
 
     base = load_platform("h100-pcie5")
     host = base.host.model_copy(update={"thread_contention": 0.1, "total_bandwidth": 60e9})
-    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), Config.full())
+    eight = dataclasses.replace(Config.quick(), threads=(1, 2, 4, 8))  # the full config's readers, quick's sizes
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), eight)
     assert result.parameter("host.thread_contention").value == pytest.approx(0.1, rel=0.02)
     assert result.parameter("host.total_bandwidth").value == pytest.approx(60e9, rel=0.02)
     # without contention the same fit finds none

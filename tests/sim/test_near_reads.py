@@ -1,6 +1,8 @@
 """A ring whose slots stay in the CPU's cache reads the page cache faster
 (Storage.page_cache_near_bytes / page_cache_near_speedup, or by footprint: page_cache_near_curve)."""
 
+import dataclasses
+
 import pytest
 
 from halsim.calibrate import Config, calibrate
@@ -14,6 +16,12 @@ from sim_helpers import MiB, make_request, toml_round_trip, toy_platform
 
 NEAR = {"storage__page_cache_near_bytes": "16MiB", "storage__page_cache_near_speedup": 1.3,
         "host__total_bandwidth": 1e18}
+
+# Quick's sizes, with a scratch file and runs large enough for every near probe (a 4 MiB read
+# probe into 256 MiB of slots; 64 near reads, so 128 MiB of slots are each used twice) and
+# only two readers: the full config's 1 GiB of 8-reader rings cost the suite minutes.
+NEAR_CONFIG = dataclasses.replace(Config.quick(), scratch=256 * MiB, run_bytes=256 * MiB,
+                                  thread_chunk=16 * MiB, threads=(1, 2))
 
 
 def read_seconds(platform, slots: int, chunk: int = 4 * MiB, total: int = 64 * MiB) -> list[float]:
@@ -62,14 +70,14 @@ def test_round_trips_through_toml(tmp_path):
 def test_calibration_gives_the_speedup_back_and_finds_none_where_there_is_none():
     base = load_platform("h100-pcie5")
     storage = base.storage.model_copy(update={"page_cache_near_bytes": 16 * MiB, "page_cache_near_speedup": 1.3})
-    result = calibrate(Simulator(base.model_copy(update={"storage": storage})).device(0), Config.full())
+    result = calibrate(Simulator(base.model_copy(update={"storage": storage})).device(0), NEAR_CONFIG)
     assert result.parameter("storage.page_cache_near_speedup").value == pytest.approx(1.3, rel=0.02)
     assert result.platform.storage.page_cache_near_bytes == 16 * MiB
     # The small read probes (64 KiB into 8 MiB of slots) read fast too: the fitted
     # curve leaves that to the speedup, so it reproduces every probe.
     for check in result.checks:
         assert check.predicted == pytest.approx(check.measured, rel=0.02), check.probe.label
-    plain = calibrate("sim:h100-pcie5", Config.full())
+    plain = calibrate("sim:h100-pcie5", NEAR_CONFIG)
     assert plain.platform.storage.page_cache_near_speedup == 1.0
     assert plain.platform.storage.page_cache_near_bytes == 0
 
@@ -117,7 +125,7 @@ def curved():
     """The simulator, its reads sped up by CURVE, calibrated against itself."""
     base = load_platform("h100-pcie5")
     storage = base.storage.model_copy(update={"page_cache_near_curve": CURVE})
-    return calibrate(Simulator(base.model_copy(update={"storage": storage})).device(0), Config.full())
+    return calibrate(Simulator(base.model_copy(update={"storage": storage})).device(0), NEAR_CONFIG)
 
 
 def test_calibration_gives_the_curve_back_at_every_footprint_it_measures(curved):
@@ -134,9 +142,10 @@ def test_calibration_gives_the_curve_back_at_every_footprint_it_measures(curved)
 def test_full_calibration_probes_four_footprints_with_each_slot_reused():
     from halsim.calibrate import near_probes, read_footprint
 
-    full = near_probes(Config.full())
-    assert [read_footprint(p) for p in full] == [16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB]
-    assert all(p.count >= 2 * p.width and p.size * p.count <= Config.full().scratch for p in full)
+    for config in (Config.full(), NEAR_CONFIG):
+        near = near_probes(config)
+        assert [read_footprint(p) for p in near] == [16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB]
+        assert all(p.count >= 2 * p.width and p.size * p.count <= config.scratch for p in near)
     assert near_probes(Config.quick()) == []  # its 4 MiB read probe uses only 16 MiB of slots
 
 
