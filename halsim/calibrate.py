@@ -232,9 +232,7 @@ NEAR_REQUEST = 4 * MiB
 # Each probe reads the whole scratch file (at most this many requests), so every slot is
 # read into many times, as a ring's are: on the H200 VM 4 MiB reads into 16 MiB of slots ran
 # 1.58-1.69x faster than into 256 MiB with 16 reads a slot (fidelity runs 27-28), 1.17-1.36x
-# with 4 (runs 29-30). The reference is a ``near`` probe into the ``read`` probe's 256 MiB: on
-# the H200 VM (benchmarks/near_reads_grid.py, 2026-12-04) reads into 64 MiB or more ran alike,
-# where calibrations against the ``read`` probe gave 64 and 128 MiB of slots 1.1-1.25x.
+# with 4 (runs 29-30).
 NEAR_READS = 256
 
 
@@ -245,12 +243,8 @@ def near_probes(config: Config) -> list[Probe]:
         return []
     far = read_footprint(Probe("read", NEAR_REQUEST, config.steps(NEAR_REQUEST)))
     count = min(NEAR_READS, config.scratch // NEAR_REQUEST)
-    near = [Probe("near", NEAR_REQUEST, count, footprint // NEAR_REQUEST) for footprint in NEAR_FOOTPRINTS
+    return [Probe("near", NEAR_REQUEST, count, footprint // NEAR_REQUEST) for footprint in NEAR_FOOTPRINTS
             if footprint < far and count >= 2 * (footprint // NEAR_REQUEST)]
-    # The curve's reference: the same reads into the ``read`` probe's footprint, its slots reused
-    # as the others' are (the ``read`` probe writes each slot once and is read differently).
-    reference = Probe("near", NEAR_REQUEST, count, far // NEAR_REQUEST)
-    return near + [reference] if near and count >= 2 * reference.width else near
 
 
 def _read_slots(probe: Probe) -> int:

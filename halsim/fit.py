@@ -332,12 +332,6 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # larger ring cannot stay in the cache better than a smaller one).
     near = sorted(m.of("near"), key=lambda pt: read_footprint(pt.probe))
     far = {pt.probe.size: pt for pt in warm}
-    # The near reads into the read probe's own footprint, where measured, are the reference
-    # (the same method on both sides); else the read probe (records before 2026-12-04).
-    for pt in near:
-        if pt.probe.size in far and read_footprint(pt.probe) >= read_footprint(far[pt.probe.size].probe):
-            far[pt.probe.size] = pt
-    near = [pt for pt in near if pt is not far.get(pt.probe.size)]
     pairs = [(far[pt.probe.size], pt) for pt in near if pt.probe.size in far and pt.value() > 0]
     if pairs:
         points = [(read_footprint(n.probe), f.value() / n.value()) for f, n in pairs]
