@@ -332,7 +332,10 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # larger ring cannot stay in the cache better than a smaller one).
     near = sorted(m.of("near"), key=lambda pt: read_footprint(pt.probe))
     far = {pt.probe.size: pt for pt in warm}
-    pairs = [(far[pt.probe.size], pt) for pt in near if pt.probe.size in far and pt.value() > 0]
+    # Only reads into fewer bytes of slots than the read probe's (runs 37-38 also measured
+    # near reads into its own 256 MiB, a reference since dropped).
+    pairs = [(far[pt.probe.size], pt) for pt in near if pt.probe.size in far and pt.value() > 0
+             and read_footprint(pt.probe) < read_footprint(far[pt.probe.size].probe)]
     if pairs:
         points = [(read_footprint(n.probe), f.value() / n.value()) for f, n in pairs]
         points.append((read_footprint(pairs[0][0].probe), 1.0))

@@ -163,3 +163,18 @@ def test_a_larger_footprint_measured_faster_than_a_smaller_one_is_held_to_the_sm
     curve = dict(fit_platform(dataclasses.replace(measured, points=points)).platform.storage.page_cache_near_curve)
     assert curve[64 * MiB] == pytest.approx(1.25 * 1.5, rel=0.02)
     assert curve[32 * MiB] == curve[16 * MiB] == curve[64 * MiB]
+
+
+def test_near_reads_into_the_read_probes_own_footprint_are_not_a_point_of_the_curve(curved):
+    """Runs 37-38 measured near reads into 256 MiB of slots too (a reference tried and dropped):
+    their records still fit, to the same curve."""
+    import dataclasses
+
+    from halsim.fit import fit_platform
+
+    measured = curved.measurements
+    near = next(pt for pt in measured.points if pt.probe.bench == "near")
+    reference = dataclasses.replace(near, probe=dataclasses.replace(near.probe, width=256 * MiB // near.probe.size),
+                                    samples={"near": [v * 1.1 for v in near.samples["near"]]})
+    refit = fit_platform(dataclasses.replace(measured, points=measured.points + [reference]))
+    assert refit.platform.storage.page_cache_near_curve == curved.platform.storage.page_cache_near_curve
