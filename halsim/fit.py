@@ -146,6 +146,22 @@ def search_error(loss: Callable[[float], float], x: float, n: int) -> float | No
     return math.sqrt(2 * at / (n - 1) / curvature)
 
 
+def _never_rising(points: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The curve closest to ``points`` (least squares; by footprint, ascending) that never rises
+    with the footprint and never drops under 1: pooling neighbours that break the order
+    (pool-adjacent-violators) averages a noisy high point with its neighbours where a running
+    maximum would carry it to every smaller footprint."""
+    blocks: list[list[float]] = []  # [sum, count] of each pooled run, in footprint order
+    for _, speedup in points:
+        blocks.append([speedup, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    fitted = [max(total / count, 1.0) for total, count in blocks for _ in range(int(count))]
+    return [(footprint, round(value, 4)) for (footprint, _), value in zip(points, fitted)]
+
+
 def _log_loss(pairs: Sequence[tuple[float, float]]) -> float:
     return sum(math.log(p / m) ** 2 for p, m in pairs if p > 0 and m > 0)
 
@@ -339,10 +355,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     if pairs:
         points = [(read_footprint(n.probe), f.value() / n.value()) for f, n in pairs]
         points.append((read_footprint(pairs[0][0].probe), 1.0))
-        curve, floor = [], 1.0
-        for footprint, speedup in sorted(points, reverse=True):  # from the large ring down
-            floor = max(floor, speedup)
-            curve.insert(0, (footprint, round(floor, 4)))
+        curve = _never_rising(sorted(points))
         f, n = pairs[0]
         speedup = curve[0][1]
         p.set("storage.page_cache_near_speedup", speedup,
