@@ -21,10 +21,7 @@ import random
 import statistics
 import sys
 
-from halsim.calibrate import _engine_run, _spans, _wall, target_for
-from halsim.plan import Limits, Op, Plan, StagingPool, Step
-from halsim.policies import StreamingPolicy
-from halsim.request import UploadRequest
+from halsim.calibrate import _engine_run, _spans, _wall, ring_read_plan, target_for
 
 MiB = 1 << 20
 SIZES = (4 * MiB, 16 * MiB, 64 * MiB)
@@ -33,18 +30,13 @@ FOOTPRINTS = tuple(f * MiB for f in (16, 32, 64, 128, 256, 512))
 RUN_BYTES = 512 * MiB  # bytes a run reads (at least two passes over its slots)
 
 
-def ring_read_plan(source, size: int, readers: int, slots: int) -> Plan:
-    """Reads of ``size`` bytes from the start of the file, ``readers`` at a time, slot k % slots;
-    a slot is written again only after the read before it there is done (slots % readers == 0)."""
-    count = max(2 * slots, RUN_BYTES // size)
-    steps = tuple(Step(k, Op.READ, 0, size, file_offset=k * size, slot=k % slots,
-                       deps=(k - readers,) if k >= readers else ()) for k in range(count))
-    policy = StreamingPolicy(chunk=size, slots=slots, readers=readers, queues=1)
-    return Plan(policy, policy, UploadRequest(source, (), ()), steps, (StagingPool(0, slots, size),), (),
-                Limits(readers=readers))
+def reads_per_run(size: int, footprint: int) -> int:
+    """RUN_BYTES of requests, and at least two passes over the slots."""
+    return max(2 * (footprint // size), RUN_BYTES // size)
 
 
 def cells() -> list[tuple[int, int, int]]:
+    """(request size, readers, footprint), each reader with slots of its own to take in turn."""
     return [(size, readers, footprint) for size in SIZES for readers in READERS for footprint in FOOTPRINTS
             if footprint // size >= readers and (footprint // size) % readers == 0]
 
@@ -58,7 +50,7 @@ def main() -> int:
     args = parser.parse_args()
 
     grid = cells()
-    longest = max(max(2 * (f // s), RUN_BYTES // s) * s for s, _, f in grid)
+    longest = max(reads_per_run(s, f) * s for s, _, f in grid)
     target = target_for(args.device, args.scratch_dir)
     target.open(longest)
     seconds: dict[tuple[int, int, int], list[float]] = {cell: [] for cell in grid}
@@ -68,7 +60,7 @@ def main() -> int:
             random.Random(round_).shuffle(order)
             for size, readers, footprint in order:
                 with target.source(cold=False) as (file, source):
-                    plan = ring_read_plan(source, size, readers, footprint // size)
+                    plan = ring_read_plan(source, size, reads_per_run(size, footprint), readers, footprint // size)
                     trace = _engine_run(plan, file, target.device, "serial" if readers == 1 else "overlapped")
                 seconds[(size, readers, footprint)].append(_wall(_spans(trace, "read/", "read")))
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
@@ -82,8 +74,8 @@ def main() -> int:
             rates = {}
             for footprint in FOOTPRINTS:
                 if (size, readers, footprint) in seconds:
-                    plan_bytes = max(2 * (footprint // size), RUN_BYTES // size) * size
-                    rates[footprint] = plan_bytes / statistics.median(seconds[(size, readers, footprint)]) / readers
+                    rates[footprint] = reads_per_run(size, footprint) * size / readers / \
+                        statistics.median(seconds[(size, readers, footprint)])
             far = rates[max(rates)]
             row = " ".join(f"{rates[f] / 1e9:>7.2f} ({rates[f] / far:.2f})" if f in rates else f"{'':>15}"
                            for f in FOOTPRINTS)

@@ -269,13 +269,18 @@ def read_plan(probe: Probe, source: SourceInfo) -> Plan:
     bytes: reads into one slot that stays in the CPU's cache ran 20-40% faster than a
     ring's reads on the H100 VM (fidelity run 6), so the probe writes where a ring would.
     ``near`` probes write to 16..128 MiB of slots (``NEAR_FOOTPRINTS``): what smaller rings gain."""
-    size, count, readers = probe.size, probe.count, _readers(probe)
-    slots = _read_slots(probe)
-    request = UploadRequest(source, (), ())
+    return ring_read_plan(source, probe.size, probe.count, _readers(probe), _read_slots(probe))
+
+
+def ring_read_plan(source: SourceInfo, size: int, count: int, readers: int, slots: int) -> Plan:
+    """``count`` reads of ``size`` bytes from the start of the file, ``readers`` at a time, into
+    slot k % ``slots``; a slot is written again only after the read before it there is done
+    (through the deps chain, when ``slots`` is a multiple of ``readers``)."""
     steps = tuple(Step(k, Op.READ, 0, size, file_offset=k * size, slot=k % slots,
                        deps=(k - readers,) if k >= readers else ()) for k in range(count))
     policy = StreamingPolicy(chunk=size, slots=slots, readers=readers, queues=1)
-    return Plan(policy, policy, request, steps, (StagingPool(0, slots, size),), (), Limits(readers=readers))
+    return Plan(policy, policy, UploadRequest(source, (), ()), steps, (StagingPool(0, slots, size),), (),
+                Limits(readers=readers))
 
 
 def import_upload_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:

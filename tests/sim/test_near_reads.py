@@ -150,8 +150,6 @@ def test_full_calibration_probes_four_footprints_with_each_slot_reused():
 
 
 def test_a_larger_footprint_measured_faster_than_a_smaller_one_is_pooled_with_it(curved):
-    import dataclasses
-
     from halsim.fit import fit_platform
 
     measured = curved.measurements
@@ -170,8 +168,6 @@ def test_a_larger_footprint_measured_faster_than_a_smaller_one_is_pooled_with_it
 def test_near_reads_into_the_read_probes_own_footprint_are_not_a_point_of_the_curve(curved):
     """Runs 37-38 measured near reads into 256 MiB of slots too (a reference tried and dropped):
     their records still fit, to the same curve."""
-    import dataclasses
-
     from halsim.fit import fit_platform
 
     measured = curved.measurements
