@@ -26,6 +26,7 @@ from halsim.calibrate import BENCHES, Measurement, Measurements
 from halsim.compare import Case, rank
 from halsim.fit import fit_platform
 from halsim.policies import parse_policy
+from halsim.units import parse_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_gpu import llama_like  # noqa: E402  (the file layout the runs used)
@@ -45,10 +46,13 @@ class ReplayRow:
         return (self.predicted_seconds - self.seconds) / self.seconds
 
 
-def measurements(stored: dict, after: dict[str, float] | None = None) -> Measurements:
+def measurements(stored: dict, after: dict[str, float] | None = None, read_ahead: int | None = None) -> Measurements:
     """The stored calibration; with ``after`` (probe label -> seconds, the run's drift recheck),
-    those probes' headline readings as they were measured after the comparison."""
+    those probes' headline readings as they were measured after the comparison; with ``read_ahead``,
+    the drive's readahead window of a run that did not record it."""
     m = Measurements.from_dict(stored)
+    if m.read_ahead is None:
+        m.read_ahead = read_ahead
     # Probes this version no longer measures (runs 21-22 fitted a factor from an import upload).
     m.points = [pt for pt in m.points if pt.probe.bench in BENCHES]
     if after:
@@ -57,13 +61,13 @@ def measurements(stored: dict, after: dict[str, float] | None = None) -> Measure
     return m
 
 
-def replay(path: Path, show_cases: bool, after: bool = False) -> dict:
+def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None) -> dict:
     run = json.loads(path.read_text())
     comparison = run["comparison"]
     rechecked = {m["probe"]: m["after"] for m in run.get("drift", [])} if after else None
     if after and not rechecked:
         raise SystemExit(f"{path}: the run has no drift recheck (fidelity_gpu.py before the fourth session)")
-    calibration = fit_platform(measurements(run["calibration"]["measurements"], rechecked))
+    calibration = fit_platform(measurements(run["calibration"]["measurements"], rechecked, read_ahead))
     layers = 5
     workload = llama_like(layers)
     if workload.index().file_length != comparison["file_bytes"]:
@@ -96,10 +100,12 @@ def main() -> int:
     parser.add_argument("--cases", action="store_true", help="print every case's error, then and now")
     parser.add_argument("--after", action="store_true",
                         help="fit with the probes the run measured again after its comparison (its drift recheck)")
+    parser.add_argument("--read-ahead", type=parse_size, default=None,
+                        help="the drive's readahead window for runs that did not record it (the lent H200 VM: 8MiB)")
     args = parser.parse_args()
     print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
     for path in args.runs:
-        s = replay(path, args.cases, args.after)
+        s = replay(path, args.cases, args.after, args.read_ahead)
         t, n = s["then"], s["now"]
         print(f"{path.name:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
               f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)

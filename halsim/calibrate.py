@@ -348,6 +348,10 @@ class Target(ABC):
     def source(self, cold: bool):
         """A context manager: the scratch file (in or out of the page cache, as asked) and its SourceInfo."""
 
+    def read_ahead(self) -> int | None:
+        """The kernel's readahead window on the scratch file's drive, bytes (None: unknown)."""
+        return None
+
     def open(self, scratch: int) -> None:
         """Make the scratch file (``scratch`` bytes)."""
 
@@ -373,6 +377,9 @@ class SimTarget(Target):
 
     def open(self, scratch: int) -> None:
         self.scratch = scratch
+
+    def read_ahead(self) -> int:
+        return self.platform.storage.read_ahead
 
     def pageable(self) -> Device:
         from halsim.sim import Simulator
@@ -428,6 +435,11 @@ class DeviceTarget(Target):
             self.close()
             raise
         self._cached = True
+
+    def read_ahead(self) -> int | None:
+        from halsim.pagecache import read_ahead_bytes
+
+        return read_ahead_bytes(self.directory)
 
     def close(self) -> None:
         if self.path is not None:
@@ -635,6 +647,7 @@ class Measurements:
     # How the backend pins and imports (HOST_BEHAVIOUR, GPU_BEHAVIOUR): what
     # the device says of itself, not fitted.
     behaviour: dict[str, bool] = field(default_factory=dict)
+    read_ahead: int | None = None  # the drive's readahead window (read_ahead_kb), bytes; None: not known
 
     def of(self, bench: str) -> list[Measurement]:
         return [m for m in self.points if m.probe.bench == bench]
@@ -658,12 +671,13 @@ class Measurements:
         return cls(first.device, first.caps, first.host_capacity, first.simulated, config,
                    [Measurement(probe, got) for probe, got in samples.items()],
                    list(dict.fromkeys(n for p in parts for n in p.notes)), first.host, first.when,
-                   dict(first.behaviour))
+                   dict(first.behaviour), first.read_ahead)
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "caps": self.caps.model_dump(), "host_capacity": self.host_capacity,
                 "simulated": self.simulated, "config": dataclasses.asdict(self.config), "host": self.host,
                 "when": self.when, "notes": list(self.notes), "behaviour": dict(self.behaviour),
+                "read_ahead": self.read_ahead,
                 "points": [{"probe": dataclasses.asdict(m.probe), "samples": m.samples} for m in self.points]}
 
     @classmethod
@@ -673,7 +687,7 @@ class Measurements:
         return cls(data["device"], DeviceCaps.model_validate(data["caps"]), data["host_capacity"], data["simulated"],
                    config, [Measurement(Probe(**p["probe"]), p["samples"]) for p in data["points"]],
                    list(data.get("notes", [])), data.get("host", ""), data.get("when", ""),
-                   dict(data.get("behaviour", {})))
+                   dict(data.get("behaviour", {})), data.get("read_ahead"))
 
 
 # What a device says of how it works (not fitted): platform field -> the device's attribute.
@@ -709,7 +723,7 @@ def measure(target: Target, config: Config | None = None, progress: ProgressFn |
     result = Measurements(target.device.name, caps, target.host_capacity(), target.simulated, config,
                           host="simulated" if target.simulated else host_description(),
                           when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                          behaviour=device_behaviour(target.device))
+                          behaviour=device_behaviour(target.device), read_ahead=target.read_ahead())
     total = len(todo) * repeats
     samples: dict[Probe, dict[str, list[float]]] = {probe: {} for probe in todo}
     skip: set[str] = set()

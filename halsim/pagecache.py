@@ -98,3 +98,21 @@ def warm(path: "str | os.PathLike", piece: int = 16 << 20, fresh: bool = False) 
     with open(os.fspath(path), "rb", buffering=0) as f:
         while f.readinto(buffer):
             pass
+
+
+def read_ahead_bytes(path: "str | os.PathLike") -> int | None:
+    """The readahead window of the block device ``path`` lives on (its ``read_ahead_kb``, the whole disk's for a
+    partition), in bytes; None where sysfs does not say (not Linux, a network or overlay file system)."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return None
+    base = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    for knob in (f"{base}/queue/read_ahead_kb", f"{base}/../queue/read_ahead_kb"):
+        try:
+            with open(knob) as f:
+                return int(f.read().strip()) * 1024
+        except (OSError, ValueError):
+            continue
+    return None
+

@@ -55,7 +55,7 @@ def truth(name: str) -> dict[str, float]:
         "host.thread_contention": p.host.thread_contention, "host.dma_weight": p.host.dma_weight,
         "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
         "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
-        "host.register_upload_factor": p.host.register_upload_factor,
+        "host.register_upload_factor": p.host.register_upload_factor, "storage.read_ahead": p.storage.read_ahead,
     }
 
 

@@ -27,6 +27,7 @@ from halsim.plan import Op, Step
 from halsim.request import BufferSpec
 from halsim.sim.dispatch import DISPATCH_OP, ENGINE_LANE
 from halsim.sim.gates import holding
+from halsim.sim.readahead import ReadAhead
 from halsim.sim.tasks import Task, fire
 from halsim.trace import IMPORTED, STAGING, device_counter
 
@@ -100,6 +101,10 @@ class SimExecution(Execution):
         self._o_direct = platform.storage.o_direct
         self._hit_rate = platform.storage.page_cache_hit_rate if self.request.source.page_cached else 0.0
         self._cached_read = machine.host_routes.cached_read
+        storage = platform.storage
+        self._read_ahead = ReadAhead(machine.net, machine.host_routes.read_ahead, storage.read_ahead,
+                                     storage.latency, self.request.source.length, self.trace, self.index) \
+            if self._hit_rate < 1.0 and not self._o_direct and storage.read_ahead else None
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
         # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes; one slot, less).
         storage, pool = machine.platform.storage, self.plan.pool(self.index)
@@ -195,6 +200,8 @@ class SimExecution(Execution):
     def release(self, keep_buffers: bool) -> None:
         machine, trace = self.machine, self.trace
         self._stop_pinning = True
+        if self._read_ahead is not None:
+            self._read_ahead.close()
         # As the real ring's close() joins its thread: the slot being pinned finishes first
         # (and no pinning of this run goes on into the next one on this machine).
         if self._pinning is not None:
@@ -278,8 +285,10 @@ class SimExecution(Execution):
         yield flow.done
         _merge(bound, flow.bound)
 
-    def _storage(self, cls: int, nbytes: int, op: str, bound: dict[str, float]) -> Generator:
-        """A transfer that starts at the drive: wait for a queue place, the latency, then the bytes."""
+    def _storage(self, cls: int, nbytes: int, op: str, bound: dict[str, float], latency: bool = True,
+                 drive_bytes: int | None = None) -> Generator:
+        """A transfer that starts at the drive: wait for a queue place, the latency, then the bytes
+        (no latency where the drive is streaming this range already; ``drive_bytes`` of them from the drive)."""
         machine, env = self.machine, self.machine.env
         queue = machine.storage_queue
         waited = queue.acquire()
@@ -289,13 +298,13 @@ class SimExecution(Execution):
             bound[QUEUE] = bound.get(QUEUE, 0.0) + env.now - t0
         try:
             start = env.now
-            if self._latency:
+            if self._latency and latency:
                 yield env.timeout(self._latency)
                 bound[LATENCY] = bound.get(LATENCY, 0.0) + self._latency
             yield from self._flow(cls, nbytes, bound)
         finally:
             queue.release()
-        self.trace.span("storage", op, start, env.now, nbytes, -1, self.index)
+        self.trace.span("storage", op, start, env.now, nbytes if drive_bytes is None else drive_bytes, -1, self.index)
 
     def _split(self, nbytes: int) -> tuple[int, int]:
         """(bytes from the drive, bytes from the page cache) of a buffered read."""
@@ -310,18 +319,26 @@ class SimExecution(Execution):
         (``speedup`` times one thread's rate: into slots that stay in the CPU's cache)."""
         machine = self.machine
         cold, cached = self._split(step.length)
+        ahead = self._read_ahead.take(step.file_offset, cold) if cold and self._read_ahead is not None else 0
+        if ahead == cold:
+            cold, cached, ahead = 0, cached + cold, 0
         if cold:
-            yield from self._storage(machine.host_routes.cold_read, cold, op, bound)
+            if ahead:  # the drive carries the rest; the thread copies it all
+                start = machine.env._now
+                cls = machine.cold_read_class((cold - ahead) / cold)
+                yield from self._storage(cls, cold, op, bound, latency=False, drive_bytes=cold - ahead)
+                self.trace.span("memcpy", op, start, machine.env._now, ahead, step.id, self.index)
+            else:
+                yield from self._storage(machine.host_routes.cold_read, cold, op, bound)
         if cached:
             cls = self._cached_read if self._flat_page_cache and speedup == 1.0 else \
                 machine.cached_read_class(step.length, speedup)
             flow = machine.net.start(cls, cached)
             yield flow.done
-            if bound:
-                _merge(bound, flow.bound)
-            else:
-                bound.update(flow.bound)
+            _merge(bound, flow.bound)
             self.trace.span("memcpy", op, flow.started, machine.env._now, cached, step.id, self.index)
+        if self._read_ahead is not None:
+            self._read_ahead.after(step.file_offset + step.length)
 
     def _read(self, step: Step, bound: dict) -> Generator:
         machine = self.machine

@@ -150,6 +150,20 @@ class FlowNetwork:
         self.dirty = True
         return flow
 
+    def stop(self, flow: Flow) -> float:
+        """End ``flow`` now, wherever it has got to (its ``done`` fires); the bytes it moved."""
+        if flow.done.callbacks is not None:  # not through yet
+            if flow in self.waiting:
+                self.waiting.remove(flow)
+            else:
+                self._advance()
+                self.flows.remove(flow)
+                flow._rebind("", self.env._now)
+                self._class_bytes[flow.cls] += flow.size - flow.remaining
+                self.dirty = True
+            fire(flow.done, flow)
+        return flow.size - max(flow.remaining, 0.0)
+
     def _advance(self) -> None:
         now = self.env._now
         dt = now - self._last

@@ -8,13 +8,16 @@ of one machine contend as they do on hardware.
 
 from __future__ import annotations
 
+import math
+
 import simpy
 
 from halsim.platform import Platform
 from halsim.sim.flows import FlowNetwork
 from halsim.sim.gates import DriverLock, Gate, Ids
 from halsim.sim.memory import MemoryPool
-from halsim.sim.routes import HOST, PAGE_CACHE_THREAD, REGISTRATION, GpuRoutes, HostRoutes, build_resources
+from halsim.sim.routes import (HOST, PAGE_CACHE_THREAD, REGISTRATION, STORAGE, GpuRoutes, HostRoutes,
+                               build_resources)
 
 
 class Machine:
@@ -65,6 +68,13 @@ class Machine:
         (``speedup``: into slots that stay in the CPU's cache, ``storage.page_cache_near_speedup``)."""
         rate = self.platform.storage.page_cache_rate(request_bytes) * speedup
         return self.net.flow_class([(HOST, 2)], rate, PAGE_CACHE_THREAD, contended=True)
+
+    def cold_read_class(self, drive_share: float) -> int:
+        """A buffered read of a cold file of which only ``drive_share`` of the bytes still come from the drive
+        (the rest the kernel has read ahead): one thread copies them all out of the page cache."""
+        share = math.ceil(drive_share * 256) / 256  # a few classes, not one per read
+        return self.net.flow_class([(STORAGE, share), (HOST, 2 + share)], self.platform.storage.page_cache_bandwidth,
+                                   PAGE_CACHE_THREAD, contended=True)
 
     def memcpy_class(self) -> int:
         """The flow class of one thread's memcpy: it reads and writes host memory."""

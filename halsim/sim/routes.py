@@ -47,6 +47,7 @@ class HostRoutes:
     cached_read: int  # page cache -> buffer
     cold_read: int  # drive -> page cache -> buffer
     direct_read: int  # O_DIRECT: drive -> buffer
+    read_ahead: int  # drive -> page cache, while no one waits (the kernel's readahead)
     cached_write: int  # buffer -> page cache (write-back is not modelled)
     direct_write: int  # O_DIRECT: buffer -> drive
     fault_in: int  # a cold mapped file's pages read in while it is registered
@@ -65,6 +66,7 @@ class HostRoutes:
             cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
             cold_read=net.flow_class([(STORAGE, 1), (HOST, 3)], thread, PAGE_CACHE_THREAD, contended=True),
             direct_read=net.flow_class([(STORAGE, 1), (HOST, 1)]),
+            read_ahead=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
             direct_write=net.flow_class([(STORAGE, write_weight), (HOST, 1)]),
             fault_in=net.flow_class([(STORAGE, fault_weight), (HOST, 1)]),
