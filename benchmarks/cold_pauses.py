@@ -37,17 +37,6 @@ SHARES = (0.0, 0.03, 0.1, 0.3, 1.0)  # each pause as a share of the request's re
 GUESS_RATE = 1.6e9  # bytes/s, to size the pauses before anything is measured
 
 
-def read_ahead_kb(path: Path) -> str:
-    """The block device's read_ahead_kb under ``path`` (its disk's, for a partition), or why not."""
-    dev = os.stat(path).st_dev
-    base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
-    for queue in (base / "queue", base / ".." / "queue"):
-        knob = queue / "read_ahead_kb"
-        if knob.exists():
-            return knob.read_text().strip()
-    return f"unknown (no queue under {base})"
-
-
 def spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -100,7 +89,8 @@ def main() -> int:
     finally:
         path.unlink(missing_ok=True)
 
-    print(f"{format_size(length)} cold, one reader; read_ahead_kb {read_ahead_kb(path.parent)}; "
+    window = pagecache.read_ahead_bytes(path.parent)
+    print(f"{format_size(length)} cold, one reader; readahead {format_size(window) if window else 'unknown'}; "
           f"median of {args.rounds} rounds")
     print(f"{'request':>8} {'pause':>9} {'GB/s':>6} {'reading':>8} {'vs none':>8} {'hidden':>7}")
     for size in SIZES:
@@ -114,7 +104,7 @@ def main() -> int:
                   f"{reading:>8.3f} {reading / bare:>8.2f} {hidden:>7}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "bytes": length, "read_ahead_kb": read_ahead_kb(path.parent), "guess_rate": GUESS_RATE,
+            "bytes": length, "read_ahead": window, "guess_rate": GUESS_RATE,
             "runs": [{"size": s, "share": p, "seconds": [t for t, _ in v], "paused": [q for _, q in v]}
                      for (s, p), v in runs.items()]}, indent=1))
     return 0
