@@ -124,6 +124,19 @@ def test_measurements_come_back_from_their_json():
     assert again == measured
 
 
+def test_the_drive_s_readahead_is_read_not_fitted():
+    from halsim.fit import fit_platform
+
+    measured = calibrate("sim:dgpu-pcie4", Config.quick()).measurements
+    assert measured.read_ahead == load_platform("dgpu-pcie4").storage.read_ahead
+    measured.read_ahead = 8 * MiB
+    known = fit_platform(measured)
+    assert known.platform.storage.read_ahead == 8 * MiB and known.parameter("storage.read_ahead").measured
+    measured.read_ahead = None  # a calibration from before it was recorded, or no sysfs
+    unknown = fit_platform(measured).parameter("storage.read_ahead")
+    assert not unknown.measured and unknown.value == 128 * KiB
+
+
 def test_rounds_measured_apart_pool_into_one_set_of_samples():
     target = target_for("sim:dgpu-pcie4")
     config = dataclasses.replace(Config.quick(), repeats=1)

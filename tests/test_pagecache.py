@@ -34,3 +34,16 @@ def test_a_fresh_warm_where_nothing_can_be_dropped_still_warms(data_file, monkey
     monkeypatch.setattr(pagecache, "drop", refuse)
     pagecache.warm(data_file, fresh=True)
     assert pagecache.resident_fraction(data_file) == 1.0
+
+
+def test_the_readahead_window_is_the_drive_s_own(tmp_path):
+    import os
+    from pathlib import Path
+
+    assert pagecache.read_ahead_bytes(tmp_path / "missing") is None
+    dev = os.stat(tmp_path).st_dev
+    base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    knob = next((k for k in (base / "queue/read_ahead_kb", base / "../queue/read_ahead_kb") if k.exists()), None)
+    if knob is None:
+        pytest.skip(f"{tmp_path} is on no block device sysfs describes")
+    assert pagecache.read_ahead_bytes(tmp_path) == int(knob.read_text()) * 1024

@@ -8,8 +8,6 @@ of one machine contend as they do on hardware.
 
 from __future__ import annotations
 
-import math
-
 import simpy
 
 from halsim.platform import Platform
@@ -72,9 +70,8 @@ class Machine:
     def cold_read_class(self, drive_share: float) -> int:
         """A buffered read of a cold file of which only ``drive_share`` of the bytes still come from the drive
         (the rest the kernel has read ahead): one thread copies them all out of the page cache."""
-        share = math.ceil(drive_share * 256) / 256  # a few classes, not one per read
-        return self.net.flow_class([(STORAGE, share), (HOST, 2 + share)], self.platform.storage.page_cache_bandwidth,
-                                   PAGE_CACHE_THREAD, contended=True)
+        return self.net.flow_class([(STORAGE, drive_share), (HOST, 2 + drive_share)],
+                                   self.platform.storage.page_cache_bandwidth, PAGE_CACHE_THREAD, contended=True)
 
     def memcpy_class(self) -> int:
         """The flow class of one thread's memcpy: it reads and writes host memory."""

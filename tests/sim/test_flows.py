@@ -103,3 +103,16 @@ def test_bad_network_definitions(env):
         net.resource("zero", 0)
     with pytest.raises(ValueError):
         net.flow_class([], cap=math.inf)
+
+
+def test_a_stopped_flow_ends_with_the_bytes_it_moved_and_frees_its_share(env):
+    net, cls = link(env)
+    first, second = net.start(cls, 4e9), net.start(cls, 4e9)
+    ended = {}
+    second.done.callbacks.append(lambda e: ended.setdefault("second", env.now))
+    net.run(until=1.0)  # both at 1 GB/s: 1e9 each so far
+    assert net.stop(first) == pytest.approx(1e9)
+    assert first.done.triggered and net.stop(first) == pytest.approx(1e9)  # stopping again changes nothing
+    net.run()
+    assert ended["second"] == pytest.approx(1.0 + 3e9 / 2e9)  # the rest at the whole link
+    assert net.bytes_through == [pytest.approx(5e9)]
