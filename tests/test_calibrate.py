@@ -126,14 +126,15 @@ def test_measurements_come_back_from_their_json():
 
 def test_the_drive_s_readahead_is_read_not_fitted():
     from halsim.fit import fit_platform
+    from halsim.sim import Simulator
 
-    measured = calibrate("sim:dgpu-pcie4", Config.quick()).measurements
-    assert measured.read_ahead == load_platform("dgpu-pcie4").storage.read_ahead
-    measured.read_ahead = 8 * MiB
-    known = fit_platform(measured)
+    base = load_platform("dgpu-pcie4")
+    eight = base.model_copy(update={"storage": base.storage.model_copy(update={"read_ahead": 8 * MiB})})
+    known = calibrate(Simulator(eight).device(0), Config.quick())
+    assert known.measurements.read_ahead == 8 * MiB
     assert known.platform.storage.read_ahead == 8 * MiB and known.parameter("storage.read_ahead").measured
-    measured.read_ahead = None  # a calibration from before it was recorded, or no sysfs
-    unknown = fit_platform(measured).parameter("storage.read_ahead")
+    known.measurements.read_ahead = None  # a calibration from before it was recorded, or no sysfs
+    unknown = fit_platform(known.measurements).parameter("storage.read_ahead")
     assert not unknown.measured and unknown.value == 128 * KiB
 
 
