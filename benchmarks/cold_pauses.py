@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from halsim import pagecache
+from halsim.calibrate import scratch_file
 from halsim.units import format_size, parse_size
 
 MiB = 1 << 20
@@ -70,15 +71,9 @@ def main() -> int:
     args = parser.parse_args()
     length = parse_size(args.bytes)
 
-    fd, name = tempfile.mkstemp(prefix="halsim-cold-pauses-", suffix=".bin", dir=args.dir)
-    path = Path(name)
+    path = scratch_file(args.dir or tempfile.gettempdir(), length, "halsim-cold-pauses-")
     runs: dict[tuple[int, float], list[tuple[float, float]]] = {(s, p): [] for s in SIZES for p in SHARES}
     try:
-        bits = np.random.default_rng(0).bit_generator
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            for offset in range(0, length, 16 * MiB):
-                f.write(memoryview(bits.random_raw(2 * MiB).view(np.uint8))[: min(16 * MiB, length - offset)])
-            os.fsync(f.fileno())
         buffer = memoryview(np.ones(max(SIZES), np.uint8))
         for round_ in range(args.rounds):
             order = list(runs)

@@ -408,6 +408,24 @@ class SimTarget(Target):
         yield None, SourceInfo("scratch", self.scratch, 4096, not cold)
 
 
+def scratch_file(directory: "str | os.PathLike", nbytes: int, prefix: str) -> Path:
+    """A new file of ``nbytes`` in ``directory``, written through to the drive (and so in the page cache)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".bin", dir=directory)
+    path = Path(name)
+    try:
+        # Fresh random bytes throughout: nothing below us can compress or deduplicate them.
+        bits = np.random.default_rng(0).bit_generator
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            for offset in range(0, nbytes, 16 * MiB):
+                block = bits.random_raw(2 * MiB).view(np.uint8)  # 16 MiB of raw 64-bit draws
+                f.write(memoryview(block)[: min(len(block), nbytes - offset)])
+            os.fsync(f.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
 class DeviceTarget(Target):
     """A real device; the scratch file lives in ``directory`` (put it on the drive your weights are on)."""
 
@@ -420,20 +438,7 @@ class DeviceTarget(Target):
         self._cached = False  # the scratch file is known to be in the page cache
 
     def open(self, scratch: int) -> None:
-        fd, name = tempfile.mkstemp(prefix="halsim-calibrate-", suffix=".bin", dir=self.directory)
-        self.path = Path(name)
-        try:
-            # Fresh random bytes throughout: nothing below us can compress or deduplicate them.
-            bits = np.random.default_rng(0).bit_generator
-            with os.fdopen(fd, "wb", buffering=0) as f:
-                for offset in range(0, scratch, 16 * MiB):
-                    block = bits.random_raw(2 * MiB).view(np.uint8)  # 16 MiB of raw 64-bit draws
-                    f.write(memoryview(block)[: min(len(block), scratch - offset)])
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            self.close()
-            raise
+        self.path = scratch_file(self.directory, scratch, "halsim-calibrate-")
         self._cached = True
 
     def read_ahead(self) -> int | None:
@@ -840,5 +845,5 @@ def calibrate(device: "str | Device", config: Config | None = None, *, progress:
 
 __all__ = ["Config", "Probe", "probes", "Target", "SimTarget", "DeviceTarget", "PageableStaging", "target_for",
            "run_probe", "Measurement", "Measurements", "measure", "predict", "Check", "headline", "Calibration",
-           "calibrate",
+           "calibrate", "scratch_file",
            "copy_plan", "read_plan", "import_plan", "stream_plan", "stream_threads", "pool_plan"]

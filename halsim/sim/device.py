@@ -107,7 +107,7 @@ class SimExecution(Execution):
             if self._hit_rate < 1.0 and not self._o_direct and storage.read_ahead else None
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
         # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes; one slot, less).
-        storage, pool = machine.platform.storage, self.plan.pool(self.index)
+        pool = self.plan.pool(self.index)
         self._ring_read_speedup = storage.near_speedup(pool.slots, pool.bytes) if pool is not None else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)

@@ -14,8 +14,8 @@ from halsim.platform import Platform
 from halsim.sim.flows import FlowNetwork
 from halsim.sim.gates import DriverLock, Gate, Ids
 from halsim.sim.memory import MemoryPool
-from halsim.sim.routes import (HOST, PAGE_CACHE_THREAD, REGISTRATION, STORAGE, GpuRoutes, HostRoutes,
-                               build_resources)
+from halsim.sim.routes import (HOST, PAGE_CACHE_THREAD, REGISTRATION, GpuRoutes, HostRoutes, build_resources,
+                               cold_read_uses)
 
 
 class Machine:
@@ -70,8 +70,8 @@ class Machine:
     def cold_read_class(self, drive_share: float) -> int:
         """A buffered read of a cold file of which only ``drive_share`` of the bytes still come from the drive
         (the rest the kernel has read ahead): one thread copies them all out of the page cache."""
-        return self.net.flow_class([(STORAGE, drive_share), (HOST, 2 + drive_share)],
-                                   self.platform.storage.page_cache_bandwidth, PAGE_CACHE_THREAD, contended=True)
+        return self.net.flow_class(cold_read_uses(drive_share), self.platform.storage.page_cache_bandwidth,
+                                   PAGE_CACHE_THREAD, contended=True)
 
     def memcpy_class(self) -> int:
         """The flow class of one thread's memcpy: it reads and writes host memory."""

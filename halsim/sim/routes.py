@@ -40,6 +40,12 @@ def build_resources(net: FlowNetwork, platform: Platform) -> None:
         net.resource(f"switch/{switch.name}/d2h", switch.d2h)
 
 
+def cold_read_uses(drive_share: float = 1.0) -> list[tuple[str, float]]:
+    """A buffered read of a cold file: the drive's DMA into the page cache, for the share of the bytes
+    still on the drive (the kernel read the rest ahead), and the thread's copy of them all out of it (2)."""
+    return [(STORAGE, drive_share), (HOST, 2 + drive_share)]
+
+
 @dataclass(frozen=True)
 class HostRoutes:
     """Transfers between the file and host memory (no GPU involved)."""
@@ -64,7 +70,7 @@ class HostRoutes:
         fault_weight = st.bandwidth / (st.fault_in_bandwidth or st.bandwidth)
         return cls(
             cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
-            cold_read=net.flow_class([(STORAGE, 1), (HOST, 3)], thread, PAGE_CACHE_THREAD, contended=True),
+            cold_read=net.flow_class(cold_read_uses(), thread, PAGE_CACHE_THREAD, contended=True),
             direct_read=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             read_ahead=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
