@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -553,10 +554,15 @@ class CudaExecution(HostExecution):
         total = slots * slot_bytes
         if total == 0:
             return [memoryview(bytearray(0)) for _ in range(slots)]
+        lane = f"alloc/d{self.index}"
         if self._staging_mode == "alloc":
+            start = time.perf_counter()
             ring = cuda_staging.HostAllocPool(slots, slot_bytes, self.label, host_view)
+            self.trace.span(lane, "pin", start, time.perf_counter(), total, -1, self.index)
         else:
-            ring = cuda_staging.PipelinedSlots(slots, slot_bytes, self.info.context, self.label, host_view)
+            ring = cuda_staging.PipelinedSlots(
+                slots, slot_bytes, self.info.context, self.label, host_view,
+                on_pinned=lambda start, end: self.trace.span(lane, "pin", start, end, slot_bytes, -1, self.index))
         self._staging, self._staging_size = ring, total
         _count("staging", 1, total)
         return ring
@@ -566,8 +572,12 @@ class CudaExecution(HostExecution):
         self._staging, self._staging_size = None, 0
         if ring is not None:
             _count("staging", -1, -size)
-            with self._context():
-                ring.close()
+            start = time.perf_counter()
+            try:
+                with self._context():
+                    ring.close()
+            finally:  # on the lane of the simulator's: compare and explain show it beside the pinning
+                self.trace.span(f"alloc/d{self.index}", "unpin", start, time.perf_counter(), size, -1, self.index)
 
     # ----- copies ------------------------------------------------------------------------
     def copy_in(self, step: Step, source: memoryview, buffer: DeviceBuffer, offset: int) -> None:

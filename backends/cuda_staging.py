@@ -21,6 +21,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 from typing import Any, Callable
 
 from halsim.backends import cuda_driver as driver  # its ``cu`` is looked up per call: tests swap in a fake
@@ -81,8 +82,9 @@ class PipelinedSlots:
     """
 
     def __init__(self, slots: int, slot_bytes: int, context: Any, label: str,
-                 view_of: Callable[[int, int], memoryview]):
+                 view_of: Callable[[int, int], memoryview], on_pinned: Callable[[float, float], None] | None = None):
         self._slot_bytes = slot_bytes
+        self._on_pinned = on_pinned  # (start, end) of each slot's pinning, perf_counter seconds: the trace
         self._context, self._label, self._view_of = context, label, view_of
         self._ready = [threading.Event() for _ in range(slots)]
         self._views: list[memoryview | None] = [None] * slots
@@ -100,9 +102,12 @@ class PipelinedSlots:
                     if self._stop.is_set():
                         break
                     oom = f"cannot pin staging slot {k} of {n} x {self._slot_bytes} bytes"
+                    start = time.perf_counter()
                     mapping, address = pin_anonymous(self._slot_bytes, self._label, oom)
                     self._pinned.append((mapping, address))
                     self._views[k] = self._view_of(address, self._slot_bytes)
+                    if self._on_pinned is not None:
+                        self._on_pinned(start, time.perf_counter())
                     self._ready[k].set()
         except BaseException as err:  # handed to the step that needs the slot
             self._error = err

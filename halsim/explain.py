@@ -29,6 +29,7 @@ _BY_OP = {
     "read": "file read", "write": "file write", "copy": "copy to device", "copy_back": "copy to host",
     "copy_imported": "copy from imported memory", "import": "import (registration)", "unimport": "unimport",
     "bind": "bind", "direct": "direct storage read", "pin": "pinned staging allocation",
+    "unpin": "freeing pinned staging",
     "dispatch": "engine dispatch",
 }
 IDLE = "idle (between steps)"

@@ -9,7 +9,8 @@ Three kinds of fit:
 * **Linear** where the simulator's model is a line: a copy step takes
   ``overhead + bytes / bandwidth``, a warm read ``bytes / page_cache_bandwidth``,
   a cold read ``latency + bytes / rate``, a staging pool ``slots * pin_per_call
-  + bytes / pin_bandwidth`` (allocation and freeing), an import
+  + bytes / pin_bandwidth`` to allocate and ``slots * unpin_per_call + bytes /
+  unpin_bandwidth`` to free, an import
   ``register_per_call + bytes / register_bandwidth`` and its release
   ``register_per_call + bytes / unregister_bandwidth``. Weighted
   least squares on *relative* residuals (times
@@ -198,10 +199,10 @@ class _Params:
 
 
 _RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
-          "host.pin_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
+          "host.pin_bandwidth", "host.unpin_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
           "link.pageable"}
 _SIZES = {"storage.page_cache_near_bytes", "storage.read_ahead"}
-_DURATIONS = {"storage.latency", "host.pin_per_call", "host.register_per_call", "link.overhead",
+_DURATIONS = {"storage.latency", "host.pin_per_call", "host.unpin_per_call", "host.register_per_call", "link.overhead",
               "host.step_overhead"}
 
 
@@ -232,7 +233,8 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         read_ahead=v["storage.read_ahead"]),
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
-                        pin_per_call=v["host.pin_per_call"], register_bandwidth=v["host.register_bandwidth"],
+                        pin_per_call=v["host.pin_per_call"], unpin_per_call=v.get("host.unpin_per_call") or 0.0,
+                        unpin_bandwidth=v.get("host.unpin_bandwidth"), register_bandwidth=v["host.register_bandwidth"],
                         register_per_call=v["host.register_per_call"],
                         unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
                         step_overhead_curve=v.get("host.step_overhead_curve") or (),
@@ -264,6 +266,7 @@ MIN_DMA_WEIGHT = 0.05  # the search's floor: a DMA that costs host memory nothin
 # only have to let the simulator run the benchmarks of the parameter being fitted.
 _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
                 "host.pin_bandwidth": UNMEASURABLE_RATE, "host.pin_per_call": 0.0,
+                "host.unpin_bandwidth": None, "host.unpin_per_call": 0.0,
                 "host.register_bandwidth": UNMEASURABLE_RATE, "host.register_per_call": 0.0,
                 "host.unregister_bandwidth": None,
                 "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1, "host.step_overhead": 0.0,
@@ -556,13 +559,31 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         p.set("storage.bandwidth", p.values["storage.page_cache_bandwidth"], measured=False,
               note="cold reads could not be measured; set to the page cache's rate")
 
-    # Pinned staging: slots * per_call + bytes / bandwidth, beyond a run's fixed cost.
+    # Pinned staging: slots * per_call + bytes / bandwidth, beyond a run's fixed cost; and its
+    # freeing the same way, where the run timed it apart (else ``pin`` holds the pair).
     pins = m.of("pin")
-    pin = linear_fit([[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in pins],
-                     [pt.value() for pt in pins])
+    rows = [[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in pins]
+    most = max(pt.probe.width * pt.probe.size for pt in pins)
+    pin = linear_fit(rows, [pt.value("pin") for pt in pins])
     _duration("host.pin_per_call", pin, 1, p, "staging pools: per slot")
     _rate("host.pin_bandwidth", pin, 2, p, "staging pools: per byte", "allocation time",
-          extent=(max(pt.probe.width * pt.probe.size for pt in pins), max(pt.value() for pt in pins)))
+          extent=(most, max(pt.value("pin") for pt in pins)))
+    if all("unpin" in pt.samples for pt in pins):
+        freed = [pt.value("unpin") for pt in pins]
+        if max(freed) > 0:  # a simulated pool may free in no time at all
+            unpin = linear_fit(rows, freed)
+            _duration("host.unpin_per_call", unpin, 1, p, "staging pools freed: per slot")
+            _rate("host.unpin_bandwidth", unpin, 2, p, "staging pools freed: per byte", "freeing time",
+                  extent=(most, max(freed)))
+        else:
+            p.set("host.unpin_per_call", 0.0, source="staging pools freed: per slot", note="freeing took no time")
+        if max(freed) <= 0 or p.values["host.unpin_bandwidth"] == UNMEASURABLE_RATE:
+            p.set("host.unpin_bandwidth", None, measured=False, source="staging pools freed: per byte",
+                  note="freeing costs only its call here")
+    else:
+        note = "allocating and freeing were timed together: pinning's figures charge both at allocation"
+        p.set("host.unpin_per_call", 0.0, measured=False, note=note)
+        p.set("host.unpin_bandwidth", None, measured=False, note=note)
 
     # Registration and its release, each by window size. The simulator charges an import
     # per_call + bytes / register_bandwidth and a release per_call + bytes / unregister_bandwidth:
@@ -673,6 +694,8 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "link.pageable": lambda p: p.bench == "pageable",
     "host.pin_per_call": lambda p: p.bench == "pin",
     "host.pin_bandwidth": lambda p: p.bench == "pin",
+    "host.unpin_per_call": lambda p: p.bench == "pin",
+    "host.unpin_bandwidth": lambda p: p.bench == "pin",
     "host.register_per_call": lambda p: p.bench == "import",
     "host.register_bandwidth": lambda p: p.bench == "import",
     "host.unregister_bandwidth": lambda p: p.bench == "import",

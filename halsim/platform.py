@@ -166,8 +166,15 @@ class HostMemory(_Part):
     memcpy_per_thread: float = Field(description="memcpy by one thread, bytes/s")
     total_bandwidth: float = Field(description="read+write traffic of the whole memory system, bytes/s")
     capacity: int = Field(description="bytes of host memory")
-    pin_bandwidth: float = Field(description="bytes per second of pinned (page-locked) allocation")
-    pin_per_call: float = Field(0.0, ge=0, description="seconds per pinned allocation call")
+    pin_bandwidth: float = Field(description="bytes per second of pinned (page-locked) allocation; where "
+                                 "unpin_* are not given, of allocating and freeing together, charged at allocation")
+    pin_per_call: float = Field(0.0, ge=0, description="seconds per pinned allocation call (per staging slot)")
+    unpin_per_call: float = Field(
+        0.0, ge=0, description="seconds per staging slot freed (cuMemHostUnregister and unmapping), charged when the "
+        "upload releases its staging, after its last step (a real ring frees its slots then: charged at allocation, "
+        "the freeing would hold the first reads back)")
+    unpin_bandwidth: float | None = Field(
+        None, description="bytes per second of freeing pinned staging; empty: freeing costs only unpin_per_call")
     register_bandwidth: float = Field(description="bytes per second of registering existing memory for DMA")
     register_per_call: float = Field(0.0, ge=0, description="seconds per register (and per unregister) call")
     unregister_bandwidth: float | None = Field(
@@ -207,9 +214,10 @@ class HostMemory(_Part):
         "queued meanwhile waits for it to end (one queued before runs on), and an unregistration first waits "
         "for the GPU's copies in flight (CUDA on the lent H100)")
 
-    _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "register_bandwidth", "unregister_bandwidth")
+    _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "unpin_bandwidth", "register_bandwidth",
+                "unregister_bandwidth")
     _s = _sizes("capacity")
-    _d = _durations("pin_per_call", "register_per_call", "step_overhead")
+    _d = _durations("pin_per_call", "unpin_per_call", "register_per_call", "step_overhead")
 
     @field_validator("step_overhead_curve", mode="before")
     @classmethod
@@ -340,9 +348,9 @@ class Platform(_Part):
 # ---------------------------------------------------------------- TOML writing
 
 _RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_in_bandwidth", "memcpy_per_thread", "total_bandwidth",
-                "pin_bandwidth", "register_bandwidth", "unregister_bandwidth", "h2d", "d2h", "pageable"}
+                "pin_bandwidth", "unpin_bandwidth", "register_bandwidth", "unregister_bandwidth", "h2d", "d2h", "pageable"}
 _SIZE_FIELDS = {"capacity", "memory", "import_alignment", "page_cache_near_bytes"}
-_DURATION_FIELDS = {"latency", "pin_per_call", "register_per_call", "overhead", "step_overhead"}
+_DURATION_FIELDS = {"latency", "pin_per_call", "unpin_per_call", "register_per_call", "overhead", "step_overhead"}
 
 
 def _human(key: str, value: Any) -> Any:

@@ -47,6 +47,7 @@ def truth(name: str) -> dict[str, float]:
         "storage.page_cache_bandwidth": p.storage.page_cache_bandwidth,
         "host.memcpy_per_thread": p.host.memcpy_per_thread, "host.total_bandwidth": p.host.total_bandwidth,
         "host.pin_bandwidth": p.host.pin_bandwidth, "host.pin_per_call": p.host.pin_per_call,
+        "host.unpin_per_call": p.host.unpin_per_call, "host.unpin_bandwidth": p.host.unpin_bandwidth,
         "host.register_bandwidth": p.host.register_bandwidth, "host.register_per_call": p.host.register_per_call,
         "host.unregister_bandwidth": p.host.unregister_bandwidth,
         "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
@@ -136,6 +137,34 @@ def test_the_drive_s_readahead_is_read_not_fitted():
     known.measurements.read_ahead = None  # a calibration from before it was recorded, or no sysfs
     unknown = fit_platform(known.measurements).parameter("storage.read_ahead")
     assert not unknown.measured and unknown.value == 128 * KiB
+
+
+def test_pinning_a_ring_and_freeing_it_are_fitted_apart():
+    """A ring freed at its own cost: calibration gives back both; a run stored before the freeing was
+    timed apart (``pin`` holding the pair) fits the pair as pinning and charges nothing at release."""
+    from halsim.fit import fit_platform
+    from halsim.sim import Simulator
+
+    base = load_platform("h100-pcie5")
+    host = base.host.model_copy(update={"unpin_per_call": 4e-4, "unpin_bandwidth": 40e9})
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), Config.quick())
+    fitted = result.platform.host
+    assert fitted.pin_bandwidth == pytest.approx(base.host.pin_bandwidth, rel=0.02)
+    assert fitted.pin_per_call == pytest.approx(base.host.pin_per_call, rel=0.02)
+    assert fitted.unpin_per_call == pytest.approx(4e-4, rel=0.02)
+    assert fitted.unpin_bandwidth == pytest.approx(40e9, rel=0.02)
+    for check in result.checks:
+        if check.probe.bench == "pin":  # judged by the pair
+            assert check.predicted == pytest.approx(check.measured, rel=0.02)
+    stored = result.measurements
+    stored.points = [dataclasses.replace(pt, samples={"pin": [a + b for a, b in zip(pt.samples["pin"], pt.samples["unpin"])]})
+                     if pt.probe.bench == "pin" else pt for pt in stored.points]
+    old = fit_platform(stored)
+    assert not old.parameter("host.unpin_per_call").measured and old.platform.host.unpin_per_call == 0.0
+    assert old.platform.host.unpin_bandwidth is None
+    pair = 8 * (4e-4 + 16 * MiB / 40e9) + 8 * (base.host.pin_per_call + 16 * MiB / base.host.pin_bandwidth)
+    assert old.platform.host.pin_per_call * 8 + 8 * 16 * MiB / old.platform.host.pin_bandwidth == \
+        pytest.approx(pair, rel=0.02)
 
 
 def test_rounds_measured_apart_pool_into_one_set_of_samples():

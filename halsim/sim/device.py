@@ -81,6 +81,8 @@ class SimExecution(Execution):
         self._slot_ready: list = []  # simpy events, when slots are pinned in the background
         self._stop_pinning = False
         self._pinning = None  # the slot being pinned now, if any
+        self._pinned_slots = 0  # slots pinned so far: what release() unpins
+        self._slot_bytes = 0
         self._windows: dict[int, memoryview | None] = {}
         self._real = self.file is not None
         self._meta = self.trace.meta.setdefault(BOUND_META, {})
@@ -157,6 +159,7 @@ class SimExecution(Execution):
                 elif seconds > 0:
                     start = machine.now
                     self.sim.advance(seconds)
+                    self._slot_bytes, self._pinned_slots = staging.slot_bytes, staging.slots
                     trace.span(f"alloc/d{self.index}", "pin", start, machine.now, staging.bytes, -1, self.index)
         except BaseException:
             self.release(keep_buffers=False)
@@ -179,6 +182,7 @@ class SimExecution(Execution):
                 flow = machine.net.start(machine.host_routes.pin, slot_bytes)
                 yield flow.done
             self.trace.span(f"alloc/d{self.index}", "pin", start, env.now, slot_bytes, -1, self.index)
+            self._pinned_slots += 1
             self._pinning = None
             ready.succeed()
 
@@ -206,6 +210,15 @@ class SimExecution(Execution):
         # (and no pinning of this run goes on into the next one on this machine).
         if self._pinning is not None:
             self._advance_until(self._pinning)
+        if self._pinned_slots:
+            # The ring frees its slots after the last step, as the real one's close() does.
+            slots, self._pinned_slots = self._pinned_slots, 0
+            seconds = machine.unpin_seconds(slots * self._slot_bytes, slots)
+            if seconds > 0:
+                start = machine.now
+                self.sim.advance(seconds)
+                trace.span(f"alloc/d{self.index}", "unpin", start, machine.now, slots * self._slot_bytes, -1,
+                           self.index)
         now = machine.now
         if self._staging_bytes:
             machine.host_memory.give(self._staging_bytes)

@@ -86,6 +86,10 @@ class Machine:
         host = self.platform.host
         return calls * host.pin_per_call + nbytes / host.pin_bandwidth
 
+    def unpin_seconds(self, nbytes: int, calls: int) -> float:
+        host = self.platform.host
+        return calls * host.unpin_per_call + (nbytes / host.unpin_bandwidth if host.unpin_bandwidth else 0.0)
+
     def unregister_seconds(self, nbytes: int = 0, factor: float = 1.0) -> float:
         host = self.platform.host
         return factor * (host.register_per_call + (nbytes / host.unregister_bandwidth if host.unregister_bandwidth else 0.0))

@@ -898,6 +898,22 @@ def test_staging_and_wait_variants(env, mixed, monkeypatch, settings, policy, tm
     env.assert_clean(before)
 
 
+@pytest.mark.parametrize("mode", ["pipelined", "alloc"])
+def test_the_trace_shows_the_ring_pinned_and_freed(env, mixed, monkeypatch, mode):
+    """Each slot's pinning (pipelined: one span a slot, on the background thread) and the ring's
+    freeing, on the lane the simulator puts them: compare shows them side by side."""
+    monkeypatch.setenv("HALSIM_CUDA_STAGING", mode)
+    with halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=3,readers=2") as done:
+        trace = done.report.trace
+    pins = [s for s in trace.spans if s.lane == "alloc/d0" and s.op == "pin"]
+    (unpin,) = [s for s in trace.spans if s.lane == "alloc/d0" and s.op == "unpin"]
+    slot = 64 * 1024
+    assert [s.nbytes for s in pins] == ([slot] * 3 if mode == "pipelined" else [3 * slot])
+    steps = [s for s in trace.spans if s.lane.startswith(("read/", "copy/"))]
+    assert min(s.end for s in steps if s.op == "read") >= pins[0].end  # the first read waited for its slot
+    assert unpin.nbytes == 3 * slot and unpin.start >= max(s.end for s in steps) - 1e-6
+
+
 # =====================================================================================
 # Fake driver only: injected driver errors, integrated GPUs
 # =====================================================================================

@@ -77,6 +77,44 @@ def test_a_cancelled_run_stops_pinning_and_leaves_nothing_to_the_next():
     assert len(spans(again, "alloc/d0", "pin")) == 4
 
 
+UNPIN = {"host__unpin_per_call": "2ms", "host__unpin_bandwidth": "1GB/s"}
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_the_ring_is_freed_after_the_last_step_not_before_the_first(background):
+    """Freeing costs slots x unpin_per_call + bytes / unpin_bandwidth, after every step (as the real
+    ring's close()); the first read waits for pinning alone."""
+    platform = toy_platform(host__pin_in_background=background, **SLOW_PIN, **UNPIN)
+    result = upload(platform, make_request([64 * MiB]), RING)
+    without = upload(toy_platform(host__pin_in_background=background, **SLOW_PIN), make_request([64 * MiB]), RING)
+    freeing = 4 * 2e-3 + 64 * MiB / 1e9
+    (unpin,) = spans(result, "alloc/d0", "unpin")
+    assert unpin.seconds == pytest.approx(freeing, rel=1e-6)
+    last_step = max(s.end for s in result.trace.spans if s.lane.startswith(("read/", "copy/")))
+    assert unpin.start == pytest.approx(last_step, abs=1e-9)
+    assert spans(result, "read/")[0].start == pytest.approx(spans(without, "read/")[0].start, rel=1e-9)
+    assert result.seconds == pytest.approx(without.seconds + freeing, rel=1e-6)
+    assert not spans(without, "alloc/d0", "unpin")  # not given: pinning's figures cover the freeing
+
+
+def test_a_cancelled_ring_frees_only_the_slots_it_pinned():
+    from halsim.engine import CancelToken
+    from halsim.errors import UploadCancelled
+
+    platform = toy_platform(host__pin_in_background=True, **SLOW_PIN, **UNPIN)
+    sim = Simulator(platform)
+    device = sim.device(0)
+    plan = RING.plan(make_request([64 * MiB]), device.caps)
+    token, trace = CancelToken(), Trace()
+    with pytest.raises(UploadCancelled):
+        Engine().run(plan, None, [device], trace=trace, progress=lambda done, total: token.cancel(), cancel=token)
+    pinned = len(spans_of(trace, "alloc/d0", "pin"))
+    (unpin,) = spans_of(trace, "alloc/d0", "unpin")
+    assert 1 <= pinned < 4
+    assert unpin.nbytes == pinned * 16 * MiB
+    assert unpin.seconds == pytest.approx(pinned * (2e-3 + 16 * MiB / 1e9), rel=1e-6)
+
+
 def test_staging_ready_after_release_is_an_error():
     from halsim.errors import DeviceError
     from halsim.trace import Trace
