@@ -87,6 +87,9 @@ class Config:
     run_bytes: int  # aim for this many bytes per run of one size ...
     max_steps: int  # ... with at least 4 and at most this many steps
     repeats: int
+    # Device buffers of each size, this many at a time (none: a run stored before they were measured).
+    alloc_sizes: tuple[int, ...] = ()
+    alloc_counts: tuple[int, ...] = ()
 
     @classmethod
     def quick(cls) -> "Config":
@@ -95,7 +98,7 @@ class Config:
                    read_sizes=(64 * KiB, 256 * KiB, MiB, 4 * MiB), cold_sizes=(256 * KiB, MiB, 4 * MiB),
                    threads=(1, 2, 4), thread_chunk=2 * MiB, memcpy_bytes=16 * MiB, pin_slots=(1, 2, 4),
                    pin_bytes=(MiB, 4 * MiB, 16 * MiB), import_pieces=(MiB, 4 * MiB, 16 * MiB),
-                   run_bytes=8 * MiB, max_steps=64, repeats=3)
+                   run_bytes=8 * MiB, max_steps=64, repeats=3, alloc_sizes=(MiB, 16 * MiB), alloc_counts=(1, 4))
 
     @classmethod
     def full(cls) -> "Config":
@@ -105,7 +108,7 @@ class Config:
                    cold_sizes=(256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB), threads=(1, 2, 4, 8),
                    thread_chunk=16 * MiB, memcpy_bytes=128 * MiB, pin_slots=(1, 2, 4, 8),
                    pin_bytes=(4 * MiB, 16 * MiB, 64 * MiB), import_pieces=(4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB),
-                   run_bytes=256 * MiB, max_steps=128, repeats=5)
+                   run_bytes=256 * MiB, max_steps=128, repeats=5, alloc_sizes=(MiB, 256 * MiB), alloc_counts=(1, 4))
 
     def steps(self, size: int, within: int | None = None) -> int:
         """How many steps of ``size`` bytes one run takes, in at most ``within`` bytes (default: the scratch file)."""
@@ -120,10 +123,10 @@ class Probe:
     ``bench`` is ``h2d``, ``d2h``, ``pageable``, ``copies``, ``read``, ``near`` (one
     reader's requests into a small set of slots, taken in turn), ``cold``, ``stream``, ``pin``, ``import``,
     ``fault`` (importing windows of a cold file), ``register_in_upload`` (the same
-    registrations inside an import upload of the scratch file, copies streaming) or
-    ``memcpy``; ``size`` the chunk, request, slot or
-    window size; ``count`` how many of them; ``width`` the readers, queues,
-    slots (``pin``, ``near``) or memcpy threads.
+    registrations inside an import upload of the scratch file, copies streaming),
+    ``memcpy`` or ``alloc`` (device buffers); ``size`` the chunk, request, slot,
+    window or buffer size; ``count`` how many of them; ``width`` the readers, queues,
+    slots (``pin``, ``near``), memcpy threads or buffers (``alloc``).
     """
 
     bench: str
@@ -133,7 +136,8 @@ class Probe:
 
     @property
     def label(self) -> str:
-        what = {"copies": "queues", "pin": "slots", "near": "slots", "memcpy": "threads"}.get(self.bench, "readers")
+        what = {"copies": "queues", "pin": "slots", "near": "slots", "memcpy": "threads",
+                "alloc": "buffers"}.get(self.bench, "readers")
         return f"{self.bench} {format_size(self.size)}" + (f" x{self.width} {what}" if self.width != 1 else "")
 
     @property
@@ -144,7 +148,7 @@ class Probe:
 
 # Every microbenchmark this version measures (a stored run may hold others, from before).
 BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold", "stream", "pin", "import", "fault",
-                     "register_in_upload", "memcpy"})
+                     "register_in_upload", "memcpy", "alloc"})
 
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
@@ -164,6 +168,7 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
         out.append(Probe("copies", chunk, 4 * caps.copy_queues, caps.copy_queues))
     out += [Probe("pin", 0, 0, 0)]  # the cost of a run with no staging: the intercept
     out += [Probe("pin", b, 1, s) for s in config.pin_slots for b in config.pin_bytes]
+    out += [Probe("alloc", b, 1, n) for n in config.alloc_counts for b in config.alloc_sizes]
     if caps.can_import_host:
         out += [Probe("import", p, max(2, min(16, config.scratch // p)))
                 for p in config.import_pieces if p <= config.scratch and p % caps.import_alignment == 0]
@@ -315,6 +320,13 @@ def stream_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
 def stream_threads(probe: Probe, caps: DeviceCaps) -> int:
     """Host threads a ``stream`` probe's ring keeps working at once (its readers, its copy thread, the engine)."""
     return stream_plan(probe, _bench_source(probe.size * probe.count), caps).threads_at_once()
+
+
+def buffers_plan(probe: Probe) -> Plan:
+    """Nothing but ``width`` device buffers of ``size`` bytes."""
+    buffers = tuple(BufferSpec(f"calibration.{k}", probe.size) for k in range(probe.width))
+    policy = StreamingPolicy(chunk=max(probe.size, 1), slots=1)
+    return Plan(policy, policy, UploadRequest(_bench_source(0), buffers, ()), (), (), (), Limits())
 
 
 def pool_plan(probe: Probe) -> Plan:
@@ -575,6 +587,16 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
     if bench == "copies":
         spans = _spans(_engine_run(copy_plan(probe), None, target.device, "overlapped"), "copy/", "copy")
         return {"copies": _wall(spans), "overlap": _overlap(spans)}
+    if bench == "alloc":
+        # The device buffers an upload allocates before anything else: what a call costs, and a byte.
+        device = target.device
+        execution = device.open(buffers_plan(probe), None, Trace(), 0)
+        start = device.now()
+        try:
+            execution.allocate()
+            return {"alloc": device.now() - start}
+        finally:
+            execution.release(keep_buffers=False)
     if bench == "pin":
         # Allocating and freeing, each timed: a real upload pays both, the first before
         # its slots can take reads, the second after its last step.

@@ -30,6 +30,7 @@ _BY_OP = {
     "copy_imported": "copy from imported memory", "import": "import (registration)", "unimport": "unimport",
     "bind": "bind", "direct": "direct storage read", "pin": "pinned staging allocation",
     "unpin": "freeing pinned staging",
+    "alloc": "device buffer allocation",
     "dispatch": "engine dispatch",
 }
 IDLE = "idle (between steps)"

@@ -10,7 +10,8 @@ Three kinds of fit:
   ``overhead + bytes / bandwidth``, a warm read ``bytes / page_cache_bandwidth``,
   a cold read ``latency + bytes / rate``, a staging pool ``slots * pin_per_call
   + bytes / pin_bandwidth`` to allocate and ``slots * unpin_per_call + bytes /
-  unpin_bandwidth`` to free, an import
+  unpin_bandwidth`` to free, device buffers ``count * alloc_per_call + bytes /
+  alloc_bandwidth``, an import
   ``register_per_call + bytes / register_bandwidth`` and its release
   ``register_per_call + bytes / unregister_bandwidth``. Weighted
   least squares on *relative* residuals (times
@@ -199,10 +200,11 @@ class _Params:
 
 
 _RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
-          "host.pin_bandwidth", "host.unpin_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
+          "host.pin_bandwidth", "host.unpin_bandwidth", "gpu.alloc_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
           "link.pageable"}
 _SIZES = {"storage.page_cache_near_bytes", "storage.read_ahead"}
-_DURATIONS = {"storage.latency", "host.pin_per_call", "host.unpin_per_call", "host.register_per_call", "link.overhead",
+_DURATIONS = {"storage.latency", "host.pin_per_call", "host.unpin_per_call", "gpu.alloc_per_call",
+              "host.register_per_call", "link.overhead",
               "host.step_overhead"}
 
 
@@ -247,6 +249,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                   memory=min(caps.memory_bytes, m.host_capacity) if caps.kind != "dedicated" else caps.memory_bytes,
                   copy_engines=int(v["gpu.copy_engines"]), import_alignment=caps.import_alignment,
                   can_import=caps.can_import_host, direct_storage=caps.direct_storage, link=link,
+                  alloc_per_call=v.get("gpu.alloc_per_call") or 0.0, alloc_bandwidth=v.get("gpu.alloc_bandwidth"),
                   **{k: v for k, v in m.behaviour.items() if k in GPU_BEHAVIOUR}),),
     )
 
@@ -267,6 +270,7 @@ MIN_DMA_WEIGHT = 0.05  # the search's floor: a DMA that costs host memory nothin
 _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
                 "host.pin_bandwidth": UNMEASURABLE_RATE, "host.pin_per_call": 0.0,
                 "host.unpin_bandwidth": None, "host.unpin_per_call": 0.0,
+                "gpu.alloc_per_call": 0.0, "gpu.alloc_bandwidth": None,
                 "host.register_bandwidth": UNMEASURABLE_RATE, "host.register_per_call": 0.0,
                 "host.unregister_bandwidth": None,
                 "link.overhead": 0.0, "link.pageable": None, "gpu.copy_engines": 1, "host.step_overhead": 0.0,
@@ -585,6 +589,22 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         p.set("host.unpin_per_call", 0.0, measured=False, note=note)
         p.set("host.unpin_bandwidth", None, measured=False, note=note)
 
+    # Device buffers, allocated one after another before anything else of an upload.
+    allocs = m.of("alloc")
+    if allocs and max(pt.value() for pt in allocs) > 0:
+        rows = [[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in allocs]
+        alloc = linear_fit(rows, [pt.value() for pt in allocs])
+        _duration("gpu.alloc_per_call", alloc, 1, p, "device buffers: per buffer")
+        _rate("gpu.alloc_bandwidth", alloc, 2, p, "device buffers: per byte", "allocation time",
+              extent=(max(pt.probe.width * pt.probe.size for pt in allocs), max(pt.value() for pt in allocs)))
+        if p.values["gpu.alloc_bandwidth"] == UNMEASURABLE_RATE:
+            p.set("gpu.alloc_bandwidth", None, measured=False, source="device buffers: per byte",
+                  note="an allocation costs only its call here")
+    else:
+        note = "device buffers not measured (a run from before)" if not allocs else "allocating took no time"
+        p.set("gpu.alloc_per_call", 0.0, measured=bool(allocs), note=note)
+        p.set("gpu.alloc_bandwidth", None, measured=False, note=note)
+
     # Registration and its release, each by window size. The simulator charges an import
     # per_call + bytes / register_bandwidth and a release per_call + bytes / unregister_bandwidth:
     # where the driver's lock makes copies wait for either, when each happens matters.
@@ -701,6 +721,8 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.unregister_bandwidth": lambda p: p.bench == "import",
     "host.register_upload_factor": lambda p: p.bench == "register_in_upload",
     "gpu.copy_engines": lambda p: p.bench == "copies",
+    "gpu.alloc_per_call": lambda p: p.bench == "alloc",
+    "gpu.alloc_bandwidth": lambda p: p.bench == "alloc",
 }
 
 

@@ -101,11 +101,15 @@ class HostExecution(Execution):
     def allocate(self) -> None:
         trace, now = self.trace, self.device.now
         try:
+            start, allocated = now(), 0
             for index, spec in self.buffers_to_allocate():
                 if self.faults is not None:
                     self.faults.on_allocate("device", spec.size, self)
                 self._buffers[index] = self.alloc_buffer(spec)
                 trace.change(device_counter(self.index), now(), spec.size)
+                allocated += spec.size
+            if allocated:  # on the simulator's lane: a real upload spends milliseconds here (cuMemAlloc)
+                trace.span(f"alloc/d{self.index}", "alloc", start, now(), allocated, -1, self.index)
             pool = self.plan.pool(self.index)
             if pool is not None:
                 if self.faults is not None:

@@ -279,8 +279,15 @@ class Gpu(_Part):
         "upload (the CPU device, lavapipe); false: importing pins the pages, reading a cold file in first")
     link: str = Field(description="name of an entry of links")
     switch: str | None = Field(None, description="name of an entry of switches, if behind one")
+    alloc_per_call: float = Field(
+        0.0, ge=0, description="seconds per device buffer an upload allocates (cuMemAlloc), before its first step: "
+        "on the lent H200 VM a 48-tensor 4 GiB upload spent 3-7 ms allocating before it pinned or read anything")
+    alloc_bandwidth: float | None = Field(
+        None, description="bytes per second of allocating device buffers; empty: an allocation costs only its call")
 
     _s = _sizes("memory", "import_alignment")
+    _r = _rates("alloc_bandwidth")
+    _d = _durations("alloc_per_call")
 
 
 class Platform(_Part):
@@ -348,9 +355,11 @@ class Platform(_Part):
 # ---------------------------------------------------------------- TOML writing
 
 _RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_in_bandwidth", "memcpy_per_thread", "total_bandwidth",
-                "pin_bandwidth", "unpin_bandwidth", "register_bandwidth", "unregister_bandwidth", "h2d", "d2h", "pageable"}
+                "pin_bandwidth", "unpin_bandwidth", "register_bandwidth", "unregister_bandwidth", "h2d", "d2h", "pageable",
+                "alloc_bandwidth"}
 _SIZE_FIELDS = {"capacity", "memory", "import_alignment", "page_cache_near_bytes"}
-_DURATION_FIELDS = {"latency", "pin_per_call", "unpin_per_call", "register_per_call", "overhead", "step_overhead"}
+_DURATION_FIELDS = {"latency", "pin_per_call", "unpin_per_call", "register_per_call", "overhead", "step_overhead",
+                    "alloc_per_call"}
 
 
 def _human(key: str, value: Any) -> Any:

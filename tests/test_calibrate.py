@@ -35,7 +35,7 @@ KiB, MiB = 1 << 10, 1 << 20
 TINY = Config(scratch=4 * MiB, copy_chunks=(64 * KiB, 256 * KiB, MiB), read_sizes=(64 * KiB, 256 * KiB, MiB),
               cold_sizes=(256 * KiB, MiB), threads=(1, 2), thread_chunk=512 * KiB, memcpy_bytes=2 * MiB,
               pin_slots=(1, 2), pin_bytes=(256 * KiB, MiB), import_pieces=(256 * KiB, MiB), run_bytes=2 * MiB,
-              max_steps=16, repeats=2)
+              max_steps=16, repeats=2, alloc_sizes=(256 * KiB,), alloc_counts=(1, 2))
 
 
 def truth(name: str) -> dict[str, float]:
@@ -48,6 +48,7 @@ def truth(name: str) -> dict[str, float]:
         "host.memcpy_per_thread": p.host.memcpy_per_thread, "host.total_bandwidth": p.host.total_bandwidth,
         "host.pin_bandwidth": p.host.pin_bandwidth, "host.pin_per_call": p.host.pin_per_call,
         "host.unpin_per_call": p.host.unpin_per_call, "host.unpin_bandwidth": p.host.unpin_bandwidth,
+        "gpu.alloc_per_call": p.gpus[0].alloc_per_call, "gpu.alloc_bandwidth": p.gpus[0].alloc_bandwidth,
         "host.register_bandwidth": p.host.register_bandwidth, "host.register_per_call": p.host.register_per_call,
         "host.unregister_bandwidth": p.host.unregister_bandwidth,
         "link.h2d": link.h2d, "link.d2h": link.d2h, "link.overhead": link.overhead,
@@ -165,6 +166,25 @@ def test_pinning_a_ring_and_freeing_it_are_fitted_apart():
     pair = 8 * (4e-4 + 16 * MiB / 40e9) + 8 * (base.host.pin_per_call + 16 * MiB / base.host.pin_bandwidth)
     assert old.platform.host.pin_per_call * 8 + 8 * 16 * MiB / old.platform.host.pin_bandwidth == \
         pytest.approx(pair, rel=0.02)
+
+
+def test_device_buffer_allocation_is_fitted():
+    """What an upload spends allocating its buffers, per buffer and per byte: given back; a run
+    stored before it was measured allocates for free."""
+    from halsim.fit import fit_platform
+    from halsim.sim import Simulator
+
+    base = load_platform("dgpu-pcie4")
+    gpu = base.gpus[0].model_copy(update={"alloc_per_call": 9e-5, "alloc_bandwidth": 300e9})
+    result = calibrate(Simulator(base.model_copy(update={"gpus": (gpu,)})).device(0), Config.quick())
+    assert result.platform.gpus[0].alloc_per_call == pytest.approx(9e-5, rel=0.02)
+    assert result.platform.gpus[0].alloc_bandwidth == pytest.approx(300e9, rel=0.02)
+    assert {c.probe.label for c in result.checks if c.probe.bench == "alloc"} == \
+        {"alloc 1MiB", "alloc 16MiB", "alloc 1MiB x4 buffers", "alloc 16MiB x4 buffers"}
+    stored = result.measurements
+    stored.points = [pt for pt in stored.points if pt.probe.bench != "alloc"]
+    old = fit_platform(stored)
+    assert old.platform.gpus[0].alloc_per_call == 0.0 and not old.parameter("gpu.alloc_per_call").measured
 
 
 def test_rounds_measured_apart_pool_into_one_set_of_samples():

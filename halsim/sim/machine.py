@@ -86,6 +86,10 @@ class Machine:
         host = self.platform.host
         return calls * host.pin_per_call + nbytes / host.pin_bandwidth
 
+    def alloc_seconds(self, gpu: int, nbytes: int, calls: int) -> float:
+        spec = self.platform.gpus[gpu]
+        return calls * spec.alloc_per_call + (nbytes / spec.alloc_bandwidth if spec.alloc_bandwidth else 0.0)
+
     def unpin_seconds(self, nbytes: int, calls: int) -> float:
         host = self.platform.host
         return calls * host.unpin_per_call + (nbytes / host.unpin_bandwidth if host.unpin_bandwidth else 0.0)

@@ -100,7 +100,7 @@ def test_explain_works_on_real_traces():
     result = Engine().run(plan, file, [device])
     shares = bottlenecks(result.trace, plan)
     assert shares and sum(shares.values()) == pytest.approx(1.0)
-    assert set(shares) <= {"file read", "copy to device", "idle (between steps)"}
+    assert set(shares) <= {"file read", "copy to device", "idle (between steps)", "device buffer allocation"}
     result.free()
 
 
