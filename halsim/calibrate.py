@@ -152,8 +152,7 @@ BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold",
 
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
-_READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "stream": ("stream", "steady"),
-             "copies": ("copies", "overlap"), "h2d": ("h2d", "gap"),
+_READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"), "h2d": ("h2d", "gap"),
              "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap")}
 
 
@@ -223,7 +222,6 @@ def copy_plan(probe: Probe) -> Plan:
     return Plan(policy, policy, request, steps, (StagingPool(0, queues, size),), (), Limits(readers=1, queues=queues))
 
 
-STEADY_CHUNKS = 32  # a ``stream`` probe of at least this many chunks also reads off its pace once started
 READ_FOOTPRINT = 256 * MiB  # bytes of slots the reads go to, as in a ring (a real one's default budget)
 # Windows of the ``register_in_upload`` probe: 16 of them in the default 1 GiB scratch file.
 INSIDE_PIECE = 64 * MiB
@@ -627,15 +625,7 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
     if bench == "stream":
         with target.source(cold=False) as (file, source):
             trace = _engine_run(stream_plan(probe, source, target.device.caps), file, target.device, "overlapped")
-        spans = [s for s in trace.spans if s.lane.startswith(("read/", "copy/"))]
-        # ``steady``: from the first copy's end to the last one's, for every chunk — the ring's
-        # pace without its start (threads starting, the first reads all at once), which an
-        # upload of a large file pays once: on the H200 VM the real 4 GiB ring of 16 MiB x 8 x 4
-        # took 4.05x the 1 GiB probe's time (median of 20 runs), the simulated one 4.28x.
-        ends = sorted(s.end for s in spans if s.lane.startswith("copy/"))
-        if len(ends) < STEADY_CHUNKS:  # too few chunks for a pace apart from the start
-            return {"stream": _wall(spans)}
-        return {"stream": _wall(spans), "steady": (ends[-1] - ends[0]) * len(ends) / (len(ends) - 1)}
+        return {"stream": _wall([s for s in trace.spans if s.lane.startswith(("read/", "copy/"))])}
     if bench in ("read", "near", "cold"):
         with target.source(cold=bench == "cold") as (file, source):
             mode = "serial" if _readers(probe) == 1 else "overlapped"

@@ -208,12 +208,6 @@ _DURATIONS = {"storage.latency", "host.pin_per_call", "host.unpin_per_call", "gp
               "host.step_overhead"}
 
 
-def _paced(pt: Measurement) -> str:
-    """The reading of ``pt`` that the host's sharing is fitted to: a ring's pace once started where
-    it was measured (a run stored before, its whole time); else its headline."""
-    return "steady" if "steady" in pt.samples else pt.probe.readings[0]
-
-
 def _median_error(values: Sequence[float]) -> float:
     """Relative standard error of the median of ``values``, 1.2533 sigma / sqrt(n) (0 for one value)."""
     middle = statistics.median(values)
@@ -440,7 +434,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     def host_loss(total: float, contention: float, dma: float | None = None) -> float:
         candidate = platform(host__total_bandwidth=total, host__thread_contention=contention,
                              host__dma_weight=p.values["host.dma_weight"] if dma is None else dma)
-        return _log_loss([(predict(candidate, pt.probe, scratch)[_paced(pt)], pt.value(_paced(pt))) for pt in shared])
+        return _log_loss([(predict(candidate, pt.probe, scratch)[pt.probe.bench], pt.value()) for pt in shared])
 
     def fit_host() -> None:
         if not shared:

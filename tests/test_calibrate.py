@@ -108,21 +108,6 @@ def test_threads_that_slow_one_another_are_told_from_a_full_memory_system():
     assert plain.platform.host.thread_contention == 0.0
 
 
-def test_rings_long_enough_are_fitted_by_their_pace_once_started():
-    """Rings of 32 chunks or more read off their pace from the first copy's end on; the host's
-    sharing fitted to it comes back as the simulator had it."""
-    from halsim.sim import Simulator
-
-    base = load_platform("h100-pcie5")
-    host = base.host.model_copy(update={"thread_contention": 0.1, "total_bandwidth": 60e9})
-    long_rings = dataclasses.replace(Config.quick(), threads=(1, 2, 4, 8), thread_chunk=MiB)
-    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), long_rings)
-    rings = [pt for pt in result.measurements.of("stream") if pt.probe.size == MiB]
-    assert rings and all("steady" in pt.samples and pt.value("steady") < pt.value() for pt in rings)
-    assert result.parameter("host.thread_contention").value == pytest.approx(0.1, rel=0.02)
-    assert result.parameter("host.total_bandwidth").value == pytest.approx(60e9, rel=0.02)
-
-
 def test_the_simulator_tells_calibration_how_it_imports_and_reads_direct():
     from halsim.sim import Simulator
 
