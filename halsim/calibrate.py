@@ -152,8 +152,8 @@ BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold",
 
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
-_READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"), "h2d": ("h2d", "gap"),
-             "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap")}
+_READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"),
+             "h2d": ("h2d", "gap"), "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap")}
 
 
 def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:

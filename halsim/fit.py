@@ -199,13 +199,12 @@ class _Params:
                            "lower_bound": lower_bound}
 
 
-_RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread", "host.total_bandwidth",
-          "host.pin_bandwidth", "host.unpin_bandwidth", "gpu.alloc_bandwidth", "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h",
-          "link.pageable"}
+_RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread",
+          "host.total_bandwidth", "host.pin_bandwidth", "host.unpin_bandwidth", "gpu.alloc_bandwidth",
+          "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h", "link.pageable"}
 _SIZES = {"storage.page_cache_near_bytes", "storage.read_ahead"}
 _DURATIONS = {"storage.latency", "host.pin_per_call", "host.unpin_per_call", "gpu.alloc_per_call",
-              "host.register_per_call", "link.overhead",
-              "host.step_overhead"}
+              "host.register_per_call", "link.overhead", "host.step_overhead"}
 
 
 def _median_error(values: Sequence[float]) -> float:

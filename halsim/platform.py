@@ -354,9 +354,9 @@ class Platform(_Part):
 
 # ---------------------------------------------------------------- TOML writing
 
-_RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_in_bandwidth", "memcpy_per_thread", "total_bandwidth",
-                "pin_bandwidth", "unpin_bandwidth", "register_bandwidth", "unregister_bandwidth", "h2d", "d2h", "pageable",
-                "alloc_bandwidth"}
+_RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_in_bandwidth", "memcpy_per_thread",
+                "total_bandwidth", "pin_bandwidth", "unpin_bandwidth", "register_bandwidth", "unregister_bandwidth",
+                "h2d", "d2h", "pageable", "alloc_bandwidth"}
 _SIZE_FIELDS = {"capacity", "memory", "import_alignment", "page_cache_near_bytes"}
 _DURATION_FIELDS = {"latency", "pin_per_call", "unpin_per_call", "register_per_call", "overhead", "step_overhead",
                     "alloc_per_call"}

@@ -158,8 +158,9 @@ def test_pinning_a_ring_and_freeing_it_are_fitted_apart():
         if check.probe.bench == "pin":  # judged by the pair
             assert check.predicted == pytest.approx(check.measured, rel=0.02)
     stored = result.measurements
-    stored.points = [dataclasses.replace(pt, samples={"pin": [a + b for a, b in zip(pt.samples["pin"], pt.samples["unpin"])]})
-                     if pt.probe.bench == "pin" else pt for pt in stored.points]
+    pairs = {pt.probe: [a + b for a, b in zip(pt.samples["pin"], pt.samples["unpin"])] for pt in stored.of("pin")}
+    stored.points = [dataclasses.replace(pt, samples={"pin": pairs[pt.probe]}) if pt.probe in pairs else pt
+                     for pt in stored.points]
     old = fit_platform(stored)
     assert not old.parameter("host.unpin_per_call").measured and old.platform.host.unpin_per_call == 0.0
     assert old.platform.host.unpin_bandwidth is None
