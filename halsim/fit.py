@@ -299,6 +299,25 @@ def _duration(path: str, fit: LinearFit, k: int, p: _Params, source: str) -> Non
     p.set(path, max(value, 0.0), error=err / value if value > 0 else None, source=source, note=note)
 
 
+def _per_call_and_byte(p: _Params, points: Sequence[Measurement], reading: str, per_call: str, rate: str,
+                       source: str, what: str, optional_rate: bool = True) -> None:
+    """Fit ``width * per_call + width * size / rate`` to ``reading`` of ``points`` (pools of slots, sets of
+    buffers). With ``optional_rate`` a rate the times do not show is left empty: each costs only its call."""
+    times = [pt.value(reading) for pt in points]
+    if max(times) <= 0:  # a simulated device may do it in no time at all
+        p.set(per_call, 0.0, source=f"{source}: per call", note=f"{what} was nothing here")
+        if not optional_rate:
+            p.set(rate, UNMEASURABLE_RATE, measured=False, source=f"{source}: per byte",
+                  note=f"{what} does not grow with size here")
+    else:
+        fit = linear_fit([[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in points], times)
+        _duration(per_call, fit, 1, p, f"{source}: per call")
+        _rate(rate, fit, 2, p, f"{source}: per byte", what,
+              extent=(max(pt.probe.width * pt.probe.size for pt in points), max(times)))
+    if optional_rate and (max(times) <= 0 or p.values[rate] == UNMEASURABLE_RATE):
+        p.set(rate, None, measured=False, source=f"{source}: per byte", note="each costs only its call here")
+
+
 def _spread_error(points: Sequence[Measurement]) -> float | None:
     spreads = [pt.spread() for pt in points]
     return max(spreads) if spreads else None
@@ -565,43 +584,23 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # Pinned staging: slots * per_call + bytes / bandwidth, beyond a run's fixed cost; and its
     # freeing the same way, where the run timed it apart (else ``pin`` holds the pair).
     pins = m.of("pin")
-    rows = [[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in pins]
-    most = max(pt.probe.width * pt.probe.size for pt in pins)
-    pin = linear_fit(rows, [pt.value("pin") for pt in pins])
-    _duration("host.pin_per_call", pin, 1, p, "staging pools: per slot")
-    _rate("host.pin_bandwidth", pin, 2, p, "staging pools: per byte", "allocation time",
-          extent=(most, max(pt.value("pin") for pt in pins)))
+    _per_call_and_byte(p, pins, "pin", "host.pin_per_call", "host.pin_bandwidth", "staging pools",
+                       "allocation time", optional_rate=False)
     if all("unpin" in pt.samples for pt in pins):
-        freed = [pt.value("unpin") for pt in pins]
-        if max(freed) > 0:  # a simulated pool may free in no time at all
-            unpin = linear_fit(rows, freed)
-            _duration("host.unpin_per_call", unpin, 1, p, "staging pools freed: per slot")
-            _rate("host.unpin_bandwidth", unpin, 2, p, "staging pools freed: per byte", "freeing time",
-                  extent=(most, max(freed)))
-        else:
-            p.set("host.unpin_per_call", 0.0, source="staging pools freed: per slot", note="freeing took no time")
-        if max(freed) <= 0 or p.values["host.unpin_bandwidth"] == UNMEASURABLE_RATE:
-            p.set("host.unpin_bandwidth", None, measured=False, source="staging pools freed: per byte",
-                  note="freeing costs only its call here")
+        _per_call_and_byte(p, pins, "unpin", "host.unpin_per_call", "host.unpin_bandwidth", "staging pools freed",
+                           "freeing time")
     else:
         note = "allocating and freeing were timed together: pinning's figures charge both at allocation"
         p.set("host.unpin_per_call", 0.0, measured=False, note=note)
         p.set("host.unpin_bandwidth", None, measured=False, note=note)
 
     # Device buffers, allocated one after another before anything else of an upload.
-    allocs = m.of("alloc")
-    if allocs and max(pt.value() for pt in allocs) > 0:
-        rows = [[1.0, pt.probe.width, pt.probe.width * pt.probe.size] for pt in allocs]
-        alloc = linear_fit(rows, [pt.value() for pt in allocs])
-        _duration("gpu.alloc_per_call", alloc, 1, p, "device buffers: per buffer")
-        _rate("gpu.alloc_bandwidth", alloc, 2, p, "device buffers: per byte", "allocation time",
-              extent=(max(pt.probe.width * pt.probe.size for pt in allocs), max(pt.value() for pt in allocs)))
-        if p.values["gpu.alloc_bandwidth"] == UNMEASURABLE_RATE:
-            p.set("gpu.alloc_bandwidth", None, measured=False, source="device buffers: per byte",
-                  note="an allocation costs only its call here")
+    if m.of("alloc"):
+        _per_call_and_byte(p, m.of("alloc"), "alloc", "gpu.alloc_per_call", "gpu.alloc_bandwidth", "device buffers",
+                           "allocation time")
     else:
-        note = "device buffers not measured (a run from before)" if not allocs else "allocating took no time"
-        p.set("gpu.alloc_per_call", 0.0, measured=bool(allocs), note=note)
+        note = "device buffers not measured (a run from before)"
+        p.set("gpu.alloc_per_call", 0.0, measured=False, note=note)
         p.set("gpu.alloc_bandwidth", None, measured=False, note=note)
 
     # Registration and its release, each by window size. The simulator charges an import

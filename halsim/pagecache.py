@@ -115,4 +115,3 @@ def read_ahead_bytes(path: "str | os.PathLike") -> int | None:
         except (OSError, ValueError):
             continue
     return None
-

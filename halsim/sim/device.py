@@ -132,7 +132,7 @@ class SimExecution(Execution):
         machine, trace, name = self.machine, self.trace, self.device.name
         pool = machine.device_memory[self.gpu]
         try:
-            start, allocated = machine.now, 0
+            start, calls, allocated = machine.now, 0, 0
             for index, spec in self.buffers_to_allocate():
                 if self.faults is not None:
                     self.faults.on_allocate("device", spec.size, self)
@@ -141,11 +141,10 @@ class SimExecution(Execution):
                 array = np.zeros(spec.size, dtype=np.uint8) if self._real else None
                 self._buffers[index] = SimBuffer(spec, name, array)
                 trace.change(device_counter(self.index), machine.now, spec.size)
-                allocated += 1
-            if allocated:  # one call after another, before the staging is pinned (as a real device does)
-                self.sim.advance(machine.alloc_seconds(self.gpu, sum(self._device_bytes.values()), allocated))
-                trace.span(f"alloc/d{self.index}", "alloc", start, machine.now, sum(self._device_bytes.values()), -1,
-                           self.index)
+                calls, allocated = calls + 1, allocated + spec.size
+            if calls:  # one call after another, before the staging is pinned (as a real device does)
+                self.sim.advance(machine.alloc_seconds(self.gpu, allocated, calls))
+                trace.span(f"alloc/d{self.index}", "alloc", start, machine.now, allocated, -1, self.index)
             staging = self.plan.pool(self.index)
             if staging is not None and staging.bytes:
                 if self.faults is not None:
