@@ -1,6 +1,7 @@
 """Simulator fidelity on a GPU: calibrate ``cuda:0``, then predicted vs measured over 16 policy cases.
 
     python benchmarks/fidelity_gpu.py OUT [--device cuda:0] [--dir DIR] [--repeat 3] [--quick] [--layers 5] [--no-embeddings]
+        [--extra SPEC ...]
 
 1. writes a ~4 GiB Llama-3-8B-like safetensors file (embedding, LM head and the
    first 5 decoder layers: 4.0 GiB in 48 tensors of 8 KiB..1002 MiB) into DIR;
@@ -12,6 +13,10 @@
 3. one Platform fitted from every round's probes, and every case simulated on it:
    the platform comes from the same minutes as the uploads it predicts (these
    VMs move by 10 % and more within minutes: docs/fidelity.md, run 12).
+
+``--extra SPEC`` (repeatable): further warm policies, run and predicted with the
+others but kept out of the targets and stored apart (``extra`` in OUT.json), so
+a question about one case's neighbours does not change the scored set.
 
 ``--no-interleave``: calibrate first, then every real run, then the probes again,
 one size of each (:mod:`halsim.drift`), to show how far the machine moved.
@@ -107,7 +112,10 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=LAYERS, help="decoder layers in the file (5: 4.0 GiB)")
     parser.add_argument("--no-embeddings", dest="embeddings", action="store_false",
                         help="leave out the embedding and LM head (2 x 1002 MiB): --layers 1 is then 416 MiB")
+    parser.add_argument("--extra", action="append", default=[], metavar="SPEC",
+                        help="a further warm policy, reported apart from the scored cases (repeatable)")
     args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     console = Console(width=160)
     began = time.perf_counter()
 
@@ -123,6 +131,7 @@ def main() -> int:
     rounds = 1 if args.quick else args.repeat
     name = f"calibrated-{device.name.replace(':', '')}"
     cases = [Case(parse_policy(s), False, s) for s in WARM] + [Case(parse_policy(s), True, s) for s in COLD]
+    extra = [Case(parse_policy(s), False, s) for s in args.extra]
 
     def progress(done: int, total: int, what: str) -> None:
         if done < total:
@@ -137,7 +146,8 @@ def main() -> int:
         for k in range(rounds):
             measured.append(measure(target, dataclasses.replace(config, repeats=1)))
             stamp(f"calibration round {k + 1}/{rounds}")
-            parts.append(compare(path, device, DRAFT_PLATFORM, cases, repeat=1, warmup=k == 0, progress=progress))
+            parts.append(compare(path, device, DRAFT_PLATFORM, cases + extra, repeat=1, warmup=k == 0,
+                                 progress=progress))
             stamp(f"comparison round {k + 1}/{rounds}")
         calibration = fit_platform(Measurements.pooled(measured), name=name)
         result = pooled(parts, calibration.platform)
@@ -146,17 +156,22 @@ def main() -> int:
         calibration = calibrate(device, dataclasses.replace(config, repeats=rounds) if not args.quick else config,
                                 scratch_dir=args.dir, name=name)
         stamp("calibrated")
-        result = compare(path, device, calibration.platform, cases, repeat=rounds, progress=progress)
+        result = compare(path, device, calibration.platform, cases + extra, repeat=rounds, progress=progress)
         stamp("compared")
         # Did the machine hold still? The calibration's probes again, one size of each.
         moved = recheck(device, calibration.measurements, scratch_dir=args.dir)
         stamp("rechecked")
+    extras = dataclasses.replace(result, rows=result.rows[len(cases):])
+    result = dataclasses.replace(result, rows=result.rows[:len(cases)])
     console.print(calibration.table())
     for note in calibration.notes:
         console.print(f"note: {note}", highlight=False)
     calibration.save(args.out.with_suffix(".toml"))
     console.print(result.table())
     console.print(result.summary(), highlight=False)
+    if extras.rows:
+        console.print("further cases, not scored (--extra):", highlight=False)
+        console.print(extras.table())
     if moved:
         drift_lines = [f"| {m.probe} | {m.before:.4g} | {m.after:.4g} | {m.change:+.1%} |" for m in moved]
         drift_head = (f"The calibration's probes measured again after the comparison (median |change| "
@@ -192,12 +207,14 @@ def main() -> int:
     drift_table = "\n\n" + drift_head + "|---|---:|---:|---:|\n" + "\n".join(drift_lines) + "\n"
     args.out.with_suffix(".md").write_text(header + result.markdown() + drift_table)
     body = {"device": device.name, "product": product, "calibration": calibration.to_dict(),
-            "comparison": result.to_dict(), "targets": dict(targets), "seconds": time.perf_counter() - began,
+            "comparison": result.to_dict(), "extra": extras.to_dict() if extras.rows else None,
+            "targets": dict(targets), "seconds": time.perf_counter() - began,
             "interleaved": args.interleave,
             "drift": [{"probe": m.probe, "before": m.before, "after": m.after, "change": m.change} for m in moved]}
     args.out.with_suffix(".json").write_text(json.dumps(body, indent=1, default=str))
-    result.write_perfetto(args.out.with_suffix(".perfetto.json"))
-    result.plot(args.out.with_suffix(".png"))
+    everything = dataclasses.replace(result, rows=result.rows + extras.rows)
+    everything.write_perfetto(args.out.with_suffix(".perfetto.json"))
+    everything.plot(args.out.with_suffix(".png"))
     stamp(f"wrote {args.out}.{{json,md,toml,perfetto.json,png}}")
     return 0
 
