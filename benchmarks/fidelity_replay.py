@@ -73,17 +73,25 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
     if workload.index().file_length != comparison["file_bytes"]:
         raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is not the "
                          f"{layers}-layer layout ({workload.index().file_length} bytes)")
-    rows_then, rows_now = [], []
-    for stored in comparison["rows"]:
-        case = Case(parse_policy(stored["policy"]), stored["cold"], stored["case"].removesuffix(" (cold)"))
-        request = workload.request(page_cached=not case.cold)
-        predicted = halsim.simulate(request, calibration.platform, case.policy, page_cached=not case.cold).seconds
-        real = statistics.median(stored["measured_runs"])
-        rows_then.append(ReplayRow(case, stored["predicted_seconds"], real, stored["spread"]))
-        rows_now.append(ReplayRow(case, predicted, real, stored["spread"]))
+    def rows(stored_rows: list[dict]) -> tuple[list[ReplayRow], list[ReplayRow]]:
+        then, now = [], []
+        for stored in stored_rows:
+            case = Case(parse_policy(stored["policy"]), stored["cold"], stored["case"].removesuffix(" (cold)"))
+            request = workload.request(page_cached=not case.cold)
+            predicted = halsim.simulate(request, calibration.platform, case.policy, page_cached=not case.cold).seconds
+            real = statistics.median(stored["measured_runs"])
+            then.append(ReplayRow(case, stored["predicted_seconds"], real, stored["spread"]))
+            now.append(ReplayRow(case, predicted, real, stored["spread"]))
+        return then, now
+
+    rows_then, rows_now = rows(comparison["rows"])
     if show_cases:
+        # The run's --extra cases too, after the scored ones and apart from the summary.
+        extra_then, extra_now = rows((run.get("extra") or {}).get("rows", []))
         print(f"{'case':<62} {'real s':>7} {'then':>7} {'now':>7}")
-        for then, now in zip(rows_then, rows_now):
+        for k, (then, now) in enumerate(zip(rows_then + extra_then, rows_now + extra_now)):
+            if k == len(rows_then):
+                print("not scored (--extra):")
             print(f"{then.case.label[:62]:<62} {then.seconds:>7.4f} {then.error:>+7.1%} {now.error:>+7.1%}")
     summary = {}
     for name, rows in (("then", rows_then), ("now", rows_now)):
