@@ -23,7 +23,8 @@ one size of each (:mod:`halsim.drift`), to show how far the machine moved.
 
 Prints the calibration, the comparison table and the issue's targets (median
 |error| <= 5 %, worst <= 15 %, same ranking); writes ``OUT.json`` (calibration
-and comparison), ``OUT.md`` (the table for docs/fidelity.md), ``OUT.toml``
+and comparison; ``OUT.raw.json`` holds the same data before the fit, its predictions
+those of a stand-in platform), ``OUT.md`` (the table for docs/fidelity.md), ``OUT.toml``
 (the platform), ``OUT.perfetto.json`` and ``OUT.png`` (sim above real, per case).
 Budget: under 4 minutes on an H100 host with 16 cores.
 """
@@ -149,6 +150,14 @@ def main() -> int:
             parts.append(compare(path, device, DRAFT_PLATFORM, cases + extra, repeat=1, warmup=k == 0,
                                  progress=progress))
             stamp(f"comparison round {k + 1}/{rounds}")
+        # Everything measured, before the fit (minutes of CPU on a slow host): a run cut off while
+        # fitting keeps its data, and fidelity_replay.py fits it anywhere.
+        draft = pooled(parts, DRAFT_PLATFORM)
+        raw = {"device": device.name, "calibration": {"measurements": Measurements.pooled(measured).to_dict()},
+               "comparison": dataclasses.replace(draft, rows=draft.rows[:len(cases)]).to_dict(),
+               "extra": dataclasses.replace(draft, rows=draft.rows[len(cases):]).to_dict() if extra else None}
+        args.out.with_suffix(".raw.json").write_text(json.dumps(raw, indent=1, default=str))
+        stamp(f"wrote {args.out}.raw.json")
         calibration = fit_platform(Measurements.pooled(measured), name=name)
         result = pooled(parts, calibration.platform)
         stamp("fitted")
