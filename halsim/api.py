@@ -169,6 +169,7 @@ def upload(
     verify: bool = False,
     faults=None,
     into: "Upload | None" = None,
+    staging_first: bool = False,
 ) -> Upload:
     """Upload every tensor of ``source`` to ``device`` (or ``devices``, sharded).
 
@@ -178,6 +179,10 @@ def upload(
     ``into``: fill the buffers of an earlier upload of the same layout instead of
     allocating new ones (IREE's ``queue_read`` into an existing buffer: reloading
     weights in place). They stay owned, and freed, by ``into``.
+
+    ``staging_first``: pin the whole staging ring before the first read, where a
+    device pins it in the background while the first slots already stream (CUDA):
+    slower to start, the steady state alone, as calibration's probes run it.
     """
     if into is not None:
         if devices is None and device == "cpu":
@@ -195,12 +200,14 @@ def upload(
         plan = resolve_policy(policy).plan(request, caps)
         run = Engine(mode).run
         try:
-            result = run(plan, file, targets, progress=progress, cancel=cancel, faults=faults, adopt=adopt)
+            result = run(plan, file, targets, progress=progress, cancel=cancel, faults=faults, adopt=adopt,
+                         staging_first=staging_first)
         except ImportRefusedError as err:
             # The device refused the host memory at run time (the engine has freed
             # everything): run the import policy's declared fallback instead.
             plan = _after_refused_import(plan, request, targets, err)
-            result = run(plan, file, targets, progress=progress, cancel=cancel, faults=faults, adopt=adopt)
+            result = run(plan, file, targets, progress=progress, cancel=cancel, faults=faults, adopt=adopt,
+                         staging_first=staging_first)
     except BaseException:
         if owns:
             file.close()

@@ -24,6 +24,7 @@ import mmap
 import os
 import tempfile
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -32,7 +33,7 @@ import pytest
 
 import halsim
 from halsim.backends import cuda as hcuda
-from halsim.backends import cuda_cufile, cuda_dlpack, cuda_driver
+from halsim.backends import cuda_cufile, cuda_dlpack, cuda_driver, cuda_staging
 from halsim.engine import CancelToken, Engine
 from halsim.errors import (
     DeviceError,
@@ -912,6 +913,28 @@ def test_the_trace_shows_the_ring_pinned_and_freed(env, mixed, monkeypatch, mode
     steps = [s for s in trace.spans if s.lane.startswith(("read/", "copy/"))]
     assert min(s.end for s in steps if s.op == "read") >= pins[0].end  # the first read waited for its slot
     assert unpin.nbytes == 3 * slot and unpin.start >= max(s.end for s in steps) - 1e-6
+
+
+def test_staging_first_pins_the_whole_ring_before_the_first_read(env, mixed, monkeypatch):
+    """``upload(staging_first=True)``: the ring's last slot is pinned before any read starts, as
+    calibration's probes run it; the bytes arrive all the same and nothing stays pinned."""
+    monkeypatch.setenv("HALSIM_CUDA_STAGING", "pipelined")
+    pin = cuda_staging.pin_anonymous
+
+    def slow_pin(*args, **kwargs):  # the later slots take a while, as large ones do: reads would start first
+        time.sleep(0.02)
+        return pin(*args, **kwargs)
+
+    monkeypatch.setattr(cuda_staging, "pin_anonymous", slow_pin)
+    before = env.snapshot()
+    with halsim.upload(mixed, env.device, "streaming:chunk=64KiB,slots=4,readers=2", staging_first=True,
+                       verify=True) as done:
+        trace = done.report.trace
+    pins = [s for s in trace.spans if s.lane == "alloc/d0" and s.op == "pin"]
+    reads = [s for s in trace.spans if s.lane.startswith("read/")]
+    assert len(pins) == 4 and reads
+    assert min(s.start for s in reads) >= max(s.end for s in pins)
+    env.assert_clean(before)
 
 
 # =====================================================================================
