@@ -10,6 +10,10 @@ and prints, per run, the median and worst |error| and the ranking then (as
 stored) and now. A change to the model or the fit can so be checked against
 every GPU call made so far without a GPU; what it cannot check is a change in
 what the backend does.
+
+A run's ``OUT.raw.json`` (written before its fit, so a run cut off while fitting
+keeps its data) replays the same way; its "then" column holds the predictions
+of the stand-in platform the rounds ran against, not a fitted one.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
     if workload.index().file_length != comparison["file_bytes"]:
         raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is not the "
                          f"{layers}-layer layout ({workload.index().file_length} bytes)")
-    def rows(stored_rows: list[dict]) -> tuple[list[ReplayRow], list[ReplayRow]]:
+    def replayed(stored_rows: list[dict]) -> tuple[list[ReplayRow], list[ReplayRow]]:
         then, now = [], []
         for stored in stored_rows:
             case = Case(parse_policy(stored["policy"]), stored["cold"], stored["case"].removesuffix(" (cold)"))
@@ -84,10 +88,10 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
             now.append(ReplayRow(case, predicted, real, stored["spread"]))
         return then, now
 
-    rows_then, rows_now = rows(comparison["rows"])
+    rows_then, rows_now = replayed(comparison["rows"])
     if show_cases:
         # The run's --extra cases too, after the scored ones and apart from the summary.
-        extra_then, extra_now = rows((run.get("extra") or {}).get("rows", []))
+        extra_then, extra_now = replayed((run.get("extra") or {}).get("rows", []))
         print(f"{'case':<62} {'real s':>7} {'then':>7} {'now':>7}")
         for k, (then, now) in enumerate(zip(rows_then + extra_then, rows_now + extra_now)):
             if k == len(rows_then):
