@@ -1,7 +1,7 @@
 """Simulator fidelity on a GPU: calibrate ``cuda:0``, then predicted vs measured over 16 policy cases.
 
     python benchmarks/fidelity_gpu.py OUT [--device cuda:0] [--dir DIR] [--repeat 3] [--quick] [--layers 5] [--no-embeddings]
-        [--extra SPEC ...]
+        [--extra SPEC ...] [--no-fit]
 
 1. writes a ~4 GiB Llama-3-8B-like safetensors file (embedding, LM head and the
    first 5 decoder layers: 4.0 GiB in 48 tensors of 8 KiB..1002 MiB) into DIR;
@@ -17,6 +17,11 @@
 ``--extra SPEC`` (repeatable): further warm policies, run and predicted with the
 others but kept out of the targets and stored apart (``extra`` in OUT.json), so
 a question about one case's neighbours does not change the scored set.
+
+``--no-fit``: stop once ``OUT.raw.json`` is written. The fit takes minutes of CPU
+(110 s on the lent H200 VM, a third of a run's device time) and needs no GPU:
+``python3 benchmarks/fidelity_replay.py OUT.raw.json --cases --write DIR`` does it
+anywhere, and writes the fitted platform, the table and the JSON.
 
 ``--no-interleave``: calibrate first, then every real run, then the probes again,
 one size of each (:mod:`halsim.drift`), to show how far the machine moved.
@@ -115,7 +120,11 @@ def main() -> int:
                         help="leave out the embedding and LM head (2 x 1002 MiB): --layers 1 is then 416 MiB")
     parser.add_argument("--extra", action="append", default=[], metavar="SPEC",
                         help="a further warm policy, reported apart from the scored cases (repeatable)")
+    parser.add_argument("--no-fit", dest="fit", action="store_false",
+                        help="stop after writing OUT.raw.json: fit it elsewhere with fidelity_replay.py --write")
     args = parser.parse_args()
+    if not args.fit and not args.interleave:
+        parser.error("--no-fit needs the interleaved rounds (OUT.raw.json is written between them and the fit)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     console = Console(width=160)
     began = time.perf_counter()
@@ -158,6 +167,10 @@ def main() -> int:
                "extra": dataclasses.replace(draft, rows=draft.rows[len(cases):]).to_dict() if extra else None}
         args.out.with_suffix(".raw.json").write_text(json.dumps(raw, indent=1, default=str))
         stamp(f"wrote {args.out}.raw.json")
+        if not args.fit:
+            console.print(f"not fitted (--no-fit): python3 benchmarks/fidelity_replay.py {args.out}.raw.json "
+                          "--cases --write DIR", highlight=False)
+            return 0
         calibration = fit_platform(Measurements.pooled(measured), name=name)
         result = pooled(parts, calibration.platform)
         stamp("fitted")

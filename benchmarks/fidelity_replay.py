@@ -65,18 +65,71 @@ def measurements(stored: dict, after: dict[str, float] | None = None, read_ahead
     return m
 
 
-def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None) -> dict:
+def _row_dict(row: ReplayRow, measured_runs: list[float]) -> dict:
+    return {"case": row.case.label, "policy": row.case.policy.spec(), "cold": row.case.cold,
+            "predicted_seconds": row.predicted_seconds, "measured_seconds": row.seconds,
+            "measured_runs": measured_runs, "spread": row.spread, "error": row.error}
+
+
+def _markdown(rows: list[ReplayRow], title: str) -> str:
+    lines = [title, "", "| case | predicted s | measured s (median) | spread | error |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| `{r.case.label}` | {r.predicted_seconds:.4g} | {r.seconds:.4g} | ±{r.spread:.0%} | {r.error:+.1%} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_fitted(into: Path, path: Path, run: dict, calibration, rows: list[ReplayRow],
+                 extra: list[ReplayRow]) -> Path:
+    """The fitted platform (TOML), the table (Markdown) and the comparison (JSON) of one replayed run."""
+    into.mkdir(parents=True, exist_ok=True)
+    stem = into / path.name.removesuffix(".json").removesuffix(".raw")
+    calibration.save(stem.with_suffix(".toml"))
+    errors = [abs(r.error) for r in rows]
+    ranking = rank(rows)
+    summary = (f"median |error| {statistics.median(errors):.1%}, worst {max(errors):.1%}; "
+               f"ranking: {ranking.describe()}")
+    runs = {(r["case"], r["cold"]): r["measured_runs"] for r in run["comparison"]["rows"] +
+            ((run.get("extra") or {}).get("rows", []))}
+
+    def measured(r: ReplayRow) -> list[float]:
+        return runs[(r.case.label, r.case.cold)]
+
+    body = {"source": path.name, "device": run.get("device"), "calibration": calibration.to_dict(),
+            "comparison": {"rows": [_row_dict(r, measured(r)) for r in rows],
+                           "median_abs_error": statistics.median(errors),
+                           "worst_abs_error": max(errors), "kendall_tau": ranking.tau,
+                           "same_order": ranking.same_order, "swapped_beyond_spread": ranking.swapped_beyond_noise},
+            "extra": {"rows": [_row_dict(r, measured(r)) for r in extra]} if extra else None}
+    stem.with_suffix(".json").write_text(json.dumps(body, indent=1, default=str))
+    text = _markdown(rows, f"## {path.name}, fitted by fidelity_replay.py") + "\n" + summary + ".\n"
+    if extra:
+        text += "\n" + _markdown(extra, "Not scored (--extra):")
+    stem.with_suffix(".md").write_text(text)
+    return stem
+
+
+def layout_of(file_bytes: int):
+    """The fidelity_gpu.py file layout (``--layers``, ``--no-embeddings``) of a file of ``file_bytes``."""
+    for layers in range(1, 33):
+        for embeddings in (True, False):
+            workload = llama_like(layers, embeddings)
+            if workload.index().file_length == file_bytes:
+                return workload
+    return None
+
+
+def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None,
+           write: Path | None = None) -> dict:
     run = json.loads(path.read_text())
     comparison = run["comparison"]
     rechecked = {m["probe"]: m["after"] for m in run.get("drift", [])} if after else None
     if after and not rechecked:
         raise SystemExit(f"{path}: the run has no drift recheck (fidelity_gpu.py before the fourth session)")
     calibration = fit_platform(measurements(run["calibration"]["measurements"], rechecked, read_ahead))
-    layers = 5
-    workload = llama_like(layers)
-    if workload.index().file_length != comparison["file_bytes"]:
-        raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is not the "
-                         f"{layers}-layer layout ({workload.index().file_length} bytes)")
+    workload = layout_of(comparison["file_bytes"])
+    if workload is None:
+        raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is no layout "
+                         "fidelity_gpu.py writes (--layers 1..32, with or without the embeddings)")
     def replayed(stored_rows: list[dict]) -> tuple[list[ReplayRow], list[ReplayRow]]:
         then, now = [], []
         for stored in stored_rows:
@@ -89,9 +142,11 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
         return then, now
 
     rows_then, rows_now = replayed(comparison["rows"])
+    # The run's --extra cases too, after the scored ones and apart from the summary.
+    extra_then, extra_now = replayed((run.get("extra") or {}).get("rows", [])) if show_cases or write else ([], [])
+    if write is not None:
+        write_fitted(write, path, run, calibration, rows_now, extra_now)
     if show_cases:
-        # The run's --extra cases too, after the scored ones and apart from the summary.
-        extra_then, extra_now = replayed((run.get("extra") or {}).get("rows", []))
         print(f"{'case':<62} {'real s':>7} {'then':>7} {'now':>7}")
         for k, (then, now) in enumerate(zip(rows_then + extra_then, rows_now + extra_now)):
             if k == len(rows_then):
@@ -114,10 +169,12 @@ def main() -> int:
                         help="fit with the probes the run measured again after its comparison (its drift recheck)")
     parser.add_argument("--read-ahead", type=parse_size, default=None,
                         help="the drive's readahead window for runs that did not record it (the lent H200 VM: 8MiB)")
+    parser.add_argument("--write", type=Path, default=None, metavar="DIR",
+                        help="write each run's fitted platform (.toml), table (.md) and comparison (.json) into DIR")
     args = parser.parse_args()
     print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
     for path in args.runs:
-        s = replay(path, args.cases, args.after, args.read_ahead)
+        s = replay(path, args.cases, args.after, args.read_ahead, args.write)
         t, n = s["then"], s["now"]
         print(f"{path.name:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
               f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)
