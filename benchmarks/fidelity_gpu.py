@@ -19,7 +19,7 @@ others but kept out of the targets and stored apart (``extra`` in OUT.json), so
 a question about one case's neighbours does not change the scored set.
 
 ``--no-fit``: stop once ``OUT.raw.json`` is written. The fit takes minutes of CPU
-(110 s on the lent H200 VM, a third of a run's device time) and needs no GPU:
+(110 of run 53's 218 s on the lent H200 VM) and needs no GPU:
 ``python3 benchmarks/fidelity_replay.py OUT.raw.json --cases --write DIR`` does it
 anywhere, and writes the fitted platform, the table and the JSON.
 
