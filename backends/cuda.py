@@ -64,6 +64,7 @@ from halsim.files import address_of
 from halsim.hostexec import HostExecution, host_threads
 from halsim.plan import COPY_OPS, ImportWindow, Op, Step
 from halsim.request import BufferSpec, Direction
+from halsim.trace import alloc_lane
 
 __all__ = [
     "CudaBuffer",
@@ -554,7 +555,7 @@ class CudaExecution(HostExecution):
         total = slots * slot_bytes
         if total == 0:
             return [memoryview(bytearray(0)) for _ in range(slots)]
-        lane = f"alloc/d{self.index}"
+        lane = alloc_lane(self.index)
         if self._staging_mode == "alloc":
             start = time.perf_counter()
             ring = cuda_staging.HostAllocPool(slots, slot_bytes, self.label, host_view)
@@ -577,7 +578,7 @@ class CudaExecution(HostExecution):
                 with self._context():
                     ring.close()
             finally:  # on the lane of the simulator's: compare and explain show it beside the pinning
-                self.trace.span(f"alloc/d{self.index}", "unpin", start, time.perf_counter(), size, -1, self.index)
+                self.trace.span(alloc_lane(self.index), "unpin", start, time.perf_counter(), size, -1, self.index)
 
     # ----- copies ------------------------------------------------------------------------
     def copy_in(self, step: Step, source: memoryview, buffer: DeviceBuffer, offset: int) -> None:

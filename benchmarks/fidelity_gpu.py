@@ -143,6 +143,12 @@ def main() -> int:
     cases = [Case(parse_policy(s), False, s) for s in WARM] + [Case(parse_policy(s), True, s) for s in COLD]
     extra = [Case(parse_policy(s), False, s) for s in args.extra]
 
+    def split(comparison):
+        """The scored cases, and the ``--extra`` ones after them."""
+        rows = comparison.rows
+        return (dataclasses.replace(comparison, rows=rows[:len(cases)]),
+                dataclasses.replace(comparison, rows=rows[len(cases):]))
+
     def progress(done: int, total: int, what: str) -> None:
         if done < total:
             print(f"  {done}/{total} {what}", flush=True)
@@ -161,10 +167,9 @@ def main() -> int:
             stamp(f"comparison round {k + 1}/{rounds}")
         # Everything measured, before the fit (minutes of CPU on a slow host): a run cut off while
         # fitting keeps its data, and fidelity_replay.py fits it anywhere.
-        draft = pooled(parts, DRAFT_PLATFORM)
+        scored, further = split(pooled(parts, DRAFT_PLATFORM))
         raw = {"device": device.name, "calibration": {"measurements": Measurements.pooled(measured).to_dict()},
-               "comparison": dataclasses.replace(draft, rows=draft.rows[:len(cases)]).to_dict(),
-               "extra": dataclasses.replace(draft, rows=draft.rows[len(cases):]).to_dict() if extra else None}
+               "comparison": scored.to_dict(), "extra": further.to_dict() if extra else None}
         args.out.with_suffix(".raw.json").write_text(json.dumps(raw, indent=1, default=str))
         stamp(f"wrote {args.out}.raw.json")
         if not args.fit:
@@ -183,8 +188,7 @@ def main() -> int:
         # Did the machine hold still? The calibration's probes again, one size of each.
         moved = recheck(device, calibration.measurements, scratch_dir=args.dir)
         stamp("rechecked")
-    extras = dataclasses.replace(result, rows=result.rows[len(cases):])
-    result = dataclasses.replace(result, rows=result.rows[:len(cases)])
+    result, extras = split(result)
     console.print(calibration.table())
     for note in calibration.notes:
         console.print(f"note: {note}", highlight=False)

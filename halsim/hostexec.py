@@ -21,7 +21,7 @@ from halsim.errors import DeviceError, HalsimError, ImportRefusedError
 from halsim.lanethreads import LaneThreads
 from halsim.plan import ImportWindow, Op, Step
 from halsim.request import BufferSpec
-from halsim.trace import IMPORTED, STAGING, device_counter
+from halsim.trace import IMPORTED, STAGING, alloc_lane, device_counter
 
 
 def host_threads() -> int:
@@ -109,7 +109,7 @@ class HostExecution(Execution):
                 trace.change(device_counter(self.index), now(), spec.size)
                 allocated += spec.size
             if allocated:  # on the simulator's lane: a real upload spends milliseconds here (cuMemAlloc)
-                trace.span(f"alloc/d{self.index}", "alloc", start, now(), allocated, -1, self.index)
+                trace.span(alloc_lane(self.index), "alloc", start, now(), allocated, -1, self.index)
             pool = self.plan.pool(self.index)
             if pool is not None:
                 if self.faults is not None:

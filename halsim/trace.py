@@ -37,6 +37,11 @@ def device_counter(device: int) -> str:
     return f"device/{device}"
 
 
+def alloc_lane(device: int) -> str:
+    """The lane of a device's allocations: its buffers, its staging's pinning and freeing."""
+    return f"alloc/d{device}"
+
+
 @dataclass
 class Trace:
     """Thread-safe: real devices record from worker threads."""

@@ -29,7 +29,7 @@ from halsim.sim.dispatch import DISPATCH_OP, ENGINE_LANE
 from halsim.sim.gates import holding
 from halsim.sim.readahead import ReadAhead
 from halsim.sim.tasks import Task, fire
-from halsim.trace import IMPORTED, STAGING, device_counter
+from halsim.trace import IMPORTED, STAGING, alloc_lane, device_counter
 
 if TYPE_CHECKING:
     from halsim.sim.simulator import Simulator
@@ -144,7 +144,7 @@ class SimExecution(Execution):
                 calls, allocated = calls + 1, allocated + spec.size
             if calls:  # one call after another, before the staging is pinned (as a real device does)
                 self.sim.advance(machine.alloc_seconds(self.gpu, allocated, calls))
-                trace.span(f"alloc/d{self.index}", "alloc", start, machine.now, allocated, -1, self.index)
+                trace.span(alloc_lane(self.index), "alloc", start, machine.now, allocated, -1, self.index)
             staging = self.plan.pool(self.index)
             if staging is not None and staging.bytes:
                 if self.faults is not None:
@@ -165,7 +165,7 @@ class SimExecution(Execution):
                     start = machine.now
                     self.sim.advance(seconds)
                     self._slot_bytes, self._pinned_slots = staging.slot_bytes, staging.slots
-                    trace.span(f"alloc/d{self.index}", "pin", start, machine.now, staging.bytes, -1, self.index)
+                    trace.span(alloc_lane(self.index), "pin", start, machine.now, staging.bytes, -1, self.index)
         except BaseException:
             self.release(keep_buffers=False)
             raise
@@ -186,7 +186,7 @@ class SimExecution(Execution):
                     yield env.timeout(per_call)
                 flow = machine.net.start(machine.host_routes.pin, slot_bytes)
                 yield flow.done
-            self.trace.span(f"alloc/d{self.index}", "pin", start, env.now, slot_bytes, -1, self.index)
+            self.trace.span(alloc_lane(self.index), "pin", start, env.now, slot_bytes, -1, self.index)
             self._pinned_slots += 1
             self._pinning = None
             ready.succeed()
@@ -222,7 +222,7 @@ class SimExecution(Execution):
             if seconds > 0:
                 start = machine.now
                 self.sim.advance(seconds)
-                trace.span(f"alloc/d{self.index}", "unpin", start, machine.now, slots * self._slot_bytes, -1,
+                trace.span(alloc_lane(self.index), "unpin", start, machine.now, slots * self._slot_bytes, -1,
                            self.index)
         now = machine.now
         if self._staging_bytes:

@@ -18,6 +18,11 @@ from halsim.sim.routes import (HOST, PAGE_CACHE_THREAD, REGISTRATION, GpuRoutes,
                                cold_read_uses)
 
 
+def _calls_and_bytes(calls: int, per_call: float, nbytes: int, bandwidth: float | None) -> float:
+    """Seconds of ``calls`` calls moving ``nbytes`` in all (no ``bandwidth``: the bytes cost nothing)."""
+    return calls * per_call + (nbytes / bandwidth if bandwidth else 0.0)
+
+
 class Machine:
     def __init__(self, platform: Platform, env: simpy.Environment | None = None, *, pinned_staging: bool = True):
         self.platform = platform
@@ -84,19 +89,19 @@ class Machine:
 
     def pin_seconds(self, nbytes: int, calls: int) -> float:
         host = self.platform.host
-        return calls * host.pin_per_call + nbytes / host.pin_bandwidth
+        return _calls_and_bytes(calls, host.pin_per_call, nbytes, host.pin_bandwidth)
 
     def alloc_seconds(self, gpu: int, nbytes: int, calls: int) -> float:
         spec = self.platform.gpus[gpu]
-        return calls * spec.alloc_per_call + (nbytes / spec.alloc_bandwidth if spec.alloc_bandwidth else 0.0)
+        return _calls_and_bytes(calls, spec.alloc_per_call, nbytes, spec.alloc_bandwidth)
 
     def unpin_seconds(self, nbytes: int, calls: int) -> float:
         host = self.platform.host
-        return calls * host.unpin_per_call + (nbytes / host.unpin_bandwidth if host.unpin_bandwidth else 0.0)
+        return _calls_and_bytes(calls, host.unpin_per_call, nbytes, host.unpin_bandwidth)
 
     def unregister_seconds(self, nbytes: int = 0, factor: float = 1.0) -> float:
         host = self.platform.host
-        return factor * (host.register_per_call + (nbytes / host.unregister_bandwidth if host.unregister_bandwidth else 0.0))
+        return factor * _calls_and_bytes(1, host.register_per_call, nbytes, host.unregister_bandwidth)
 
     def register_class(self, factor: float) -> int:
         """The flow class of registering a window, ``factor`` times slower than alone."""
