@@ -1,7 +1,7 @@
 """Real streaming uploads by ring footprint, file and how the ring is pinned, interleaved.
 
     python benchmarks/ring_footprint.py [--device cuda:0] [--dir DIR] [--files 1GiB,4GiB] [--llama]
-        [--policy SPEC ...] [--staging-first] [--rounds 5] [--json OUT.json]
+        [--policy SPEC ...] [--staging-first] [--raw] [--rounds 5] [--json OUT.json]
 
 The calibration's eight-reader ring probe (16 MiB x 16 slots, 256 MiB of staging,
 pinned before its first read) streams its scratch file; uploads stream model
@@ -17,6 +17,10 @@ row timed whole and over its data phase (first read to last copy), with
   beside the files of 16 MiB tensors;
 * ``--staging-first``: each policy again with its whole ring pinned before the
   first read (``halsim.upload(staging_first=True)``), as calibration runs it;
+* ``--raw``: each policy again on each file read whole as one raw tensor (one
+  device buffer, reads from offset 0, page-aligned), as calibration's probe reads
+  its scratch file; a file's tensors start past its header (1264 bytes into a
+  page for the 16 MiB files) and go to a buffer each;
 * per row: the reads after the last slot was pinned (mean seconds, how many at
   once) and the kernel's transparent huge page faults and fallbacks during the
   run (``/proc/vmstat``): a slot the kernel could not back with 2 MiB pages
@@ -98,6 +102,8 @@ def main() -> int:
                         help="a policy to run (repeatable; default: 16 MiB rings of 8 and 16 slots, 1 and 2 queues)")
     parser.add_argument("--staging-first", action="store_true",
                         help="each policy also with its ring pinned before the first read")
+    parser.add_argument("--raw", action="store_true",
+                        help="each policy also on each file as one raw tensor (one buffer, aligned reads)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -107,7 +113,8 @@ def main() -> int:
         files.append(make_llama(args.dir, LAYERS))
     policies = args.policy or list(POLICIES)
     pinnings = (False, True) if args.staging_first else (False,)
-    rows = [(f, p, first) for f in files for p in policies for first in pinnings]
+    layouts = (False, True) if args.raw else (False,)
+    rows = [(f, p, first, raw) for f in files for p in policies for first in pinnings for raw in layouts]
     runs: dict[tuple, list[dict]] = {row: [] for row in rows}
     for path in files:  # once, as halsim compare warms a file: every run then finds it as it left it
         pagecache.warm(path, fresh=True)
@@ -115,10 +122,16 @@ def main() -> int:
     for round_ in range(-1, args.rounds):  # round -1 warms code paths and drivers; dropped
         for k in range(len(rows)):
             row = rows[(k + max(round_, 0)) % len(rows)]  # each round starts one row later
-            path, policy, first = row
+            path, policy, first, raw = row
             thp = vmstat()
-            with halsim.upload(path, device, policy, staging_first=first) as done:
-                report = done.report
+            # A HalFile without an index uploads as one raw tensor: the whole file, from offset 0.
+            source = halsim.open_file(path) if raw else path
+            try:
+                with halsim.upload(source, device, policy, staging_first=first) as done:
+                    report = done.report
+            finally:
+                if raw:
+                    source.close()
             after = vmstat()
             if round_ >= 0:
                 mean, together = steady_reads(report)
@@ -126,11 +139,11 @@ def main() -> int:
                                   "steady_together": together, **{k: after[k] - thp[k] for k in after}})
         print(f"[{time.perf_counter() - began:5.1f}s] round {round_ + 1}/{args.rounds}", flush=True)
     print(f"\n{device.name} ({getattr(device, 'product', '')}), {args.rounds} rounds; medians")
-    print(f"{'file':>24} {'policy':<50} {'pinned':>7} {'wall s':>7} {'data s':>7} {'GB/s':>6} {'spread':>6} "
+    print(f"{'file':>24} {'policy':<50} {'pinned':>7} {'layout':>7} {'wall s':>7} {'data s':>7} {'GB/s':>6} {'spread':>6} "
           f"{'read ms':>7} {'at once':>7} {'THP':>5} {'4K':>5}")
     out = []
     for row in rows:
-        path, policy, first = row
+        path, policy, first, raw = row
         got = runs[row]
 
         def median(key: str) -> float:
@@ -139,11 +152,12 @@ def main() -> int:
         data = median("data")
         spread = (max(r["data"] for r in got) - min(r["data"] for r in got)) / 2 / data
         length = path.stat().st_size
-        print(f"{path.stem[-24:]:>24} {policy:<50} {'first' if first else 'behind':>7} {median('wall'):>7.4f} "
-              f"{data:>7.4f} {length / data / 1e9:>6.2f} {spread:>5.0%} {median('steady_read') * 1e3:>7.2f} "
+        print(f"{path.stem[-24:]:>24} {policy:<50} {'first' if first else 'behind':>7} "
+              f"{'raw' if raw else 'tensors':>7} {median('wall'):>7.4f} {data:>7.4f} {length / data / 1e9:>6.2f} {spread:>5.0%} {median('steady_read') * 1e3:>7.2f} "
               f"{median('steady_together'):>7.1f} {median('thp_fault_alloc'):>5.0f} "
               f"{median('thp_fault_fallback'):>5.0f}")
-        out.append({"file": path.name, "file_bytes": length, "policy": policy, "staging_first": first, "runs": got})
+        out.append({"file": path.name, "file_bytes": length, "policy": policy, "staging_first": first, "raw": raw,
+                    "runs": got})
     if args.json:
         args.json.write_text(json.dumps({"device": device.name, "product": getattr(device, "product", ""),
                                          "rounds": args.rounds, "rows": out}, indent=1))
