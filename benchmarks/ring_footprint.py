@@ -21,6 +21,8 @@ row timed whole and over its data phase (first read to last copy), with
   device buffer, reads from offset 0, page-aligned), as calibration's probe reads
   its scratch file; a file's tensors start past its header (1264 bytes into a
   page for the 16 MiB files) and go to a buffer each;
+* ``--device sim:PLATFORM.toml``: the same rows in the simulator, on a calibrated
+  platform (the files are still made: their indexes give the plans);
 * per row: the reads after the last slot was pinned (mean seconds, how many at
   once) and the kernel's transparent huge page faults and fallbacks during the
   run (``/proc/vmstat``): a slot the kernel could not back with 2 MiB pages
@@ -38,7 +40,8 @@ from pathlib import Path
 
 import halsim
 from halsim import pagecache
-from halsim.units import format_size, parse_size
+from halsim.sim import SimDevice
+from halsim.units import parse_size
 from halsim.workloads import TensorSpec, Workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -108,6 +111,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = halsim.get_device(args.device)
+    real = not isinstance(device, SimDevice)  # the host's huge-page counters say nothing of a simulated run
     files = [make_file(args.dir, parse_size(part)) for part in args.files.split(",") if part]
     if args.llama:
         files.append(make_llama(args.dir, LAYERS))
@@ -123,7 +127,7 @@ def main() -> int:
         for k in range(len(rows)):
             row = rows[(k + max(round_, 0)) % len(rows)]  # each round starts one row later
             path, policy, first, raw = row
-            thp = vmstat()
+            thp = vmstat() if real else {}
             # A HalFile without an index uploads as one raw tensor: the whole file, from offset 0.
             source = halsim.open_file(path) if raw else path
             try:
@@ -132,15 +136,15 @@ def main() -> int:
             finally:
                 if raw:
                     source.close()
-            after = vmstat()
+            after = vmstat() if real else {}
             if round_ >= 0:
                 mean, together = steady_reads(report)
                 runs[row].append({"wall": report.seconds, "data": data_phase(report), "steady_read": mean,
                                   "steady_together": together, **{k: after[k] - thp[k] for k in after}})
         print(f"[{time.perf_counter() - began:5.1f}s] round {round_ + 1}/{args.rounds}", flush=True)
     print(f"\n{device.name} ({getattr(device, 'product', '')}), {args.rounds} rounds; medians")
-    print(f"{'file':>24} {'policy':<50} {'pinned':>7} {'layout':>7} {'wall s':>7} {'data s':>7} {'GB/s':>6} {'spread':>6} "
-          f"{'read ms':>7} {'at once':>7} {'THP':>5} {'4K':>5}")
+    print(f"{'file':>24} {'policy':<50} {'pinned':>7} {'layout':>7} {'wall s':>7} {'data s':>7} {'GB/s':>6} "
+          f"{'spread':>6} "          f"{'read ms':>7} {'at once':>7} {'THP':>5} {'4K':>5}")
     out = []
     for row in rows:
         path, policy, first, raw = row
@@ -153,7 +157,8 @@ def main() -> int:
         spread = (max(r["data"] for r in got) - min(r["data"] for r in got)) / 2 / data
         length = path.stat().st_size
         print(f"{path.stem[-24:]:>24} {policy:<50} {'first' if first else 'behind':>7} "
-              f"{'raw' if raw else 'tensors':>7} {median('wall'):>7.4f} {data:>7.4f} {length / data / 1e9:>6.2f} {spread:>5.0%} {median('steady_read') * 1e3:>7.2f} "
+              f"{'raw' if raw else 'tensors':>7} {median('wall'):>7.4f} {data:>7.4f} {length / data / 1e9:>6.2f} "
+              f"{spread:>5.0%} {median('steady_read') * 1e3:>7.2f} "
               f"{median('steady_together'):>7.1f} {median('thp_fault_alloc'):>5.0f} "
               f"{median('thp_fault_fallback'):>5.0f}")
         out.append({"file": path.name, "file_bytes": length, "policy": policy, "staging_first": first, "raw": raw,
