@@ -133,6 +133,20 @@ def search_fit(loss: Callable[[float], float], lo: float, hi: float, points: int
     return (x, True) if loss(x) <= best + tolerance else (float(grid[i]), True)
 
 
+def _largest_as_good(loss: Callable[[float], float], x: float, hi: float, iterations: int = 30) -> float:
+    """The largest value in ``[x, hi]`` whose loss is still ``loss(x)``'s (``x`` itself where the loss rises
+    at once): where a search's minimum is flat, the end the data allow that assumes the least."""
+    best = loss(x)
+    tolerance = 1e-12 + 1e-6 * best
+    if loss(min(hi, x * 1.01)) > best + tolerance:
+        return x
+    lo = x
+    for _ in range(iterations):
+        middle = (lo + hi) / 2
+        lo, hi = (middle, hi) if loss(middle) <= best + tolerance else (lo, middle)
+    return lo
+
+
 def search_error(loss: Callable[[float], float], x: float, n: int) -> float | None:
     """Relative standard error of a search fit's ``x`` from the loss's curvature in ``log x``.
 
@@ -239,6 +253,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         register_per_call=v["host.register_per_call"],
                         unregister_bandwidth=v.get("host.unregister_bandwidth"), step_overhead=v["host.step_overhead"],
                         step_overhead_curve=v.get("host.step_overhead_curve") or (),
+                        staging_write_curve=v.get("host.staging_write_curve") or (),
                         thread_contention=v["host.thread_contention"], dma_weight=v.get("host.dma_weight") or 1.0,
                         register_upload_factor=v.get("host.register_upload_factor") or 1.0,
                         cpus=caps.host_threads, **{k: v for k, v in m.behaviour.items() if k in HOST_BEHAVIOUR}),
@@ -263,6 +278,7 @@ MIN_CONTENTION = 5e-4
 COLD_ROUNDS = 3
 MIN_LATENCY = 1e-6
 MIN_DMA_WEIGHT = 0.05  # the search's floor: a DMA that costs host memory nothing is not believed
+MIN_WRITE_SHARE = 0.01  # the search's floor for host.staging_write_curve (a geometric grid: above 0)
 
 # Provisional values for parameters not fitted yet (a later step sets each): they
 # only have to let the simulator run the benchmarks of the parameter being fitted.
@@ -449,6 +465,24 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     dma_shows = m.caps.kind == "dedicated" and any(pt.probe.bench == "stream" for pt in shared) and \
         any(pt.probe.bench == "read" for pt in shared)
 
+    # The widest ring again with one slot per reader (``tight``): of what its readers write, the
+    # share that reaches host memory, the rest staying in the CPU's cache; a curve from its footprint
+    # to the ``stream`` probe's (all of it there), fitted by simulation with the host's sharing.
+    tight = m.of("tight")
+    tight_bytes = tight[0].probe.width * tight[0].probe.size if tight else 0
+
+    def write_curve(share: float) -> tuple[tuple[int, float], ...]:
+        return ((tight_bytes, round(share, 4)), (2 * tight_bytes, 1.0)) if share < 1.0 else ()
+
+    def write_loss(share: float, total: float, contention: float) -> float:
+        candidate = platform(host__staging_write_curve=write_curve(share), host__total_bandwidth=total,
+                             host__thread_contention=contention)
+        return _log_loss([(predict(candidate, pt.probe, scratch)["tight"], pt.value()) for pt in tight])
+
+    def write_share() -> float:
+        curve = p.values.get("host.staging_write_curve") or ()
+        return curve[0][1] if curve else 1.0
+
     def host_loss(total: float, contention: float, dma: float | None = None) -> float:
         candidate = platform(host__total_bandwidth=total, host__thread_contention=contention,
                              host__dma_weight=p.values["host.dma_weight"] if dma is None else dma)
@@ -464,7 +498,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                    else pt.probe.size * pt.probe.count / pt.value() for pt in shared)
         contention, total, bounded = 0.0, peak, False
         for _ in range(CONTENTION_ROUNDS):
-            before = (total, contention, p.values["host.dma_weight"])
+            before = (total, contention, p.values["host.dma_weight"], write_share())
             total, bounded = search_fit(lambda x: host_loss(x, contention), 0.2 * peak, 40 * peak)
             contention, felt = search_fit(lambda a: host_loss(total, a), MIN_CONTENTION, 2.0)
             if contention < 2 * MIN_CONTENTION or not felt:
@@ -475,8 +509,22 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                 # Within a percent of a whole byte, or no better than one: each byte once.
                 whole = host_loss(total, contention, 1.0) <= host_loss(total, contention, dma) * (1 + 1e-9)
                 p.values["host.dma_weight"] = 1.0 if abs(dma - 1.0) < 0.01 or whole else round(dma, 4)
+            if tight:
+                p.values["host.staging_write_curve"] = ()
+                if not bounded:
+                    # Nothing else filled host memory: a tight ring that ran faster says only that there
+                    # is more of it (less traffic and more bandwidth cannot be told apart then).
+                    total, bounded = search_fit(lambda x: write_loss(1.0, x, contention), total, 40 * peak)
+                else:
+                    def share_loss(x: float) -> float:
+                        return write_loss(x, total, contention)
+                    share, felt = search_fit(share_loss, MIN_WRITE_SHARE, 1.0)
+                    share = _largest_as_good(share_loss, share, 1.0)  # a flat floor: the most traffic that fits
+                    # Flat up to all of it, or no better than all of it: none stays in the cache.
+                    if felt and share < 0.99 and share_loss(share) < share_loss(1.0) * (1 - 1e-9):
+                        p.values["host.staging_write_curve"] = write_curve(max(share, MIN_WRITE_SHARE))
             if abs(total / before[0] - 1) < 0.005 and abs(contention - before[1]) < 0.0005 and \
-                    abs(p.values["host.dma_weight"] - before[2]) < 0.005:
+                    abs(p.values["host.dma_weight"] - before[2]) < 0.005 and abs(write_share() - before[3]) < 0.005:
                 break
         p.set("host.total_bandwidth", total,
               error=search_error(lambda x: host_loss(x, contention), total, len(shared)) if bounded else None,
@@ -488,6 +536,15 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                   error=search_error(lambda w: host_loss(total, contention, w), weight, len(shared))
                   if weight != 1.0 else None, source="streaming runs against readers alone (sim fit)",
                   note="" if weight != 1.0 else "each byte a DMA moves weighs one byte on host memory")
+        if tight:
+            share = write_share()
+            p.set("host.staging_write_share", share,
+                  error=search_error(lambda x: write_loss(x, total, contention), share, len(tight))
+                  if share < 1.0 else None,
+                  source=f"{tight[0].probe.width} readers into {format_size(tight_bytes)} of slots against "
+                         f"{format_size(2 * tight_bytes)} (sim fit)",
+                  note=f"at {format_size(tight_bytes)} of slots and less; all of it from {format_size(2 * tight_bytes)}"
+                  if share < 1.0 else "all of what the readers write reaches host memory")
         p.set("host.thread_contention", round(contention, 4),
               error=search_error(lambda a: host_loss(total, a), contention, len(shared)) if contention else None,
               source="memcpy threads, readers, streaming (sim fit)",
@@ -698,9 +755,10 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
 # Which benchmarks set each parameter: its residual is the simulator's error on them.
 _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.memcpy_per_thread": lambda p: p.bench == "memcpy" and p.width == 1,
-    "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench == "stream",
+    "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench in ("stream", "tight"),
     "host.thread_contention": lambda p: p.bench in ("memcpy", "read") and p.width > 1,
     "host.dma_weight": lambda p: p.bench == "stream",
+    "host.staging_write_share": lambda p: p.bench == "tight",
     "storage.page_cache_bandwidth": lambda p: p.bench == "read" and p.width == 1,
     "storage.page_cache_near_speedup": lambda p: p.bench == "near",
     "storage.latency": lambda p: p.bench == "cold" and p.width == 1,

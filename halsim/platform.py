@@ -195,6 +195,12 @@ class HostMemory(_Part):
         "writes (1: every byte crosses DRAM once). Less where the DMA's reads compete with the CPU's copies for "
         "less than their bytes: on the lent H200 VM eight readers with copies streaming moved 73 GB/s of traffic "
         "by that count, where eight readers alone moved 58 and eight memcpy threads 45 (fidelity run 33)")
+    staging_write_curve: tuple[tuple[int, float], ...] = Field(
+        (), description="measured (staging bytes, share): of what a page-cache read writes into a ring's slots, the "
+        "share that reaches host memory when the ring's slots fill this many bytes; the rest stays in the CPU's "
+        "last-level cache. Linear in log bytes between the points, flat past the ends (empty: all of it). Apart "
+        "from page_cache_near_*, which is one thread's rate: this is the traffic many readers share. On the lent "
+        "H200 VM (300 MiB of L3) eight readers read 1.3-1.6x faster into 128 MiB of slots than into 256 MiB")
     step_overhead: float = Field(
         0.0, ge=0, description="seconds of the engine's dispatcher per plan step: the one host thread that "
         "submits every step and handles its completion; serial, shared by every GPU (0: free)")
@@ -225,6 +231,20 @@ class HostMemory(_Part):
         points = tuple((int(threads), parse_duration(cost)) for threads, cost in (v or ()))  # never negative
         _increasing_keys("step_overhead_curve", [n for n, _ in points], "thread counts of at least 1")
         return points
+
+    @field_validator("staging_write_curve", mode="before")
+    @classmethod
+    def _write_curve(cls, v):
+        points = tuple((parse_size(size), float(share)) for size, share in (v or ()))
+        _increasing_keys("staging_write_curve", [size for size, _ in points], "sizes above 0")
+        if any(not 0.0 <= share <= 1.0 for _, share in points):
+            raise ValueError("staging_write_curve shares must be between 0 and 1")
+        return points
+
+    def staging_write_share(self, staging_bytes: int) -> float:
+        """The share of a page-cache read's writes into ``staging_bytes`` of ring slots that reach host memory."""
+        curve = self.staging_write_curve
+        return log_interpolate(curve, staging_bytes) if curve and staging_bytes > 0 else 1.0
 
     def step_cost(self, threads: int) -> float:
         """Seconds of the dispatcher per step while a plan runs ``threads`` host threads at once."""

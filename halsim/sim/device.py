@@ -111,6 +111,8 @@ class SimExecution(Execution):
         # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes; one slot, less).
         pool = self.plan.pool(self.index)
         self._ring_read_speedup = storage.near_speedup(pool.slots, pool.bytes) if pool is not None else 1.0
+        # ... and with many readers, less of what they write reaches host memory (host.staging_write_curve).
+        self._ring_write_share = platform.host.staging_write_share(pool.bytes) if pool is not None else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
         self._import_queues = self.plan.import_queues(self.index)
         # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
@@ -332,9 +334,11 @@ class SimExecution(Execution):
         cached = int(round(nbytes * hit))
         return nbytes - cached, cached
 
-    def _buffered_read(self, step: Step, op: str, bound: dict, speedup: float = 1.0) -> Generator:
+    def _buffered_read(self, step: Step, op: str, bound: dict, speedup: float = 1.0,
+                       write_share: float = 1.0) -> Generator:
         """A read through the page cache: the drive for what the cache lacks, then one thread's copy
-        (``speedup`` times one thread's rate: into slots that stay in the CPU's cache)."""
+        (``speedup`` times one thread's rate and ``write_share`` of its writes on host memory: into
+        slots that stay in the CPU's cache)."""
         machine = self.machine
         cold, cached = self._split(step.length)
         ahead = self._read_ahead.take(step.file_offset, cold) if cold and self._read_ahead is not None else 0
@@ -349,8 +353,8 @@ class SimExecution(Execution):
             else:
                 yield from self._storage(machine.host_routes.cold_read, cold, op, bound)
         if cached:
-            cls = self._cached_read if self._flat_page_cache and speedup == 1.0 else \
-                machine.cached_read_class(step.length, speedup)
+            cls = self._cached_read if self._flat_page_cache and speedup == 1.0 and write_share == 1.0 else \
+                machine.cached_read_class(step.length, speedup, write_share)
             flow = machine.net.start(cls, cached)
             yield flow.done
             _merge(bound, flow.bound)
@@ -367,7 +371,7 @@ class SimExecution(Execution):
             if self._o_direct:
                 yield from self._storage(machine.host_routes.direct_read, step.length, "read", bound)
             else:
-                yield from self._buffered_read(step, "read", bound, self._ring_read_speedup)
+                yield from self._buffered_read(step, "read", bound, self._ring_read_speedup, self._ring_write_share)
             if self._real:
                 self.file.read_into(step.file_offset, self._slot(step))
         finally:

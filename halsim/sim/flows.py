@@ -68,8 +68,9 @@ class FlowNetwork:
         self._class_uses: list[tuple[tuple[int, float], ...]] = []
         self._class_cap: list[float] = []
         self._class_label: list[str] = []
-        self._class_contended: list[bool] = []
-        # Per-thread slowdown of contended classes: k of them run at cap / (1 + contention * (k - 1)).
+        self._class_contended: list[float] = []
+        # Per-thread slowdown of contended classes: k of them run at cap / (1 + contention * (k - 1)),
+        # each further one counted at its weight (a read whose writes stay in the CPU's cache, less).
         self.contention = 0.0
         self._solved: dict[tuple[int, ...], dict[int, tuple[float, str]]] = {}
         self.flows: list[Flow] = []  # moving bytes
@@ -93,22 +94,23 @@ class FlowNetwork:
         return self._resource_index[name]
 
     def flow_class(self, uses: Sequence[tuple[str, float]], cap: float = math.inf, label: str = "",
-                   contended: bool = False) -> int:
+                   contended: float = 0.0) -> int:
         """A kind of flow: ``(resource name, weight)`` pairs, and its own rate cap named ``label``.
 
         ``contended``: a CPU thread's copy, whose cap shrinks with the number of such
-        flows running at once (:attr:`contention`).
+        flows running at once (:attr:`contention`); the weight (up to 1, or True) it
+        counts at in the others' slowdown.
         """
         pairs = tuple((self._resource_index[name], float(w)) for name, w in uses if w > 0)
         if not pairs and cap == math.inf:
             raise ValueError("a flow class needs a resource or a cap")
-        key = (pairs, float(cap), label, contended)
+        key = (pairs, float(cap), label, float(contended))
         if key not in self._class_index:
             self._class_index[key] = len(self._class_uses)
             self._class_uses.append(pairs)
             self._class_cap.append(float(cap))
             self._class_label.append(label or "own limit")
-            self._class_contended.append(contended)
+            self._class_contended.append(float(contended))
             self._class_bytes.append(0.0)
         return self._class_index[key]
 
@@ -200,11 +202,12 @@ class FlowNetwork:
         solved = self._solved.get(key)
         if solved is None:
             caps = [self._class_cap[c] for c in key]
-            contended = [i for i, c in enumerate(key) if self._class_contended[c]]
+            weights = [self._class_contended[c] for c in key]
+            contended = [i for i, w in enumerate(weights) if w]
             if self.contention and len(contended) > 1:
-                slowdown = 1.0 + self.contention * (len(contended) - 1)
-                for i in contended:
-                    caps[i] /= slowdown
+                crowd = sum(weights)
+                for i in contended:  # slowed by the others, each at its weight
+                    caps[i] /= 1.0 + self.contention * (crowd - weights[i])
             rates, bound = max_min_rates(self.capacity, [self._class_uses[c] for c in key], caps)
             solved = {}
             for c, rate, b in zip(key, rates, bound):

@@ -66,11 +66,14 @@ class Machine:
         self._drained[gpu].append(event)
         return event
 
-    def cached_read_class(self, request_bytes: int, speedup: float = 1.0) -> int:
+    def cached_read_class(self, request_bytes: int, speedup: float = 1.0, write_share: float = 1.0) -> int:
         """The flow class of one thread's page-cache read of a ``request_bytes`` request
-        (``speedup``: into slots that stay in the CPU's cache, ``storage.page_cache_near_speedup``)."""
+        (``speedup``: into slots that stay in the CPU's cache, ``storage.page_cache_near_speedup``;
+        ``write_share``: of its writes, the share that reaches host memory, ``host.staging_write_curve``)."""
         rate = self.platform.storage.page_cache_rate(request_bytes) * speedup
-        return self.net.flow_class([(HOST, 2)], rate, PAGE_CACHE_THREAD, contended=True)
+        # What stays in the cache neither loads host memory nor slows the other threads.
+        return self.net.flow_class([(HOST, 1 + write_share)], rate, PAGE_CACHE_THREAD,
+                                   contended=(1 + write_share) / 2)
 
     def cold_read_class(self, drive_share: float) -> int:
         """A buffered read of a cold file of which only ``drive_share`` of the bytes still come from the drive
