@@ -457,7 +457,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     dispatch_rings = [pt for pt in m.of("stream") if pt.probe.size < m.config.thread_chunk]
     shared = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + \
              [pt for pt in m.of("read") if pt.probe.width > 1] + \
-             [pt for pt in m.of("stream") if pt not in dispatch_rings]
+             [pt for pt in m.of("stream") if pt not in dispatch_rings and pt.probe.size * pt.probe.count <= scratch]
 
     # A dedicated GPU's DMA may weigh less on host memory than its bytes (the H200 VM: eight
     # readers with copies streaming moved more traffic than eight readers alone): fitted where
@@ -465,19 +465,21 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     dma_shows = m.caps.kind == "dedicated" and any(pt.probe.bench == "stream" for pt in shared) and \
         any(pt.probe.bench == "read" for pt in shared)
 
-    # The widest ring again with one slot per reader (``tight``): of what its readers write, the
-    # share that reaches host memory, the rest staying in the CPU's cache; a curve from its footprint
-    # to the ``stream`` probe's (all of it there), fitted by simulation with the host's sharing.
-    tight = m.of("tight")
-    tight_bytes = tight[0].probe.width * tight[0].probe.size if tight else 0
+    # The widest ring over the scratch file several times, with one slot per reader (``tight``) and
+    # with two (a long ``stream``): of what the tight ring's readers write, the share that reaches host
+    # memory, the rest staying in the CPU's cache; a curve from its footprint (the share) to the other's
+    # (all of it). Fitted by simulation to the two rings' ratio, which the machine's drift cancels from.
+    pairs = [(t, s) for t in m.of("tight") for s in m.of("stream")
+             if (s.probe.size, s.probe.count, s.probe.width) == (t.probe.size, t.probe.count, t.probe.width)]
+    tight_bytes = pairs[0][0].probe.width * pairs[0][0].probe.size if pairs else 0
 
     def write_curve(share: float) -> tuple[tuple[int, float], ...]:
         return ((tight_bytes, round(share, 4)), (2 * tight_bytes, 1.0)) if share < 1.0 else ()
 
-    def write_loss(share: float, total: float, contention: float) -> float:
-        candidate = platform(host__staging_write_curve=write_curve(share), host__total_bandwidth=total,
-                             host__thread_contention=contention)
-        return _log_loss([(predict(candidate, pt.probe, scratch)["tight"], pt.value()) for pt in tight])
+    def write_loss(share: float) -> float:
+        candidate = platform(host__staging_write_curve=write_curve(share))
+        return _log_loss([(predict(candidate, t.probe, scratch)["tight"] /
+                           predict(candidate, s.probe, scratch)["stream"], t.value() / s.value()) for t, s in pairs])
 
     def write_share() -> float:
         curve = p.values.get("host.staging_write_curve") or ()
@@ -498,7 +500,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                    else pt.probe.size * pt.probe.count / pt.value() for pt in shared)
         contention, total, bounded = 0.0, peak, False
         for _ in range(CONTENTION_ROUNDS):
-            before = (total, contention, p.values["host.dma_weight"], write_share())
+            before = (total, contention, p.values["host.dma_weight"])
             total, bounded = search_fit(lambda x: host_loss(x, contention), 0.2 * peak, 40 * peak)
             contention, felt = search_fit(lambda a: host_loss(total, a), MIN_CONTENTION, 2.0)
             if contention < 2 * MIN_CONTENTION or not felt:
@@ -509,22 +511,8 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                 # Within a percent of a whole byte, or no better than one: each byte once.
                 whole = host_loss(total, contention, 1.0) <= host_loss(total, contention, dma) * (1 + 1e-9)
                 p.values["host.dma_weight"] = 1.0 if abs(dma - 1.0) < 0.01 or whole else round(dma, 4)
-            if tight:
-                p.values["host.staging_write_curve"] = ()
-                if not bounded:
-                    # Nothing else filled host memory: a tight ring that ran faster says only that there
-                    # is more of it (less traffic and more bandwidth cannot be told apart then).
-                    total, bounded = search_fit(lambda x: write_loss(1.0, x, contention), total, 40 * peak)
-                else:
-                    def share_loss(x: float) -> float:
-                        return write_loss(x, total, contention)
-                    share, felt = search_fit(share_loss, MIN_WRITE_SHARE, 1.0)
-                    share = _largest_as_good(share_loss, share, 1.0)  # a flat floor: the most traffic that fits
-                    # Flat up to all of it, or no better than all of it: none stays in the cache.
-                    if felt and share < 0.99 and share_loss(share) < share_loss(1.0) * (1 - 1e-9):
-                        p.values["host.staging_write_curve"] = write_curve(max(share, MIN_WRITE_SHARE))
             if abs(total / before[0] - 1) < 0.005 and abs(contention - before[1]) < 0.0005 and \
-                    abs(p.values["host.dma_weight"] - before[2]) < 0.005 and abs(write_share() - before[3]) < 0.005:
+                    abs(p.values["host.dma_weight"] - before[2]) < 0.005:
                 break
         p.set("host.total_bandwidth", total,
               error=search_error(lambda x: host_loss(x, contention), total, len(shared)) if bounded else None,
@@ -536,15 +524,6 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                   error=search_error(lambda w: host_loss(total, contention, w), weight, len(shared))
                   if weight != 1.0 else None, source="streaming runs against readers alone (sim fit)",
                   note="" if weight != 1.0 else "each byte a DMA moves weighs one byte on host memory")
-        if tight:
-            share = write_share()
-            p.set("host.staging_write_share", share,
-                  error=search_error(lambda x: write_loss(x, total, contention), share, len(tight))
-                  if share < 1.0 else None,
-                  source=f"{tight[0].probe.width} readers into {format_size(tight_bytes)} of slots against "
-                         f"{format_size(2 * tight_bytes)} (sim fit)",
-                  note=f"at {format_size(tight_bytes)} of slots and less; all of it from {format_size(2 * tight_bytes)}"
-                  if share < 1.0 else "all of what the readers write reaches host memory")
         p.set("host.thread_contention", round(contention, 4),
               error=search_error(lambda a: host_loss(total, a), contention, len(shared)) if contention else None,
               source="memcpy threads, readers, streaming (sim fit)",
@@ -586,6 +565,22 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     def step_costs() -> list[float]:
         return [p.values["host.step_overhead"]] + [c for _, c in p.values.get("host.step_overhead_curve") or ()]
 
+    def fit_write_share() -> None:
+        p.values["host.staging_write_curve"] = ()
+        share, felt = search_fit(write_loss, MIN_WRITE_SHARE, 1.0, points=16, iterations=20)
+        share = _largest_as_good(write_loss, share, 1.0, iterations=12)  # a flat floor: the most traffic that fits
+        # Flat up to all of it, or no better than all of it: none stays in the cache.
+        if felt and share < 0.99 and write_loss(share) < write_loss(1.0) * (1 - 1e-9):
+            p.values["host.staging_write_curve"] = write_curve(max(share, MIN_WRITE_SHARE))
+        share = write_share()
+        p.set("host.staging_write_share", share,
+              error=search_error(write_loss, share, len(pairs)) if share < 1.0 else None,
+              source=f"{pairs[0][0].probe.width} readers into {format_size(tight_bytes)} of slots against "
+                     f"{format_size(2 * tight_bytes)}, {format_size(pairs[0][0].probe.size * pairs[0][0].probe.count)} "
+                     "each (sim fit)",
+              note=f"at {format_size(tight_bytes)} of slots and less; all of it from {format_size(2 * tight_bytes)}"
+              if share < 1.0 else "all of what the readers write reaches host memory")
+
     fit_host()
     for _ in range(DISPATCH_ROUNDS if dispatch_rings else 0):
         before = step_costs()
@@ -594,6 +589,11 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         if len(after) == len(before) and all(abs(a - b) <= 0.01 * b for a, b in zip(after, before)):
             break
         fit_host()
+    if pairs:
+        # Once the rest is in place; then the host again, whose smaller rings the share reaches too.
+        fit_write_share()
+        if write_share() < 1.0:
+            fit_host()
 
     # Cold reads: the drive's latency and bandwidth, each by simulation with the other in place (the
     # kernel's readahead hides part of one reader's pauses, after the latency: no line says how much),
@@ -755,7 +755,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
 # Which benchmarks set each parameter: its residual is the simulator's error on them.
 _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.memcpy_per_thread": lambda p: p.bench == "memcpy" and p.width == 1,
-    "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench in ("stream", "tight"),
+    "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench == "stream",
     "host.thread_contention": lambda p: p.bench in ("memcpy", "read") and p.width > 1,
     "host.dma_weight": lambda p: p.bench == "stream",
     "host.staging_write_share": lambda p: p.bench == "tight",
