@@ -36,9 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_gpu import llama_like  # noqa: E402  (the file layout the runs used)
 
 
-READS_SCRATCH = frozenset({"read", "near", "cold", "stream", "import", "fault", "register_in_upload"})
-
-
 @dataclass
 class ReplayRow:
     """What :func:`halsim.compare.rank` reads of a row."""
@@ -60,10 +57,8 @@ def measurements(stored: dict, after: dict[str, float] | None = None, read_ahead
     m = Measurements.from_dict(stored)
     if m.read_ahead is None:
         m.read_ahead = read_ahead
-    # Probes this version does not measure: runs 21-22 fitted a factor from an import
-    # upload; runs 54-55 (a branch's code) read the scratch file several times over.
-    m.points = [pt for pt in m.points if pt.probe.bench in BENCHES
-                and not (pt.probe.bench in READS_SCRATCH and pt.probe.size * pt.probe.count > m.config.scratch)]
+    # Probes this version no longer measures (runs 21-22 fitted a factor from an import upload).
+    m.points = [pt for pt in m.points if pt.probe.bench in BENCHES]
     if after:
         m.points = [Measurement(pt.probe, {**pt.samples, pt.probe.readings[0]: [after[pt.probe.label]]})
                     if pt.probe.label in after else pt for pt in m.points]

@@ -184,7 +184,8 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
     if max(config.threads) > 1:
         # The widest ring over the scratch file LONG_PASSES times, and again into half the slots: less of
         # what they write reaches host memory when the slots stay in the CPU's cache. On the H200 VM
-        # (300 MiB of L3) 8 x 16 MiB ran 1.3-1.5x faster than 16 x 16 MiB over 4 GiB, and no faster over 1.
+        # (300 MiB of L3), pinned first, 8 x 16 MiB ran 1.06-1.13x faster than 16 x 16 MiB over 4 GiB
+        # (fidelity run 55, ring_footprint.py) and no faster over 1 GiB (run 54).
         long = LONG_PASSES * (config.scratch // config.thread_chunk)
         out += [Probe(bench, config.thread_chunk, long, max(config.threads)) for bench in ("stream", "tight")]
     # Rings of small chunks: many steps, so the engine's dispatch of each one bounds them;

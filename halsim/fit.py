@@ -279,6 +279,8 @@ COLD_ROUNDS = 3
 MIN_LATENCY = 1e-6
 MIN_DMA_WEIGHT = 0.05  # the search's floor: a DMA that costs host memory nothing is not believed
 MIN_WRITE_SHARE = 0.01  # the search's floor for host.staging_write_curve (a geometric grid: above 0)
+SHARE_ROUNDS = 3
+RATIO_FLOOR = math.log(1.005)  # a tight/stream ratio the model misses by less needs no share
 
 # Provisional values for parameters not fitted yet (a later step sets each): they
 # only have to let the simulator run the benchmarks of the parameter being fitted.
@@ -567,10 +569,18 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
 
     def fit_write_share() -> None:
         p.values["host.staging_write_curve"] = ()
+        if p.info["host.total_bandwidth"]["lower_bound"]:
+            # Less traffic and more bandwidth are then the same thing: the share would only stand
+            # in for the bandwidth the probes could not reach.
+            p.set("host.staging_write_share", 1.0, measured=False,
+                  note="host memory never bound the probes: a share of its traffic cannot be told from more bandwidth")
+            return
         share, felt = search_fit(write_loss, MIN_WRITE_SHARE, 1.0, points=16, iterations=20)
         share = _largest_as_good(write_loss, share, 1.0, iterations=12)  # a flat floor: the most traffic that fits
-        # Flat up to all of it, or no better than all of it: none stays in the cache.
-        if felt and share < 0.99 and write_loss(share) < write_loss(1.0) * (1 - 1e-9):
+        # Flat up to all of it, no better than all of it, or all of it already within half a
+        # percent of the two rings' ratio: none stays in the cache.
+        whole = write_loss(1.0)
+        if felt and share < 0.99 and whole > len(pairs) * RATIO_FLOOR ** 2 and write_loss(share) < whole / 2:
             p.values["host.staging_write_curve"] = write_curve(max(share, MIN_WRITE_SHARE))
         share = write_share()
         p.set("host.staging_write_share", share,
@@ -590,10 +600,16 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
             break
         fit_host()
     if pairs:
-        # Once the rest is in place; then the host again, whose smaller rings the share reaches too.
-        fit_write_share()
-        if write_share() < 1.0:
+        # Once the rest is in place; then the host again, whose smaller rings the share reaches
+        # too, in turns until the share holds.
+        for _ in range(SHARE_ROUNDS):
+            before = write_share()
+            fit_write_share()
+            if write_share() == 1.0:
+                break
             fit_host()
+            if abs(write_share() - before) < 0.005:
+                break
 
     # Cold reads: the drive's latency and bandwidth, each by simulation with the other in place (the
     # kernel's readahead hides part of one reader's pauses, after the latency: no line says how much),

@@ -58,6 +58,7 @@ def truth(name: str) -> dict[str, float]:
         "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
         "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
         "host.register_upload_factor": p.host.register_upload_factor, "storage.read_ahead": p.storage.read_ahead,
+        "host.staging_write_share": p.host.staging_write_curve[0][1] if p.host.staging_write_curve else 1.0,
     }
 
 
@@ -106,6 +107,29 @@ def test_threads_that_slow_one_another_are_told_from_a_full_memory_system():
     calm = base.model_copy(update={"host": base.host.model_copy(update={"thread_contention": 0.0})})
     plain = calibrate(Simulator(calm).device(0), Config.quick())
     assert plain.platform.host.thread_contention == 0.0
+
+
+def test_a_ring_whose_slots_stay_in_the_cache_is_told_from_the_host_s_bandwidth():
+    """Eight readers whose ring of one slot each writes only half its bytes to host memory (the rest
+    stays in the CPU's cache), on a memory system that fills: calibration gives back the share
+    beside the bandwidth and the contention, and a ring of two slots each keeps all of its traffic."""
+    from halsim.sim import Simulator
+
+    base = load_platform("h100-pcie5")
+    # The full config's readers and chunk (rings of 2 MiB chunks are bound by the dispatcher, not host memory)
+    eight = dataclasses.replace(Config.quick(), threads=(1, 2, 4, 8), thread_chunk=16 * MiB, scratch=256 * MiB)
+    tight = 8 * eight.thread_chunk  # the tight probe's ring: one slot per reader
+    host = base.host.model_copy(update={"thread_contention": 0.1, "total_bandwidth": 60e9,
+                                        "staging_write_curve": ((tight, 0.5), (2 * tight, 1.0))})
+    result = calibrate(Simulator(base.model_copy(update={"host": host})).device(0), eight)
+    assert result.parameter("host.staging_write_share").value == pytest.approx(0.5, rel=0.02)
+    assert result.platform.host.staging_write_curve == ((tight, pytest.approx(0.5, rel=0.02)), (2 * tight, 1.0))
+    assert result.parameter("host.total_bandwidth").value == pytest.approx(60e9, rel=0.02)
+    assert result.parameter("host.thread_contention").value == pytest.approx(0.1, rel=0.02)
+    # where every byte reaches host memory the fit adds no curve
+    plain = base.model_copy(update={"host": base.host.model_copy(update={"thread_contention": 0.1,
+                                                                         "total_bandwidth": 60e9})})
+    assert calibrate(Simulator(plain).device(0), eight).platform.host.staging_write_curve == ()
 
 
 def test_the_simulator_tells_calibration_how_it_imports_and_reads_direct():
