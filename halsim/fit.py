@@ -478,10 +478,11 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     def write_curve(share: float) -> tuple[tuple[int, float], ...]:
         return ((tight_bytes, round(share, 4)), (2 * tight_bytes, 1.0)) if share < 1.0 else ()
 
-    def write_loss(share: float) -> float:
+    def write_loss(share: float, streams: Sequence[float]) -> float:
+        # ``streams``: each pair's stream ring simulated; its footprint is the curve's end, so no share moves it.
         candidate = platform(host__staging_write_curve=write_curve(share))
-        return _log_loss([(predict(candidate, t.probe, scratch)["tight"] /
-                           predict(candidate, s.probe, scratch)["stream"], t.value() / s.value()) for t, s in pairs])
+        return _log_loss([(predict(candidate, t.probe, scratch)["tight"] / stream, t.value() / s.value())
+                          for (t, s), stream in zip(pairs, streams)])
 
     def write_share() -> float:
         curve = p.values.get("host.staging_write_curve") or ()
@@ -575,16 +576,21 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
             p.set("host.staging_write_share", 1.0, measured=False,
                   note="host memory never bound the probes: a share of its traffic cannot be told from more bandwidth")
             return
-        share, felt = search_fit(write_loss, MIN_WRITE_SHARE, 1.0, points=16, iterations=20)
-        share = _largest_as_good(write_loss, share, 1.0, iterations=12)  # a flat floor: the most traffic that fits
+        streams = [predict(platform(), s.probe, scratch)["stream"] for _, s in pairs]
+
+        def loss(share: float) -> float:
+            return write_loss(share, streams)
+
+        share, felt = search_fit(loss, MIN_WRITE_SHARE, 1.0, points=16, iterations=20)
+        share = _largest_as_good(loss, share, 1.0, iterations=12)  # a flat floor: the most traffic that fits
         # Flat up to all of it, no better than all of it, or all of it already within half a
         # percent of the two rings' ratio: none stays in the cache.
-        whole = write_loss(1.0)
-        if felt and share < 0.99 and whole > len(pairs) * RATIO_FLOOR ** 2 and write_loss(share) < whole / 2:
+        whole = loss(1.0)
+        if felt and share < 0.99 and whole > len(pairs) * RATIO_FLOOR ** 2 and loss(share) < whole / 2:
             p.values["host.staging_write_curve"] = write_curve(max(share, MIN_WRITE_SHARE))
         share = write_share()
         p.set("host.staging_write_share", share,
-              error=search_error(write_loss, share, len(pairs)) if share < 1.0 else None,
+              error=search_error(loss, share, len(pairs)) if share < 1.0 else None,
               source=f"{pairs[0][0].probe.width} readers into {format_size(tight_bytes)} of slots against "
                      f"{format_size(2 * tight_bytes)}, {format_size(pairs[0][0].probe.size * pairs[0][0].probe.count)} "
                      "each (sim fit)",

@@ -97,9 +97,9 @@ class FlowNetwork:
                    contended: float = 0.0) -> int:
         """A kind of flow: ``(resource name, weight)`` pairs, and its own rate cap named ``label``.
 
-        ``contended``: a CPU thread's copy, whose cap shrinks with the number of such
-        flows running at once (:attr:`contention`); the weight (up to 1, or True) it
-        counts at in the others' slowdown.
+        ``contended``: above 0 for a CPU thread's copy, whose cap shrinks with the number of
+        such flows running at once (:attr:`contention`); the weight (up to 1) it counts at
+        in the others' slowdown.
         """
         pairs = tuple((self._resource_index[name], float(w)) for name, w in uses if w > 0)
         if not pairs and cap == math.inf:

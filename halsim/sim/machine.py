@@ -79,12 +79,12 @@ class Machine:
         """A buffered read of a cold file of which only ``drive_share`` of the bytes still come from the drive
         (the rest the kernel has read ahead): one thread copies them all out of the page cache."""
         return self.net.flow_class(cold_read_uses(drive_share), self.platform.storage.page_cache_bandwidth,
-                                   PAGE_CACHE_THREAD, contended=True)
+                                   PAGE_CACHE_THREAD, contended=1.0)
 
     def memcpy_class(self) -> int:
         """The flow class of one thread's memcpy: it reads and writes host memory."""
         return self.net.flow_class([(HOST, 2)], self.platform.host.memcpy_per_thread, "memcpy (one thread)",
-                                   contended=True)
+                                   contended=1.0)
 
     @property
     def now(self) -> float:

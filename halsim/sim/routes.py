@@ -69,11 +69,11 @@ class HostRoutes:
         # Faulting a mapping in reads ahead in larger pieces than pread: its own rate, on the same drive.
         fault_weight = st.bandwidth / (st.fault_in_bandwidth or st.bandwidth)
         return cls(
-            cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
-            cold_read=net.flow_class(cold_read_uses(), thread, PAGE_CACHE_THREAD, contended=True),
+            cached_read=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=1.0),
+            cold_read=net.flow_class(cold_read_uses(), thread, PAGE_CACHE_THREAD, contended=1.0),
             direct_read=net.flow_class([(STORAGE, 1), (HOST, 1)]),
             read_ahead=net.flow_class([(STORAGE, 1), (HOST, 1)]),
-            cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=True),
+            cached_write=net.flow_class([(HOST, 2)], thread, PAGE_CACHE_THREAD, contended=1.0),
             direct_write=net.flow_class([(STORAGE, write_weight), (HOST, 1)]),
             fault_in=net.flow_class([(STORAGE, fault_weight), (HOST, 1)]),
             register=net.flow_class([], platform.host.register_bandwidth, REGISTRATION),
@@ -115,7 +115,7 @@ class GpuRoutes:
             h2d=net.flow_class(copy("h2d", dma)),
             d2h=net.flow_class(copy("d2h", dma)),
             # The driver's bounce: a CPU copy into its pinned buffer (2), then the DMA (1).
-            h2d_pageable=net.flow_class(copy("h2d", dma + 2), pageable, PAGEABLE, contended=True),
-            d2h_pageable=net.flow_class(copy("d2h", dma + 2), pageable, PAGEABLE, contended=True),
+            h2d_pageable=net.flow_class(copy("h2d", dma + 2), pageable, PAGEABLE, contended=1.0),
+            d2h_pageable=net.flow_class(copy("d2h", dma + 2), pageable, PAGEABLE, contended=1.0),
             storage_h2d=net.flow_class(storage_path),
         )
