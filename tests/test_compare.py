@@ -160,3 +160,43 @@ def test_rounds_run_apart_pool_into_one_comparison(model, platform):
     assert not one.notes  # notes are about the platform the predictions came from, not the stand-in
     with pytest.raises(ValueError, match="same cases"):
         pooled([parts[0], compare(model, "cpu", platform, todo[:1], repeat=1, warmup=False)], platform)
+
+
+def test_every_warm_case_after_a_cold_one_runs_on_a_fresh_warm_cache(model, platform, monkeypatch):
+    """A cold case leaves the file cached as its readers brought it in; a warm case after it
+    must not run on that (the H200's first warm upload after one ran 12-20% slower)."""
+    import halsim
+    from halsim import pagecache
+
+    events: list[str] = []
+    real_warm, real_drop, real_upload = pagecache.warm, pagecache.drop, halsim.upload
+
+    def warm(path, piece=16 << 20, fresh=False):
+        real_warm(path, piece, fresh)  # a fresh warm drops the file first: its own "drop" comes before
+        events.append("fresh" if fresh else "warm")
+
+    def drop(path):
+        events.append("drop")
+        return real_drop(path)
+
+    def upload(path, device, policy, **kwargs):
+        events.append(f"upload {policy.spec()}")
+        return real_upload(path, device, policy, **kwargs)
+
+    monkeypatch.setattr(pagecache, "warm", warm)
+    monkeypatch.setattr(pagecache, "drop", drop)
+    monkeypatch.setattr(halsim, "upload", upload)
+    warm_case, cold_case = Case(parse_policy(POLICIES[0])), Case(parse_policy("staged"), cold=True)
+    compare(model, "cpu", platform, [warm_case, cold_case, warm_case], repeat=2, warmup=False)
+    warm_spec, cold_spec = f"upload {warm_case.policy.spec()}", f"upload {cold_case.policy.spec()}"
+    state = "none"
+    for event in events:
+        if event in ("fresh", "drop"):
+            state = event
+        elif event == cold_spec:
+            assert state == "drop"
+            state = "cold"
+        elif event == warm_spec:
+            assert state in ("fresh", "warm run"), events
+            state = "warm run"
+    assert events.count("fresh") == 3 and events.count(warm_spec) == 4, events
