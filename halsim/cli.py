@@ -293,7 +293,8 @@ def compare(
     device: str = typer.Option("cpu", "--device", "-d", help="cpu, cuda:N or vulkan:N."),
     platform: str = typer.Option(..., "--platform", "-p", help="The platform to predict with (e.g. from calibrate)."),
     policy: List[str] = typer.Option(..., "--policy", help="A policy spec; repeat for several."),
-    cache: str = typer.Option("warm", "--cache", help="warm (page-cached file), cold, or both."),
+    cache: str = typer.Option("warm", "--cache", help="warm (page-cached file: dropped and read back by one "
+                              "thread before the first warm run and after each cold one), cold, or both."),
     repeat: int = typer.Option(3, "--repeat", min=1, help="Real runs of each case; the median is compared."),
     mode: str = typer.Option("overlapped", "--mode", help="overlapped or serial."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Perfetto JSON: sim and real as separate processes."),
