@@ -18,7 +18,7 @@
 others but kept out of the targets and stored apart (``extra`` in OUT.json), so
 a question about one case's neighbours does not change the scored set. They run
 after the cold cases, on the file read back afresh (until the fourteenth session
-they ran on the cache the last cold case left, the first of them 12-20 % slower:
+they ran on the cache the last cold case left, the first of them 14-20 % slower:
 benchmarks/warm_state.py).
 
 ``--no-fit``: stop once ``OUT.raw.json`` is written. The fit takes minutes of CPU

@@ -2,7 +2,7 @@
 # One GPU call (about 6 minutes): three fidelity runs, stopped before the fit, with the
 # 16- and 8-slot rings as extras. Since the fourteenth session `compare` warms the file
 # afresh after the cold cases, so the extras no longer run on a cold case's cache (the
-# first warm upload after one ran 12-20% slower on the H200: benchmarks/warm_state.py).
+# first warm upload after one ran 14-20% slower on the H200: benchmarks/warm_state.py).
 # Fit each here: python3 benchmarks/fidelity_replay.py OUT/runN.raw.json --cases --write DIR
 #   run(command="bash benchmarks/gpu_session_extras.sh", carry=[".whl"], timeout_s=590)
 set -uo pipefail

@@ -407,7 +407,7 @@ def compare(
         with halsim.upload(path, target, case.policy, mode=mode) as done_upload:
             report = done_upload.report
         # A cold case leaves the file cached as its readers brought it in, not as a warm case
-        # expects it: on the lent H200 VM the first warm upload after one ran 12-20% slower than
+        # expects it: on the lent H200 VM the first warm upload after one ran 14-20% slower than
         # after a fresh warm (benchmarks/warm_state.py), so the next warm case warms afresh.
         cached = not case.cold
         return report

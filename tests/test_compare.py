@@ -164,7 +164,7 @@ def test_rounds_run_apart_pool_into_one_comparison(model, platform):
 
 def test_every_warm_case_after_a_cold_one_runs_on_a_fresh_warm_cache(model, platform, monkeypatch):
     """A cold case leaves the file cached as its readers brought it in; a warm case after it
-    must not run on that (the H200's first warm upload after one ran 12-20% slower)."""
+    must not run on that (the H200's first warm upload after one ran 14-20% slower)."""
     import halsim
     from halsim import pagecache
 
