@@ -622,9 +622,10 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # starting from the latency of a line through one reader's times by size.
     # The bandwidth comes from the reads by several readers where there are any: a gigabyte read
     # as a cold upload reads it. One reader's requests read 2-20 % below that rate, the smaller
-    # the slower, in a way the model does not have; fitted to them too, the drive came out 4-8 %
-    # slow and every cold upload with it (33 H200 runs: several readers' probes read within 1 %
-    # of the cold uploads on average, one reader's 64 MiB probe 5 % below them).
+    # the slower, in a way the model does not have; fitted to them too, the drive came out slow
+    # (by a median 4 %, up to 16 %) and every cold upload with it. Over 33 H200 runs several
+    # readers' probes read within 1 % of the cold uploads on average, one reader's 64 MiB probe 5 %
+    # below them.
     cold = m.of("cold")
     if cold:
         solo = [pt for pt in cold if pt.probe.width == 1]
