@@ -192,6 +192,13 @@ def test_the_drive_s_bandwidth_comes_from_several_readers_not_one_reader_s_reque
     assert one_reader_16mib.error < -0.03
 
 
+def test_with_one_reader_only_the_drive_s_bandwidth_comes_from_its_reads_by_size():
+    one_reader = calibrate("sim:dgpu-pcie4", dataclasses.replace(Config.quick(), threads=(1,)))
+    bandwidth = one_reader.parameter("storage.bandwidth")
+    assert bandwidth.source == "cold reads by size (sim fit)"
+    assert bandwidth.residual is not None  # over the reads that set it
+
+
 def test_pinning_a_ring_and_freeing_it_are_fitted_apart():
     """A ring freed at its own cost: calibration gives back both; a run stored before the freeing was
     timed apart (``pin`` holding the pair) fits the pair as pinning and charges nothing at release."""
