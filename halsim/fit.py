@@ -205,12 +205,15 @@ class _Params:
         self.info: dict[str, dict] = {}
 
     def set(self, path: str, value: float | None, *, error: float | None = None, source: str = "",
-            measured: bool = True, note: str = "", lower_bound: bool = False) -> None:
+            measured: bool = True, note: str = "", lower_bound: bool = False,
+            points: Sequence[Measurement] | None = None) -> None:
+        """``points``: the measurements the fit chose to set it from, where it chooses (else ``_SETS``)."""
         if value is not None:
             value = _round_seconds(value) if path in _DURATIONS else _round_rate(value) if path in _RATES else value
         self.values[path] = value
         self.info[path] = {"error": error, "source": source, "measured": measured, "note": note,
-                           "lower_bound": lower_bound}
+                           "lower_bound": lower_bound,
+                           "probes": None if points is None else frozenset(pt.probe for pt in points)}
 
 
 _RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache_bandwidth", "host.memcpy_per_thread",
@@ -620,12 +623,10 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # Cold reads: the drive's latency and bandwidth, each by simulation with the other in place (the
     # kernel's readahead hides part of one reader's pauses, after the latency: no line says how much),
     # starting from the latency of a line through one reader's times by size.
-    # The bandwidth comes from the reads by several readers where there are any: a gigabyte read
-    # as a cold upload reads it. One reader's requests read 2-20 % below that rate, the smaller
-    # the slower, in a way the model does not have; fitted to them too, the drive came out slow
-    # (by a median 4 %, up to 16 %) and every cold upload with it. Over 33 H200 runs several
-    # readers' probes read within 1 % of the cold uploads on average, one reader's 64 MiB probe 5 %
-    # below them.
+    # The bandwidth from the reads by several readers where there are any: they read as a cold
+    # upload does. One reader's requests read 2-20 % slower on the H200 VMs, the smaller the slower,
+    # which the model lacks; fitted to them too, the drive came out a median 4 % slow
+    # (docs/fidelity.md, fifteenth session).
     cold = m.of("cold")
     if cold:
         solo = [pt for pt in cold if pt.probe.width == 1]
@@ -651,7 +652,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                   error=search_error(bandwidth_loss, bandwidth, len(several)) if bounded else None,
                   source=("cold reads by several readers (sim fit)" if several is not cold
                           else "cold reads by size (sim fit)"), lower_bound=not bounded,
-                  note="" if bounded else "never the bottleneck of a cold read here")
+                  note="" if bounded else "never the bottleneck of a cold read here", points=several)
             if not shortest or turn == COLD_ROUNDS - 1:
                 break
             latency, _ = search_fit(latency_loss, MIN_LATENCY, shortest)
@@ -774,7 +775,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # The step overhead shows in the gaps between steps, not in any probe's headline.
     gap_checks = [Check(pt.probe, pt.value("gap"), pt.spread("gap"),
                         predict(fitted_platform, pt.probe, scratch)["gap"]) for pt in dispatch]
-    residuals = {path: _residual(path, checks) for path in p.info}
+    residuals = {path: _residual(path, checks, info["probes"]) for path, info in p.info.items()}
     residuals["host.step_overhead"] = _residual_of([c for c in gap_checks if c.measured > 0])
     fitted = [Fitted(path, value, info["error"], residuals[path], info["source"], info["measured"],
                      info["note"], info["lower_bound"])
@@ -782,7 +783,8 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     return Calibration(fitted_platform, fitted, checks, m, notes)
 
 
-# Which benchmarks set each parameter: its residual is the simulator's error on them.
+# Which benchmarks set each parameter (where the fit does not choose them: ``_Params.set``'s
+# ``points``): its residual is the simulator's error on them.
 _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.memcpy_per_thread": lambda p: p.bench == "memcpy" and p.width == 1,
     "host.total_bandwidth": lambda p: p.bench in ("memcpy", "read") and p.width > 1 or p.bench == "stream",
@@ -792,7 +794,6 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "storage.page_cache_bandwidth": lambda p: p.bench == "read" and p.width == 1,
     "storage.page_cache_near_speedup": lambda p: p.bench == "near",
     "storage.latency": lambda p: p.bench == "cold" and p.width == 1,
-    "storage.bandwidth": lambda p: p.bench == "cold" and p.width > 1,
     "storage.fault_in_bandwidth": lambda p: p.bench == "fault",
     "link.overhead": lambda p: p.bench in ("h2d", "d2h", "pageable"),
     "link.h2d": lambda p: p.bench == "h2d",
@@ -812,18 +813,10 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
 }
 
 
-# Where the benchmarks a parameter prefers were not run, those that set it instead.
-_FALLBACK_SETS: dict[str, Callable[[Probe], bool]] = {
-    "storage.bandwidth": lambda p: p.bench == "cold",  # one reader only: fitted to its reads by size
-}
-
-
-def _residual(path: str, checks: Sequence[Check]) -> float | None:
-    for chosen in (_SETS.get(path), _FALLBACK_SETS.get(path)):
-        picked = [c for c in checks if chosen is not None and chosen(c.probe) and c.measured > 0]
-        if picked:
-            return _residual_of(picked)
-    return None
+def _residual(path: str, checks: Sequence[Check], probes: frozenset[Probe] | None = None) -> float | None:
+    """The simulator's error on the benchmarks that set ``path``: ``probes`` where the fit chose them."""
+    chosen = _SETS.get(path) if probes is None else probes.__contains__
+    return _residual_of([c for c in checks if chosen is not None and chosen(c.probe) and c.measured > 0])
 
 
 def _residual_of(checks: Sequence[Check]) -> float | None:
