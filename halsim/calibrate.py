@@ -329,8 +329,17 @@ def stream_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
     request = UploadRequest(source, (BufferSpec("calibration", total),),
                             tuple(Transfer(0, 0, start, min(source.length, total - start)) for start in passes))
     # One queue: the plan must not depend on how many copy queues the candidate platforms have.
-    slots = probe.width if probe.bench == "tight" else 2 * probe.width
-    return StreamingPolicy(chunk=probe.size, slots=slots, readers=probe.width, queues=1).plan(request, caps)
+    return StreamingPolicy(chunk=probe.size, slots=_stream_slots(probe), readers=probe.width,
+                           queues=1).plan(request, caps)
+
+
+def _stream_slots(probe: Probe) -> int:
+    return probe.width if probe.bench == "tight" else 2 * probe.width
+
+
+def stream_footprint(probe: Probe) -> int:
+    """Bytes of slots a ``stream`` or ``tight`` probe's ring holds."""
+    return _stream_slots(probe) * probe.size
 
 
 def stream_threads(probe: Probe, caps: DeviceCaps) -> int:

@@ -40,8 +40,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from halsim.calibrate import (GPU_BEHAVIOUR, HOST_BEHAVIOUR, Calibration, Check, Measurement, Measurements, Probe,
-                              copy_plan, headline, predict, read_footprint, stream_threads)
+from halsim.calibrate import (GPU_BEHAVIOUR, HOST_BEHAVIOUR, READ_FOOTPRINT, Calibration, Check, Measurement,
+                              Measurements, Probe, copy_plan, headline, predict, read_footprint, stream_footprint,
+                              stream_threads)
 from halsim.platform import Gpu, HostMemory, Link, Platform, Storage, near_read_speedup
 from halsim.units import format_size
 
@@ -248,6 +249,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         page_cache_near_bytes=v.get("storage.page_cache_near_bytes") or 0,
                         page_cache_near_speedup=v.get("storage.page_cache_near_speedup") or 1.0,
                         page_cache_near_curve=v.get("storage.page_cache_near_curve") or (),
+                        page_cache_ring_curve=v.get("storage.page_cache_ring_curve") or (),
                         read_ahead=v["storage.read_ahead"]),
         host=HostMemory(memcpy_per_thread=v["host.memcpy_per_thread"], total_bandwidth=v["host.total_bandwidth"],
                         capacity=m.host_capacity, pin_bandwidth=v["host.pin_bandwidth"],
@@ -460,9 +462,15 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # alone 4.95 GB/s, each of 8 readers 2.8, far under the total): both by simulation,
     # in turns, each fitted with the other held, until neither moves.
     dispatch_rings = [pt for pt in m.of("stream") if pt.probe.size < m.config.thread_chunk]
+    rings = [pt for pt in m.of("stream") if pt not in dispatch_rings and pt.probe.size * pt.probe.count <= scratch]
+    # Rings of several readers into fewer bytes of slots than the read probes' set their own speedup
+    # (storage.page_cache_ring_curve, below), where a ring of the read probes' footprint is there to
+    # tell the host's sharing from it; the host is then fitted without them.
+    ring_probes = [pt for pt in m.of("stream") + m.of("tight") if pt.probe.width > 1 and pt not in dispatch_rings
+                   and stream_footprint(pt.probe) < READ_FOOTPRINT] \
+        if any(stream_footprint(pt.probe) >= READ_FOOTPRINT for pt in rings) else []
     shared = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + \
-             [pt for pt in m.of("read") if pt.probe.width > 1] + \
-             [pt for pt in m.of("stream") if pt not in dispatch_rings and pt.probe.size * pt.probe.count <= scratch]
+             [pt for pt in m.of("read") if pt.probe.width > 1] + [pt for pt in rings if pt not in ring_probes]
 
     # A dedicated GPU's DMA may weigh less on host memory than its bytes (the H200 VM: eight
     # readers with copies streaming moved more traffic than eight readers alone): fitted where
@@ -619,6 +627,46 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
             fit_host()
             if abs(write_share() - before) < 0.005:
                 break
+
+    # Rings of several readers into fewer bytes of slots than the read probes' (the short `stream`
+    # rings of 2 and 4 readers, `tight`): their own speedup at each footprint, by simulation, where
+    # one reader's near curve misses them (the H200 VMs: eight readers read 1.1-1.6x faster into
+    # 128 MiB of slots than into 256 MiB, one reader no faster).
+    def ring_loss(curve: tuple[tuple[int, float], ...], points: Sequence[Measurement]) -> float:
+        candidate = platform(storage__page_cache_ring_curve=curve)
+        return _log_loss([(predict(candidate, pt.probe, scratch)[pt.probe.bench], pt.value()) for pt in points])
+
+    def fit_ring_curve() -> None:
+        p.values["storage.page_cache_ring_curve"] = ()
+        by_footprint: dict[int, list[Measurement]] = {}
+        for pt in ring_probes:
+            by_footprint.setdefault(stream_footprint(pt.probe), []).append(pt)
+        points, errors = [], {}
+        for footprint, group in sorted(by_footprint.items()):
+            def loss(x: float, footprint=footprint, group=group) -> float:
+                # At least 1 (the error's curvature looks just under the fit's floor).
+                return ring_loss(((footprint, max(x, 1.0)), (READ_FOOTPRINT, 1.0)), group)
+
+            speedup, _ = search_fit(loss, 1.0, 4.0, points=16, iterations=20)
+            points.append((footprint, speedup))
+            errors[footprint] = search_error(loss, speedup, len(group))
+        curve = tuple(_never_rising(points + [(READ_FOOTPRINT, 1.0)]))
+        # As one reader's curve already has them within half a percent, or no better by half: none.
+        whole = ring_loss((), ring_probes)
+        if curve[0][1] > 1.0 and whole > len(ring_probes) * RATIO_FLOOR ** 2 and ring_loss(curve, ring_probes) < whole / 2:
+            p.values["storage.page_cache_ring_curve"] = curve
+            first = curve[0][0]
+            widths = sorted({pt.probe.width for pt in by_footprint[first]})
+            p.set("storage.page_cache_ring_speedup", curve[0][1], error=errors[first],
+                  source=f"rings of {'/'.join(map(str, widths))} readers into {format_size(first)} of slots against "
+                         f"{format_size(READ_FOOTPRINT)} (sim fit)", points=ring_probes,
+                  note=", ".join(f"{x:.3g}x into {format_size(b)}" for b, x in curve))
+        else:
+            p.set("storage.page_cache_ring_speedup", 1.0, measured=False,
+                  note="rings of several readers read as one reader's near curve says")
+
+    if ring_probes:
+        fit_ring_curve()
 
     # Cold reads: the drive's latency and bandwidth, each by simulation with the other in place (the
     # kernel's readahead hides part of one reader's pauses, after the latency: no line says how much),

@@ -64,13 +64,18 @@ def _increasing_keys(name: str, keys: list[int], what: str) -> None:
 
 
 def near_read_speedup(near_bytes: int, speedup: float, one_slot_share: float, slots: int,
-                      staging_bytes: int, curve: tuple[tuple[int, float], ...] = ()) -> float:
+                      staging_bytes: int, curve: tuple[tuple[int, float], ...] = (), readers: int = 1,
+                      ring_curve: tuple[tuple[int, float], ...] = ()) -> float:
     """A ring's page-cache read speedup (Storage.page_cache_near_*), from the values alone:
     the simulator's rings and calibration's probes both go through here. With a measured
     ``curve`` of (staging bytes, speedup) it is read off the curve; else it is ``speedup``
-    up to ``near_bytes`` and none beyond."""
+    up to ``near_bytes`` and none beyond. A ring of several ``readers`` with a measured
+    ``ring_curve`` reads it from that curve's first footprint up, and one reader's below it."""
     if staging_bytes <= 0:
         return 1.0
+    if readers > 1 and ring_curve:
+        one_reader = curve or (((near_bytes, speedup),) if near_bytes else ())
+        curve = tuple(pt for pt in one_reader if pt[0] < ring_curve[0][0]) + ring_curve
     if curve:
         base = log_interpolate(curve, staging_bytes)
     elif staging_bytes <= near_bytes:
@@ -123,15 +128,20 @@ class Storage(_Part):
         "with its large-ring reads at 1.0); overrides page_cache_near_bytes/speedup. On the lent H200 VM one "
         "reader's 4 MiB requests, every slot reused, ran 1.76x faster into 16 MiB of slots than into 256 MiB, "
         "1.50x into 32 MiB and 1.15x into 128 MiB (fidelity run 31)")
+    page_cache_ring_curve: tuple[tuple[int, float], ...] = Field(
+        (), description="measured (staging bytes, speedup) for rings of several readers: from its first point up "
+        "it replaces page_cache_near_curve (one reader's) for them, linear in log bytes, flat past its last point "
+        "(calibration ends it at its read probes' 256 MiB with 1.0). On the lent H200 VM (300 MiB of L3) eight "
+        "readers read 1.1-1.6x faster into 128 MiB of slots than into 256 MiB, where one reader read no faster")
 
     _r = _rates("bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_in_bandwidth")
     _d = _durations("latency")
     _s = _sizes("page_cache_near_bytes", "read_ahead")
 
-    @field_validator("page_cache_curve", "page_cache_near_curve", mode="before")
+    @field_validator("page_cache_curve", "page_cache_near_curve", "page_cache_ring_curve", mode="before")
     @classmethod
     def _curves(cls, v, info):
-        # page_cache_curve: (request bytes, rate above 0); page_cache_near_curve: (staging bytes, speedup >= 1)
+        # page_cache_curve: (request bytes, rate above 0); the near and ring curves: (staging bytes, speedup >= 1)
         rates = info.field_name == "page_cache_curve"
         points = tuple((parse_size(size), parse_rate(value) if rates else float(value)) for size, value in (v or ()))
         _increasing_keys(info.field_name, [size for size, _ in points], "sizes above 0")
@@ -143,10 +153,12 @@ class Storage(_Part):
     def write_rate(self) -> float:
         return self.write_bandwidth or self.bandwidth
 
-    def near_speedup(self, slots: int, staging_bytes: int) -> float:
-        """How much faster a ring of ``slots`` slots, ``staging_bytes`` in all, reads the page cache."""
+    def near_speedup(self, slots: int, staging_bytes: int, readers: int = 1) -> float:
+        """How much faster a ring of ``slots`` slots, ``staging_bytes`` in all, read by ``readers``
+        threads, reads the page cache."""
         return near_read_speedup(self.page_cache_near_bytes, self.page_cache_near_speedup,
-                                 self.page_cache_near_one_slot, slots, staging_bytes, self.page_cache_near_curve)
+                                 self.page_cache_near_one_slot, slots, staging_bytes, self.page_cache_near_curve,
+                                 readers, self.page_cache_ring_curve)
 
     def page_cache_rate(self, nbytes: int) -> float:
         """One thread's rate reading ``nbytes`` from the page cache in one request."""

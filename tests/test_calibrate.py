@@ -59,6 +59,8 @@ def truth(name: str) -> dict[str, float]:
         "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
         "host.register_upload_factor": p.host.register_upload_factor, "storage.read_ahead": p.storage.read_ahead,
         "host.staging_write_share": p.host.staging_write_curve[0][1] if p.host.staging_write_curve else 1.0,
+        "storage.page_cache_ring_speedup":
+            p.storage.page_cache_ring_curve[0][1] if p.storage.page_cache_ring_curve else 1.0,
     }
 
 

@@ -108,9 +108,11 @@ class SimExecution(Execution):
                                      storage.latency, self.request.source.length, self.trace, self.index) \
             if self._hit_rate < 1.0 and not self._o_direct and storage.read_ahead else None
         self._flat_page_cache = not machine.platform.storage.page_cache_curve
-        # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes; one slot, less).
+        # A ring whose slots fit in the CPU's cache reads faster (storage.page_cache_near_bytes; one slot, less;
+        # several readers by their own curve, storage.page_cache_ring_curve).
         pool = self.plan.pool(self.index)
-        self._ring_read_speedup = storage.near_speedup(pool.slots, pool.bytes) if pool is not None else 1.0
+        self._ring_read_speedup = storage.near_speedup(pool.slots, pool.bytes, self.plan.limits.readers) \
+            if pool is not None else 1.0
         # ... and with many readers, less of what they write reaches host memory (host.staging_write_curve).
         self._ring_write_share = platform.host.staging_write_share(pool.bytes) if pool is not None else 1.0
         self._queue_lanes = {q: f"copy/d{self.index}q{q}" for q in range(max(self.plan.limits.queues, 1))}
