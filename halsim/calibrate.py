@@ -19,7 +19,9 @@ CPU, CUDA and Vulkan devices and :class:`~halsim.sim.SimDevice`:
   thread dispatches: what a step costs it with that many threads at work;
 * ``tight`` — the widest ``stream`` ring again with one slot per reader: how
   much less of what many readers write reaches host memory when the slots fit
-  in the CPU's cache (the fit's ``staging_write_curve``);
+  in the CPU's cache (the fit's ``staging_write_curve``), and with the smaller
+  ``stream`` rings, how much faster several readers read into fewer bytes of
+  slots (its ``page_cache_ring_curve``);
 * ``pin`` — allocating and freeing a staging pool of ``slots`` x ``bytes``;
 * ``import`` — IMPORT / UNIMPORT of windows of a mapped file, by window size.
 

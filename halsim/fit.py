@@ -463,14 +463,14 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # in turns, each fitted with the other held, until neither moves.
     dispatch_rings = [pt for pt in m.of("stream") if pt.probe.size < m.config.thread_chunk]
     rings = [pt for pt in m.of("stream") if pt not in dispatch_rings and pt.probe.size * pt.probe.count <= scratch]
-    # Rings of several readers into fewer bytes of slots than the read probes' set their own speedup
-    # (storage.page_cache_ring_curve, below), where a ring of the read probes' footprint is there to
-    # tell the host's sharing from it; the host is then fitted without them.
+    # Rings of several readers into fewer bytes of slots than the read probes' may read faster by
+    # their own curve (storage.page_cache_ring_curve, below), told from the host's sharing where a
+    # ring of the read probes' footprint is there to compare with.
     ring_probes = [pt for pt in m.of("stream") + m.of("tight") if pt.probe.width > 1 and pt not in dispatch_rings
                    and stream_footprint(pt.probe) < READ_FOOTPRINT] \
         if any(stream_footprint(pt.probe) >= READ_FOOTPRINT for pt in rings) else []
-    shared = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + \
-             [pt for pt in m.of("read") if pt.probe.width > 1] + [pt for pt in rings if pt not in ring_probes]
+    threads = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + [pt for pt in m.of("read") if pt.probe.width > 1]
+    shared = threads + rings
 
     # A dedicated GPU's DMA may weigh less on host memory than its bytes (the H200 VM: eight
     # readers with copies streaming moved more traffic than eight readers alone): fitted where
@@ -608,25 +608,28 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
               note=f"at {format_size(tight_bytes)} of slots and less; all of it from {format_size(2 * tight_bytes)}"
               if share < 1.0 else "all of what the readers write reaches host memory")
 
-    fit_host()
-    for _ in range(DISPATCH_ROUNDS if dispatch_rings else 0):
-        before = step_costs()
-        fit_dispatch()
-        after = step_costs()
-        if len(after) == len(before) and all(abs(a - b) <= 0.01 * b for a, b in zip(after, before)):
-            break
+    def fit_sharing() -> None:
         fit_host()
-    if pairs:
-        # Once the rest is in place; then the host again, whose smaller rings the share reaches
-        # too, in turns until the share holds.
-        for _ in range(SHARE_ROUNDS):
-            before = write_share()
-            fit_write_share()
-            if write_share() == 1.0:
+        for _ in range(DISPATCH_ROUNDS if dispatch_rings else 0):
+            before = step_costs()
+            fit_dispatch()
+            after = step_costs()
+            if len(after) == len(before) and all(abs(a - b) <= 0.01 * b for a, b in zip(after, before)):
                 break
             fit_host()
-            if abs(write_share() - before) < 0.005:
-                break
+        if pairs:
+            # Once the rest is in place; then the host again, whose smaller rings the share reaches
+            # too, in turns until the share holds.
+            for _ in range(SHARE_ROUNDS):
+                before = write_share()
+                fit_write_share()
+                if write_share() == 1.0:
+                    break
+                fit_host()
+                if abs(write_share() - before) < 0.005:
+                    break
+
+    fit_sharing()
 
     # Rings of several readers into fewer bytes of slots than the read probes' (the short `stream`
     # rings of 2 and 4 readers, `tight`): their own speedup at each footprint, by simulation, where
@@ -667,6 +670,11 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
 
     if ring_probes:
         fit_ring_curve()
+        if p.values["storage.page_cache_ring_curve"]:
+            # They read by their own curve: the host's sharing again without them, then their curve.
+            shared[:] = [pt for pt in shared if pt not in ring_probes]
+            fit_sharing()
+            fit_ring_curve()
 
     # Cold reads: the drive's latency and bandwidth, each by simulation with the other in place (the
     # kernel's readahead hides part of one reader's pauses, after the latency: no line says how much),
