@@ -656,7 +656,8 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         curve = tuple(_never_rising(points + [(READ_FOOTPRINT, 1.0)]))
         # As one reader's curve already has them within half a percent, or no better by half: none.
         whole = ring_loss((), ring_probes)
-        if curve[0][1] > 1.0 and whole > len(ring_probes) * RATIO_FLOOR ** 2 and ring_loss(curve, ring_probes) < whole / 2:
+        if curve[0][1] > 1.0 and whole > len(ring_probes) * RATIO_FLOOR ** 2 and \
+                ring_loss(curve, ring_probes) < whole / 2:
             p.values["storage.page_cache_ring_curve"] = curve
             first = curve[0][0]
             widths = sorted({pt.probe.width for pt in by_footprint[first]})
