@@ -466,7 +466,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # Rings of several readers into fewer bytes of slots than the read probes' may read faster by
     # their own curve (storage.page_cache_ring_curve, below), told from the host's sharing where a
     # ring of the read probes' footprint is there to compare with.
-    ring_probes = [pt for pt in m.of("stream") + m.of("tight") if pt.probe.width > 1 and pt not in dispatch_rings
+    ring_probes = [pt for pt in rings + m.of("tight") if pt.probe.width > 1
                    and stream_footprint(pt.probe) < READ_FOOTPRINT] \
         if any(stream_footprint(pt.probe) >= READ_FOOTPRINT for pt in rings) else []
     threads = [pt for pt in m.of("memcpy") if pt.probe.width > 1] + [pt for pt in m.of("read") if pt.probe.width > 1]
