@@ -82,8 +82,9 @@ def write_fitted(into: Path, path: Path, run: dict, calibration, rows: list[Repl
                  extra: list[ReplayRow]) -> Path:
     """The fitted platform (TOML), the table (Markdown) and the comparison (JSON) of one replayed run."""
     into.mkdir(parents=True, exist_ok=True)
-    stem = into / path.name.removesuffix(".json").removesuffix(".raw")
-    calibration.save(stem.with_suffix(".toml"))
+    # RUN.raw.json -> RUN.fitted.{toml,json,md}, beside the raw run without overwriting it.
+    stem = into / (path.name.removesuffix(".json").removesuffix(".raw") + ".fitted")
+    calibration.save(stem.parent / (stem.name + ".toml"))
     errors = [abs(r.error) for r in rows]
     ranking = rank(rows)
     summary = (f"median |error| {statistics.median(errors):.1%}, worst {max(errors):.1%}; "
@@ -100,11 +101,11 @@ def write_fitted(into: Path, path: Path, run: dict, calibration, rows: list[Repl
                            "worst_abs_error": max(errors), "kendall_tau": ranking.tau,
                            "same_order": ranking.same_order, "swapped_beyond_spread": ranking.swapped_beyond_noise},
             "extra": {"rows": [_row_dict(r, measured(r)) for r in extra]} if extra else None}
-    stem.with_suffix(".json").write_text(json.dumps(body, indent=1, default=str))
+    (stem.parent / (stem.name + ".json")).write_text(json.dumps(body, indent=1, default=str))
     text = _markdown(rows, f"## {path.name}, fitted by fidelity_replay.py") + "\n" + summary + ".\n"
     if extra:
         text += "\n" + _markdown(extra, "Not scored (--extra):")
-    stem.with_suffix(".md").write_text(text)
+    (stem.parent / (stem.name + ".md")).write_text(text)
     return stem
 
 
