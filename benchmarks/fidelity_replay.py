@@ -1,13 +1,14 @@
 """Re-predict stored fidelity runs with today's simulator: refit, resimulate, compare with the real times.
 
-    python benchmarks/fidelity_replay.py docs/benchmarks/fidelity-*.json [--cases]
+    python benchmarks/fidelity_replay.py docs/benchmarks/fidelity-*.json [--cases] [--jobs N]
 
 Each JSON from ``benchmarks/fidelity_gpu.py`` keeps the calibration's raw
 microbenchmark samples and every case's real run times. This refits the
 platform from those samples with the current fit, simulates every case again
 on the same file layout (Llama-3-8B-like, 5 layers: only its index is needed),
 and prints, per run, the median and worst |error| and the ranking then (as
-stored) and now. A change to the model or the fit can so be checked against
+stored) and now; given several runs, it ends with their mean scores and each
+case's mean error (its bias) and median |error| over them. A change to the model or the fit can so be checked against
 every GPU call made so far without a GPU; what it cannot check is a change in
 what the backend does.
 
@@ -19,7 +20,10 @@ of the stand-in platform the rounds ran against, not a fitted one.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import functools
 import json
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -144,16 +148,19 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
 
     rows_then, rows_now = replayed(comparison["rows"])
     # The run's --extra cases too, after the scored ones and apart from the summary.
-    extra_then, extra_now = replayed((run.get("extra") or {}).get("rows", [])) if show_cases or write else ([], [])
+    extra_then, extra_now = replayed((run.get("extra") or {}).get("rows", []))
     if write is not None:
         write_fitted(write, path, run, calibration, rows_now, extra_now)
+    lines = []
     if show_cases:
-        print(f"{'case':<62} {'real s':>7} {'then':>7} {'now':>7}")
+        lines.append(f"{'case':<62} {'real s':>7} {'then':>7} {'now':>7}")
         for k, (then, now) in enumerate(zip(rows_then + extra_then, rows_now + extra_now)):
             if k == len(rows_then):
-                print("not scored (--extra):")
-            print(f"{then.case.label[:62]:<62} {then.seconds:>7.4f} {then.error:>+7.1%} {now.error:>+7.1%}")
-    summary = {}
+                lines.append("not scored (--extra):")
+            lines.append(f"{then.case.label[:62]:<62} {then.seconds:>7.4f} {then.error:>+7.1%} {now.error:>+7.1%}")
+    summary = {"name": path.name, "lines": lines,
+               "cases": [(r.case.label, r.error, False) for r in rows_now] +
+                        [(r.case.label, r.error, True) for r in extra_now]}
     for name, rows in (("then", rows_then), ("now", rows_now)):
         errors = [abs(r.error) for r in rows]
         ranking = rank(rows)
@@ -172,14 +179,43 @@ def main() -> int:
                         help="the drive's readahead window for runs that did not record it (the lent H200 VM: 8MiB)")
     parser.add_argument("--write", type=Path, default=None, metavar="DIR",
                         help="write each run's fitted platform (.toml), table (.md) and comparison (.json) into DIR")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="runs fitted at once, one process each (default: one per CPU)")
     args = parser.parse_args()
     print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
-    for path in args.runs:
-        s = replay(path, args.cases, args.after, args.read_ahead, args.write)
-        t, n = s["then"], s["now"]
-        print(f"{path.name:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
-              f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)
+    one = functools.partial(replay, show_cases=args.cases, after=args.after, read_ahead=args.read_ahead,
+                            write=args.write)
+    summaries = []
+    # Each run's fit takes a minute or more: runs go to worker processes, reported in the order given.
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for s in pool.map(one, args.runs):
+            summaries.append(s)
+            t, n = s["then"], s["now"]
+            for line in s["lines"]:
+                print(line)
+            print(f"{s['name']:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
+                  f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)
+    if len(summaries) > 1:
+        print_overall(summaries)
     return 0
+
+
+def print_overall(summaries: list[dict]) -> None:
+    """Today's fit over every run given: the runs' mean scores, then each case's bias and scatter."""
+    now = [s["now"] for s in summaries]
+    met = sum(n["median"] <= 0.05 and n["worst"] <= 0.15 for n in now)
+    print(f"\nover {len(now)} runs, now: mean median |error| {statistics.fmean(n['median'] for n in now):.2%}, "
+          f"mean worst {statistics.fmean(n['worst'] for n in now):.2%}, "
+          f"mean tau-b {statistics.fmean(n['tau'] for n in now):.3f}; "
+          f"{met} meet both targets (median <= 5 %, worst <= 15 %)")
+    errors: dict[tuple[str, bool], list[float]] = {}
+    for s in summaries:
+        for label, error, extra in s["cases"]:
+            errors.setdefault((label, extra), []).append(error)
+    print(f"{'case':<62} {'runs':>4} {'mean':>7} {'median |e|':>10} {'> 15 %':>6}")
+    for (label, extra), es in sorted(errors.items(), key=lambda item: item[0][1]):
+        print(f"{label[:62] + (' (extra)' if extra else ''):<62} {len(es):>4} {statistics.fmean(es):>+7.1%} "
+              f"{statistics.median(abs(e) for e in es):>10.1%} {sum(abs(e) > 0.15 for e in es):>6}")
 
 
 if __name__ == "__main__":
