@@ -12,7 +12,7 @@
    import; direct; staged; page-cached and cold;
 3. one Platform fitted from every round's probes, and every case simulated on it:
    the platform comes from the same minutes as the uploads it predicts (these
-   VMs move by 10 % and more within minutes: docs/fidelity.md, run 12).
+   VMs move by 10 % and more within minutes: docs/fidelity-log.md, run 12).
 
 ``--extra SPEC`` (repeatable): further warm policies, run and predicted with the
 others but kept out of the targets and stored apart (``extra`` in OUT.json), so

@@ -8,7 +8,7 @@ pinned before its first read) streams its scratch file; uploads stream model
 files through rings of other footprints, pinning slot after slot while the first
 ones already read. On the lent H200 VM an upload of 16 MiB x 8 slots x 8 readers
 ran 1.28-1.46x faster than the same ring with 16 slots, where the simulator said
-1.10x and calibration-style rings showed 1.00-1.04x (docs/fidelity.md, twelfth
+1.10x and calibration-style rings showed 1.00-1.04x (docs/fidelity-log.md, twelfth
 session). This tells the candidate causes apart on the hardware alone: every
 policy on every file (page-cached), in rounds that take each row in turn, each
 row timed whole and over its data phase (first read to last copy), with

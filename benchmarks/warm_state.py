@@ -10,7 +10,7 @@ that come next (in ``fidelity_gpu.py``, the ``--extra`` rings, and the next
 round's first case) run on that cache. On the lent H200 VM the 16-slot extra
 ran 1.30-1.44x slower than the 8-slot one in fidelity runs 56-59, right after
 the cold block, where ``ring_footprint.py`` (fresh warm, rows interleaved)
-gave 1.07-1.17x (docs/fidelity.md, fourteenth session). This times each policy
+gave 1.07-1.17x (docs/fidelity-log.md, fourteenth session). This times each policy
 on the fidelity runs' model file after each of two preludes, first and second
 after it, in rounds whose order changes:
 

@@ -683,7 +683,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
     # The bandwidth from the reads by several readers where there are any: they read as a cold
     # upload does. One reader's requests read 2-20 % slower on the H200 VMs, the smaller the slower,
     # which the model lacks; fitted to them too, the drive came out a median 4 % slow
-    # (docs/fidelity.md, fifteenth session).
+    # (docs/fidelity-log.md, fifteenth session).
     cold = m.of("cold")
     if cold:
         solo = [pt for pt in cold if pt.probe.width == 1]
