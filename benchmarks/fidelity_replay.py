@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
 import functools
 import json
 import os
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +125,35 @@ def layout_of(file_bytes: int):
     return None
 
 
+def keep_rounds(run: dict, rounds: Sequence[int], path: Path) -> dict:
+    """The run as if only ``rounds`` (1-based) had been measured: each probe's samples and each case's
+    real runs of those rounds. An interleaved run keeps one sample a round, in round order."""
+    count = run["calibration"]["measurements"]["config"]["repeats"]
+    if any(not 1 <= k <= count for k in rounds):
+        raise SystemExit(f"{path}: the run has rounds 1..{count}, not {', '.join(map(str, rounds))}")
+
+    def kept(values: list, what: str) -> list:
+        if len(values) != count:
+            raise SystemExit(f"{path}: {what} has {len(values)} samples for {count} rounds: not one a round")
+        return [values[k - 1] for k in rounds]
+
+    run = copy.deepcopy(run)
+    for point in run["calibration"]["measurements"]["points"]:
+        point["samples"] = {reading: kept(values, f"probe {point['probe']}")
+                            for reading, values in point["samples"].items()}
+    for row in run["comparison"]["rows"] + (run.get("extra") or {}).get("rows", []):
+        row["measured_runs"] = kept(row["measured_runs"], f"case {row['case']}")
+        middle = statistics.median(row["measured_runs"])
+        row["spread"] = (max(row["measured_runs"]) - min(row["measured_runs"])) / 2 / middle
+    run["calibration"]["measurements"]["config"]["repeats"] = len(rounds)
+    return run
+
+
 def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None,
-           write: Path | None = None) -> dict:
+           write: Path | None = None, rounds: Sequence[int] = ()) -> dict:
     run = json.loads(path.read_text())
+    if rounds:
+        run = keep_rounds(run, rounds, path)
     comparison = run["comparison"]
     rechecked = {m["probe"]: m["after"] for m in run.get("drift", [])} if after else None
     if after and not rechecked:
@@ -179,12 +207,17 @@ def main() -> int:
                         help="the drive's readahead window for runs that did not record it (the lent H200 VM: 8MiB)")
     parser.add_argument("--write", type=Path, default=None, metavar="DIR",
                         help="write each run's fitted platform (.toml), table (.md) and comparison (.json) into DIR")
+    parser.add_argument("--rounds", type=lambda text: [int(k) for k in text.split(",")], default=[],
+                        metavar="K[,K...]", help="fit and score with these rounds of an interleaved run only "
+                        "(1-based): how far one round's calibration and real runs are from the pooled ones")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs fitted at once, one process each (default: one per CPU)")
     args = parser.parse_args()
+    if args.rounds and args.write:
+        parser.error("--write keeps the fit of every round: leave out --rounds")
     print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
     one = functools.partial(replay, show_cases=args.cases, after=args.after, read_ahead=args.read_ahead,
-                            write=args.write)
+                            write=args.write, rounds=args.rounds)
     summaries = []
     # Each run's fit takes a minute or more: runs go to worker processes, reported in the order given.
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:

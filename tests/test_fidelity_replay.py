@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+
+import pytest
 import shutil
 import subprocess
 import sys
@@ -14,7 +16,7 @@ REPLAY = ROOT / "benchmarks" / "fidelity_replay.py"
 STORED_CPU_RUN = ROOT / "docs" / "benchmarks" / "fidelity-cpu-2026-12-05-session16.raw.json"
 
 sys.path.insert(0, str(REPLAY.parent))
-from fidelity_replay import print_overall  # noqa: E402
+from fidelity_replay import keep_rounds, print_overall  # noqa: E402
 
 
 def test_a_stored_run_refits_and_writes_its_files_beside_it(tmp_path):
@@ -54,3 +56,30 @@ def test_the_summary_over_runs_gives_each_case_its_bias_and_scatter(capsys):
     assert rows["b"] == ["2", "+1.0%", "3.0%", "0"]
     assert rows["x"] == ["(extra)", "1", "-20.0%", "20.0%", "1"]
     assert out.splitlines()[-1].startswith("x (extra)")  # extras after the scored cases
+
+
+def _interleaved_run(rounds: int) -> dict:
+    probe = {"bench": "read", "size": 1 << 20, "count": 8, "width": 1}
+    return {"calibration": {"measurements": {"config": {"repeats": rounds},
+                                             "points": [{"probe": probe, "samples": {"read": [1.0, 2.0, 4.0]}}]}},
+            "comparison": {"rows": [{"case": "a", "measured_runs": [10.0, 20.0, 30.0], "spread": 0.5}]},
+            "extra": {"rows": [{"case": "x", "measured_runs": [1.0, 1.0, 3.0], "spread": 1.0}]}}
+
+
+def test_a_round_keeps_its_own_probes_and_real_runs(tmp_path):
+    run = _interleaved_run(3)
+    one = keep_rounds(run, [2], tmp_path / "run.json")
+    assert one["calibration"]["measurements"]["points"][0]["samples"] == {"read": [2.0]}
+    assert one["calibration"]["measurements"]["config"]["repeats"] == 1
+    assert one["comparison"]["rows"][0]["measured_runs"] == [20.0] and one["comparison"]["rows"][0]["spread"] == 0
+    two = keep_rounds(run, [1, 3], tmp_path / "run.json")
+    assert two["extra"]["rows"][0]["measured_runs"] == [1.0, 3.0] and two["extra"]["rows"][0]["spread"] == 0.5
+    assert run["comparison"]["rows"][0]["measured_runs"] == [10.0, 20.0, 30.0]  # the stored run is untouched
+
+
+def test_rounds_a_run_does_not_have_are_refused_by_name(tmp_path):
+    with pytest.raises(SystemExit, match=r"run\.json: the run has rounds 1\.\.3, not 4"):
+        keep_rounds(_interleaved_run(3), [4], tmp_path / "run.json")
+    # A run calibrated first and compared after (runs 1-12) has no rounds to pair.
+    with pytest.raises(SystemExit, match="5 rounds: not one a round"):
+        keep_rounds(_interleaved_run(5), [1], tmp_path / "run.json")
