@@ -1,6 +1,6 @@
 """Simulator fidelity on a GPU: calibrate ``cuda:0``, then predicted vs measured over 16 policy cases.
 
-    python benchmarks/fidelity_gpu.py OUT [--device cuda:0] [--dir DIR] [--repeat 3] [--quick] [--layers 5] [--no-embeddings]
+    python benchmarks/fidelity_gpu.py OUT [--device cuda:0] [--dir DIR] [--repeat 5] [--quick] [--layers 5] [--no-embeddings]
         [--extra SPEC ...] [--no-fit]
 
 1. writes a ~4 GiB Llama-3-8B-like safetensors file (embedding, LM head and the
@@ -114,7 +114,10 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="output prefix: OUT.json, OUT.md, OUT.toml, OUT.perfetto.json, OUT.png")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/halsim-fidelity"), help="where the files go")
-    parser.add_argument("--repeat", type=int, default=3, help="real runs per case (median)")
+    # Five: over 11 stored runs of 3 rounds, one round alone scored a mean worst |error| of 25 % against
+    # the three pooled's 17 % (fidelity_replay.py --rounds; docs/fidelity-log.md, seventeenth session).
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds: of calibration and of real runs per case (the median)")
     parser.add_argument("--quick", action="store_true", help="quick calibration, one real run per case (a dry run)")
     parser.add_argument("--no-interleave", dest="interleave", action="store_false",
                         help="calibrate first, then every real run (and the probes again after)")

@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_install.sh || exit 1
 say "fidelity"
-timeout ${FIDELITY_SECONDS:-290} python3 benchmarks/fidelity_gpu.py "$OUT/fidelity" 2>&1 | tail -45
+timeout ${FIDELITY_SECONDS:-290} python3 benchmarks/fidelity_gpu.py "$OUT/fidelity" --repeat ${FIDELITY_REPEAT:-3} 2>&1 | tail -45
 say "fidelity exit ${PIPESTATUS[0]}"
 left=$(( ${SESSION_SECONDS:-570} - ($(date +%s) - began) ))
 say "vulkan (${left}s left)"
