@@ -8,9 +8,9 @@ platform from those samples with the current fit, simulates every case again
 on the same file layout (Llama-3-8B-like, 5 layers: only its index is needed),
 and prints, per run, the median and worst |error| and the ranking then (as
 stored) and now; given several runs, it ends with their mean scores and each
-case's mean error (its bias) and median |error| over them. A change to the model or the fit can so be checked against
-every GPU call made so far without a GPU; what it cannot check is a change in
-what the backend does.
+case's mean error (its bias) and median |error| over them. A change to the
+model or the fit can so be checked against every GPU call made so far without
+a GPU; what it cannot check is a change in what the backend does.
 
 A run's ``OUT.raw.json`` (written before its fit, so a run cut off while fitting
 keeps its data) replays the same way; its "then" column holds the predictions
@@ -149,6 +149,14 @@ def keep_rounds(run: dict, rounds: Sequence[int], path: Path) -> dict:
     return run
 
 
+def round_numbers(text: str) -> list[int]:
+    """``--rounds``: "2" or "1,3"."""
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not round numbers: {text!r} (e.g. 2 or 1,3)") from None
+
+
 def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None,
            write: Path | None = None, rounds: Sequence[int] = ()) -> dict:
     run = json.loads(path.read_text())
@@ -207,7 +215,7 @@ def main() -> int:
                         help="the drive's readahead window for runs that did not record it (the lent H200 VM: 8MiB)")
     parser.add_argument("--write", type=Path, default=None, metavar="DIR",
                         help="write each run's fitted platform (.toml), table (.md) and comparison (.json) into DIR")
-    parser.add_argument("--rounds", type=lambda text: [int(k) for k in text.split(",")], default=[],
+    parser.add_argument("--rounds", type=round_numbers, default=[],
                         metavar="K[,K...]", help="fit and score with these rounds of an interleaved run only "
                         "(1-based): how far one round's calibration and real runs are from the pooled ones")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
