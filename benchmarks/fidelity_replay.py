@@ -33,7 +33,7 @@ from pathlib import Path
 
 import halsim
 from halsim.calibrate import BENCHES, Measurement, Measurements
-from halsim.compare import Case, rank
+from halsim.compare import Case, rank, relative_spread
 from halsim.fit import fit_platform
 from halsim.policies import parse_policy
 from halsim.units import parse_size
@@ -143,8 +143,7 @@ def keep_rounds(run: dict, rounds: Sequence[int], path: Path) -> dict:
                             for reading, values in point["samples"].items()}
     for row in run["comparison"]["rows"] + (run.get("extra") or {}).get("rows", []):
         row["measured_runs"] = kept(row["measured_runs"], f"case {row['case']}")
-        middle = statistics.median(row["measured_runs"])
-        row["spread"] = (max(row["measured_runs"]) - min(row["measured_runs"])) / 2 / middle
+        row["spread"] = relative_spread(row["measured_runs"])
     run["calibration"]["measurements"]["config"]["repeats"] = len(rounds)
     return run
 

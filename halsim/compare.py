@@ -38,6 +38,12 @@ ProgressFn = Callable[[int, int, str], None]  # (runs done, runs in all, what ru
 STEP_LANES = ("alloc/", "read/", "write/", "direct/", "import/", "copy/")
 
 
+def relative_spread(values: Sequence[float]) -> float:
+    """Half the range of repeated runs, relative to their median (0 for one run)."""
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / 2 / middle if middle else 0.0
+
+
 @dataclass(frozen=True)
 class Case:
     """One policy on the file, from the page cache (warm) or from the drive (cold)."""
@@ -81,8 +87,7 @@ class Row:
     @property
     def spread(self) -> float:
         """Half the range of the repeated real runs, relative to their median."""
-        values = [r.seconds for r in self.measured]
-        return (max(values) - min(values)) / 2 / self.seconds if self.seconds else 0.0
+        return relative_spread([r.seconds for r in self.measured])
 
     @property
     def error(self) -> float:
