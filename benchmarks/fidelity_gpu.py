@@ -52,7 +52,7 @@ from rich.console import Console
 
 import halsim
 from halsim.calibrate import Config, Measurements, calibrate, measure, target_for
-from halsim.compare import Case, compare, pooled
+from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, compare, pooled
 from halsim.drift import median_change, recheck
 from halsim.fit import fit_platform
 from halsim.policies import parse_policy
@@ -222,8 +222,8 @@ def main() -> int:
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)
     ranking = result.ranking
-    targets = [("median |error| <= 5%", result.median_error <= 0.05),
-               ("worst |error| <= 15%", result.worst_error <= 0.15),
+    targets = [(f"median |error| <= {MEDIAN_ERROR_TARGET:.0%}", result.median_error <= MEDIAN_ERROR_TARGET),
+               (f"worst |error| <= {WORST_ERROR_TARGET:.0%}", result.worst_error <= WORST_ERROR_TARGET),
                ("same ranking", ranking.same_order),
                ("ranking within the spread of real runs", ranking.swapped_beyond_noise == 0),
                (">= 10 configurations", len(result.rows) >= 10)]

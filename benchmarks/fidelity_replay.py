@@ -33,7 +33,7 @@ from pathlib import Path
 
 import halsim
 from halsim.calibrate import BENCHES, Measurement, Measurements
-from halsim.compare import Case, rank, relative_spread
+from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, rank, relative_spread
 from halsim.fit import fit_platform
 from halsim.policies import parse_policy
 from halsim.units import parse_size
@@ -243,19 +243,19 @@ def main() -> int:
 def print_overall(summaries: list[dict]) -> None:
     """Today's fit over every run given: the runs' mean scores, then each case's bias and scatter."""
     now = [s["now"] for s in summaries]
-    met = sum(n["median"] <= 0.05 and n["worst"] <= 0.15 for n in now)
+    met = sum(n["median"] <= MEDIAN_ERROR_TARGET and n["worst"] <= WORST_ERROR_TARGET for n in now)
     print(f"\nover {len(now)} runs, now: mean median |error| {statistics.fmean(n['median'] for n in now):.2%}, "
           f"mean worst {statistics.fmean(n['worst'] for n in now):.2%}, "
           f"mean tau-b {statistics.fmean(n['tau'] for n in now):.3f}; "
-          f"{met} meet both targets (median <= 5 %, worst <= 15 %)")
+          f"{met} meet both targets (median <= {MEDIAN_ERROR_TARGET:.0%}, worst <= {WORST_ERROR_TARGET:.0%})")
     errors: dict[tuple[str, bool], list[float]] = {}
     for s in summaries:
         for label, error, extra in s["cases"]:
             errors.setdefault((label, extra), []).append(error)
-    print(f"{'case':<62} {'runs':>4} {'mean':>7} {'median |e|':>10} {'> 15 %':>6}")
+    print(f"{'case':<62} {'runs':>4} {'mean':>7} {'median |e|':>10} {f'> {WORST_ERROR_TARGET:.0%}':>6}")
     for (label, extra), es in sorted(errors.items(), key=lambda item: item[0][1]):
         print(f"{label[:62] + (' (extra)' if extra else ''):<62} {len(es):>4} {statistics.fmean(es):>+7.1%} "
-              f"{statistics.median(abs(e) for e in es):>10.1%} {sum(abs(e) > 0.15 for e in es):>6}")
+              f"{statistics.median(abs(e) for e in es):>10.1%} {sum(abs(e) > WORST_ERROR_TARGET for e in es):>6}")
 
 
 if __name__ == "__main__":

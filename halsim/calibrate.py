@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from halsim.caps import DeviceCaps
+from halsim.compare import relative_spread
 from halsim.device import Device
 from halsim.engine import Engine
 from halsim.files import HalFile, MappedFile
@@ -681,9 +682,7 @@ class Measurement:
 
     def spread(self, reading: str | None = None) -> float:
         """Half the range of the repeats, relative to their median (0 for one sample)."""
-        values = self.samples[reading or self.probe.readings[0]]
-        middle = statistics.median(values)
-        return (max(values) - min(values)) / 2 / middle if middle else 0.0
+        return relative_spread(self.samples[reading or self.probe.readings[0]])
 
 
 @dataclass

@@ -38,6 +38,11 @@ ProgressFn = Callable[[int, int, str], None]  # (runs done, runs in all, what ru
 STEP_LANES = ("alloc/", "read/", "write/", "direct/", "import/", "copy/")
 
 
+# The fidelity issue's targets for a comparison: the median and the worst |error| over its cases.
+MEDIAN_ERROR_TARGET = 0.05
+WORST_ERROR_TARGET = 0.15
+
+
 def relative_spread(values: Sequence[float]) -> float:
     """Half the range of repeated runs, relative to their median (0 for one run)."""
     middle = statistics.median(values)
@@ -252,7 +257,8 @@ class Comparison:
         for r in self.rows:
             label = r.case.label if r.predicted.policy == r.case.policy.spec() else \
                 f"{r.case.label} → {r.predicted.policy}"
-            colour = "green" if abs(r.error) <= 0.05 else "yellow" if abs(r.error) <= 0.15 else "red"
+            colour = "green" if abs(r.error) <= MEDIAN_ERROR_TARGET else \
+                "yellow" if abs(r.error) <= WORST_ERROR_TARGET else "red"
             sim, real = r.predicted.peak_staging_bytes, r.median_run.peak_staging_bytes
             staging = format_size(sim) if sim == real else f"{format_size(sim)} sim, {format_size(real)} real"
             table.add_row(label, f"{r.predicted_seconds:.4g}", f"{r.seconds:.4g}", f"±{r.spread:.0%}",
