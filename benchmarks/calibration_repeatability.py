@@ -1,0 +1,211 @@
+"""How far calibrations of one machine agree: each fitted parameter across several calibrations.
+
+    python benchmarks/calibration_repeatability.py CAL.json CAL.json ... [--rounds] [--target 5%]
+
+Issue 7 asks that two calibrations of the same machine give parameters within
+a few percent. Each argument is one calibration:
+
+* ``halsim calibrate --json CAL.json`` output, or a ``RUN.fitted.json`` written by
+  ``fidelity_gpu.py`` / ``fidelity_replay.py --write``: its fitted parameters are read;
+* a ``RUN.raw.json`` (or an older ``RUN.json``) of ``fidelity_gpu.py``: its probes are fitted
+  here with today's fit; with ``--rounds`` each round of an interleaved run is fitted alone,
+  so one run gives several calibrations a couple of minutes apart.
+
+For every parameter that the fit measured (not a lower bound, not a default),
+the table gives its median, its range, its spread (half the range over the
+median, as ``halsim compare`` gives a case's real runs) and the median change
+between consecutive calibrations in the order given, and whether the spread is
+within ``--target``. A parameter's spread alone does not say what it costs: a
+per-call cost of microseconds may halve without moving an upload of gigabytes.
+So the same is given for the predictions: each case of the first fidelity run
+given (its policies, warm and cold, on its file layout), or each ``--policy`` on
+``--workload``, simulated on every calibration's platform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import halsim
+from halsim.compare import relative_spread
+from halsim.fit import fit_platform
+from halsim.platform import Platform
+from halsim.policies import parse_policy
+from halsim.workloads import Workload, load_workload
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity_replay import keep_rounds, layout_of, measurements  # noqa: E402  (how a stored run is loaded)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter (or one case's prediction) across the calibrations that gave it, in the order given."""
+
+    path: str
+    values: tuple[float, ...]
+
+    @property
+    def spread(self) -> float:
+        return relative_spread(self.values)
+
+    @property
+    def step(self) -> float:
+        """The median relative change from one calibration to the next."""
+        steps = [abs(b - a) / abs(a) for a, b in zip(self.values, self.values[1:]) if a]
+        return statistics.median(steps) if steps else 0.0
+
+
+def measured_values(calibration: dict) -> dict[str, float]:
+    """The fitted parameters a calibration (``Calibration.to_dict()``) measured: path -> value."""
+    return {f["path"]: float(f["value"]) for f in calibration["fitted"]
+            if f["measured"] and not f.get("lower_bound") and isinstance(f["value"], (int, float))}
+
+
+def across(calibrations: list[dict[str, float]]) -> list[Parameter]:
+    """Each parameter measured by at least two of ``calibrations``, in the order the first names them."""
+    order = list(dict.fromkeys(path for c in calibrations for path in c))
+    table = [Parameter(path, tuple(c[path] for c in calibrations if path in c)) for path in order]
+    return [p for p in table if len(p.values) >= 2]
+
+
+def fraction(text: str) -> float:
+    """``--target``: "5%" or 0.05."""
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction: {text!r} (e.g. 5% or 0.05)") from None
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """What the tables need of one calibration."""
+
+    label: str
+    values: dict[str, float]
+    platform: Platform
+
+
+def _fitted(label: str, calibration: dict) -> Calibrated:
+    return Calibrated(label, measured_values(calibration), Platform.model_validate(calibration["platform"]))
+
+
+def _fit(item: tuple[str, dict]) -> Calibrated:
+    label, stored = item
+    return _fitted(label, fit_platform(measurements(stored)).to_dict())
+
+
+@dataclass(frozen=True)
+class Cases:
+    """The uploads whose predictions are compared: (label, policy spec, cold) on ``workload``."""
+
+    workload: Workload
+    cases: tuple[tuple[str, str, bool], ...]
+
+    def predictions(self, platform: Platform) -> dict[str, float]:
+        return {label: halsim.simulate(self.workload.request(page_cached=not cold), platform,
+                                       parse_policy(spec), page_cached=not cold).seconds
+                for label, spec, cold in self.cases}
+
+
+def cases_of_run(path: Path, body: dict) -> Cases | None:
+    """A fidelity_gpu.py run's cases (scored and extra) on its file layout; None for no such run."""
+    comparison = body.get("comparison")
+    if not comparison:
+        return None
+    if "file_bytes" not in comparison:  # RUN.fitted.json: the file is named in RUN.raw.json beside it
+        raw = path.parent / str(body.get("source"))
+        return cases_of_run(raw, read_json(raw)) if body.get("source") and raw.exists() else None
+    workload = layout_of(comparison["file_bytes"])
+    if workload is None:
+        raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is no fidelity_gpu.py layout")
+    rows = comparison["rows"] + (body.get("extra") or {}).get("rows", [])
+    return Cases(workload, tuple((r["case"], r["policy"], r["cold"]) for r in rows))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(body, dict):
+        raise SystemExit(f"{path}: not a calibration (want halsim calibrate --json or a fidelity_gpu.py run)")
+    return body
+
+
+def load(path: Path, body: dict, by_round: bool) -> list[tuple[str, dict | None, Calibrated | None]]:
+    """``(label, measurements to fit, or None; the calibration fitted already, or None)`` for each
+    calibration in ``path``."""
+    calibration = body.get("calibration", body)
+    if not isinstance(calibration, dict) or not ({"fitted", "measurements"} & set(calibration)):
+        raise SystemExit(f"{path}: no calibration in it (want halsim calibrate --json or a fidelity_gpu.py run)")
+    if "fitted" in calibration and not by_round:
+        return [(path.name, None, _fitted(path.name, calibration))]
+    if "measurements" not in calibration:
+        raise SystemExit(f"{path}: the calibration keeps no measurements to fit" +
+                         (" (--rounds needs a raw run)" if by_round else ""))
+    if not by_round:
+        return [(path.name, calibration["measurements"], None)]
+    count = calibration["measurements"]["config"]["repeats"]
+    if "comparison" not in body:
+        raise SystemExit(f"{path}: --rounds needs a fidelity_gpu.py run (its rounds interleave probes and uploads)")
+    return [(f"{path.name} round {k}", keep_rounds(body, [k], path)["calibration"]["measurements"], None)
+            for k in range(1, count + 1)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("calibrations", type=Path, nargs="+", help="calibration JSON files (see above)")
+    parser.add_argument("--rounds", action="store_true",
+                        help="fit each round of a fidelity_gpu.py run alone: one calibration a round")
+    parser.add_argument("--target", type=fraction, default=0.05, help="the spread called repeatable (5%%)")
+    parser.add_argument("--workload", default=None,
+                        help="predict --policy on this workload (a name, .toml/.json, or a .safetensors file)")
+    parser.add_argument("--policy", action="append", default=[], help="a policy to predict (repeatable)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="calibrations fitted at once, one process each (default: one per CPU)")
+    args = parser.parse_args()
+    if bool(args.workload) != bool(args.policy):
+        parser.error("--workload and --policy go together")
+    bodies = [(path, read_json(path)) for path in args.calibrations]
+    loaded = [item for path, body in bodies for item in load(path, body, args.rounds)]
+    if len(loaded) < 2:
+        parser.error("give at least two calibrations (or one run with --rounds)")
+    if args.workload:
+        cases = Cases(load_workload(args.workload), tuple((spec, spec, False) for spec in args.policy))
+    else:
+        cases = next((c for path, body in bodies if (c := cases_of_run(path, body))), None)
+    to_fit = [(label, stored) for label, stored, done in loaded if done is None]
+    # A fit takes a minute or more: fitted in worker processes, kept in the order given.
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        fitted = iter(list(pool.map(_fit, to_fit)) if to_fit else [])
+    calibrations = [done if done is not None else next(fitted) for _, _, done in loaded]
+    for c in calibrations:
+        print(f"calibration: {c.label}")
+    print_table("parameter", across([c.values for c in calibrations]), args.target, "parameters measured")
+    if cases is not None:
+        predicted = [cases.predictions(c.platform) for c in calibrations]
+        print_table("case (predicted seconds)", across(predicted), args.target, "cases' predictions")
+    print("\nspread: half the range over the median; step: the median change from one calibration to the next")
+    return 0
+
+
+def print_table(title: str, table: list[Parameter], target: float, what: str) -> None:
+    print(f"\n{title:<52} {'n':>3} {'median':>10} {'min':>10} {'max':>10} {'spread':>7} {'step':>6}")
+    for p in table:
+        mark = "" if p.spread <= target else "  over"
+        print(f"{p.path[:52]:<52} {len(p.values):>3} {statistics.median(p.values):>10.4g} {min(p.values):>10.4g} "
+              f"{max(p.values):>10.4g} {p.spread:>6.1%} {p.step:>6.1%}{mark}")
+    within = sum(p.spread <= target for p in table)
+    steps = sum(p.step <= target for p in table)
+    print(f"{within} of {len(table)} {what} spread within ±{target:.0%}; {steps} step by {target:.0%} or less")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
