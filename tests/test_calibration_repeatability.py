@@ -1,0 +1,70 @@
+"""benchmarks/calibration_repeatability.py: how far calibrations of one machine agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from halsim.calibrate import Config, calibrate
+from halsim.platform import load_platform
+from halsim.sim import Simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
+
+sys.path.insert(0, str(SCRIPT.parent))
+from calibration_repeatability import Parameter, across, measured_values  # noqa: E402
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--jobs", "1", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+
+
+def _row(stdout: str, name: str) -> list[str]:
+    return next(line for line in stdout.splitlines() if line.startswith(name + " ")).split()
+
+
+def test_spread_and_step():
+    p = Parameter("link.h2d", (50.0, 55.0, 45.0))
+    assert p.spread == pytest.approx(0.1)  # half of 10 over 50
+    assert p.step == pytest.approx((0.1 + 10 / 55) / 2)  # 50 -> 55, 55 -> 45
+    # Only what two or more calibrations measured, in the order they name it.
+    table = across([{"a": 1.0, "b": 2.0}, {"b": 3.0}, {"a": 1.5, "c": 4.0}])
+    assert [(p.path, p.values) for p in table] == [("a", (1.0, 1.5)), ("b", (2.0, 3.0))]
+
+
+def test_three_calibrations_of_two_machines_are_told_apart(tmp_path):
+    # Two calibrations of one simulated machine agree exactly (the simulator is deterministic);
+    # a third, of the same machine with a link 20 % faster, moves that parameter alone.
+    base = load_platform("h100-pcie5")
+    faster = base.model_copy(update={"links": (base.links[0].model_copy(update={"h2d": base.links[0].h2d * 1.2}),)})
+    paths = []
+    for k, platform in enumerate((base, base, faster)):
+        result = calibrate(Simulator(platform).device(0), Config.quick())
+        paths.append(tmp_path / f"cal{k}.json")
+        paths[-1].write_text(json.dumps(result.to_dict()))
+    assert measured_values(result.to_dict())["link.h2d"] == pytest.approx(base.links[0].h2d * 1.2, rel=0.02)
+    done = _run(*map(str, paths), "--workload", "test-small", "--policy", "streaming:chunk=64KiB,slots=4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    h2d = _row(done.stdout, "link.h2d")
+    assert h2d[1] == "3" and float(h2d[5].rstrip("%")) == pytest.approx(100 * 0.2 / 2, abs=1.0)  # the fit: within 2 %
+    assert h2d[-1] == "over"
+    assert _row(done.stdout, "link.d2h")[5] == "0.0%"
+    assert "streaming:chunk=64KiB,slots=4" in done.stdout  # its prediction on each calibration's platform
+
+
+def test_what_is_no_calibration_is_refused_by_name(tmp_path):
+    stray = tmp_path / "stray.json"
+    stray.write_text(json.dumps({"rows": []}))
+    done = _run(str(stray), str(stray))
+    assert done.returncode != 0 and f"{stray}: no calibration in it" in done.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    done = _run(str(broken))
+    assert done.returncode != 0 and f"{broken}: not a readable JSON file" in done.stderr
