@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import statistics
 import sys
@@ -119,9 +120,11 @@ def cases_of_run(path: Path, body: dict) -> Cases | None:
     comparison = body.get("comparison")
     if not comparison:
         return None
-    if "file_bytes" not in comparison:  # RUN.fitted.json: the file is named in RUN.raw.json beside it
-        raw = path.parent / str(body.get("source"))
-        return cases_of_run(raw, read_json(raw)) if body.get("source") and raw.exists() else None
+    if "file_bytes" not in comparison:  # RUN.fitted.json: the file's size is in RUN.raw.json beside it
+        beside = [path.parent / str(body["source"])] if body.get("source") else []
+        beside.append(path.with_name(path.name.removesuffix(".fitted.json") + ".raw.json"))
+        raw = next((p for p in beside if p.is_file()), None)
+        return cases_of_run(raw, read_json(raw)) if raw else None
     workload = layout_of(comparison["file_bytes"])
     if workload is None:
         raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is no fidelity_gpu.py layout")
@@ -139,24 +142,54 @@ def read_json(path: Path) -> dict:
     return body
 
 
-def load(path: Path, body: dict, by_round: bool) -> list[tuple[str, dict | None, Calibrated | None]]:
-    """``(label, measurements to fit, or None; the calibration fitted already, or None)`` for each
-    calibration in ``path``."""
+@dataclass(frozen=True)
+class Loaded:
+    """One calibration as read: fitted already (``done``), or ``stored`` measurements to fit; and where
+    it is a fidelity_gpu.py run (or a round of one), each case's real seconds (median of its runs)."""
+
+    label: str
+    stored: dict | None
+    done: Calibrated | None
+    real: dict[str, float] | None
+
+
+def real_seconds(body: dict) -> dict[str, float] | None:
+    comparison = body.get("comparison")
+    if not comparison:
+        return None
+    rows = comparison["rows"] + (body.get("extra") or {}).get("rows", [])
+    return {r["case"]: statistics.median(r["measured_runs"]) if r.get("measured_runs") else r["measured_seconds"]
+            for r in rows}
+
+
+def load(path: Path, body: dict, by_round: bool) -> list[Loaded]:
+    """Each calibration in ``path``: the file's, or with ``by_round`` one for each round of a run."""
     calibration = body.get("calibration", body)
     if not isinstance(calibration, dict) or not ({"fitted", "measurements"} & set(calibration)):
         raise SystemExit(f"{path}: no calibration in it (want halsim calibrate --json or a fidelity_gpu.py run)")
     if "fitted" in calibration and not by_round:
-        return [(path.name, None, _fitted(path.name, calibration))]
+        return [Loaded(path.name, None, _fitted(path.name, calibration), real_seconds(body))]
     if "measurements" not in calibration:
         raise SystemExit(f"{path}: the calibration keeps no measurements to fit" +
                          (" (--rounds needs a raw run)" if by_round else ""))
     if not by_round:
-        return [(path.name, calibration["measurements"], None)]
+        return [Loaded(path.name, calibration["measurements"], None, real_seconds(body))]
     count = calibration["measurements"]["config"]["repeats"]
     if "comparison" not in body:
         raise SystemExit(f"{path}: --rounds needs a fidelity_gpu.py run (its rounds interleave probes and uploads)")
-    return [(f"{path.name} round {k}", keep_rounds(body, [k], path)["calibration"]["measurements"], None)
-            for k in range(1, count + 1)]
+    rounds = [keep_rounds(body, [k], path) for k in range(1, count + 1)]
+    return [Loaded(f"{path.name} round {k}", one["calibration"]["measurements"], None, real_seconds(one))
+            for k, one in enumerate(rounds, 1)]
+
+
+def moves(predicted: list[dict[str, float]], real: list[dict[str, float]]) -> tuple[list[float], list[float]]:
+    """Each case's change of log seconds from one calibration to the next: predicted, real."""
+    dp, dr = [], []
+    for p0, p1, r0, r1 in zip(predicted, predicted[1:], real, real[1:]):
+        for case in p0.keys() & p1.keys() & r0.keys() & r1.keys():
+            dp.append(math.log(p1[case] / p0[case]))
+            dr.append(math.log(r1[case] / r0[case]))
+    return dp, dr
 
 
 def main() -> int:
@@ -181,17 +214,27 @@ def main() -> int:
         cases = Cases(load_workload(args.workload), tuple((spec, spec, False) for spec in args.policy))
     else:
         cases = next((c for path, body in bodies if (c := cases_of_run(path, body))), None)
-    to_fit = [(label, stored) for label, stored, done in loaded if done is None]
+    to_fit = [(one.label, one.stored) for one in loaded if one.done is None]
     # A fit takes a minute or more: fitted in worker processes, kept in the order given.
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         fitted = iter(list(pool.map(_fit, to_fit)) if to_fit else [])
-    calibrations = [done if done is not None else next(fitted) for _, _, done in loaded]
+    calibrations = [one.done if one.done is not None else next(fitted) for one in loaded]
     for c in calibrations:
         print(f"calibration: {c.label}")
     print_table("parameter", across([c.values for c in calibrations]), args.target, "parameters measured")
     if cases is not None:
         predicted = [cases.predictions(c.platform) for c in calibrations]
         print_table("case (predicted seconds)", across(predicted), args.target, "cases' predictions")
+        real = [one.real for one in loaded]
+        if all(r is not None for r in real):
+            dp, dr = moves(predicted, real)
+            if len(dp) >= 3:
+                # Do predictions follow the machine? Moves together: the calibration tracks its drift;
+                # apart: the calibration's own noise adds to the error.
+                print(f"from one calibration to the next, a case's prediction moved by a median "
+                      f"{statistics.median(abs(x) for x in dp):.1%} and its real time by "
+                      f"{statistics.median(abs(x) for x in dr):.1%} (log); the moves correlate at "
+                      f"{statistics.correlation(dp, dr):.2f} over {len(dp)} of them")
     print("\nspread: half the range over the median; step: the median change from one calibration to the next")
     return 0
 

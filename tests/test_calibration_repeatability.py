@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
 
 sys.path.insert(0, str(SCRIPT.parent))
-from calibration_repeatability import Parameter, across, measured_values  # noqa: E402
+from calibration_repeatability import Parameter, across, measured_values, moves  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -57,6 +58,30 @@ def test_three_calibrations_of_two_machines_are_told_apart(tmp_path):
     assert h2d[-1] == "over"
     assert _row(done.stdout, "link.d2h")[5] == "0.0%"
     assert "streaming:chunk=64KiB,slots=4" in done.stdout  # its prediction on each calibration's platform
+
+
+def test_stored_gpu_runs_give_their_cases_predictions_and_how_they_follow_the_real_times():
+    # Three fidelity runs of the H200, minutes apart; their fits are stored: nothing is fitted here.
+    runs = sorted((ROOT / "docs" / "benchmarks").glob("fidelity-h200-2026-12-05-session17-run?.fitted.json"))
+    assert len(runs) == 3
+    done = _run(*map(str, runs))
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = json.loads(runs[0].read_text())
+    for row in stored["comparison"]["rows"]:
+        assert row["case"] + " " in done.stdout
+    import_row = _row(done.stdout, "import")
+    assert import_row[1] == "3"
+    assert any(float(v) == pytest.approx(stored["comparison"]["rows"][8]["predicted_seconds"], rel=1e-3)
+               for v in import_row[2:5])  # run 1's own prediction: the median, min or max of the three
+    assert "the moves correlate at" in done.stdout
+
+
+def test_moves_pair_each_case_s_change_in_prediction_with_its_change_in_reality():
+    predicted = [{"a": 1.0, "b": 2.0}, {"a": 1.1, "b": 2.0}, {"a": 1.1}]
+    real = [{"a": 1.0, "b": 1.0}, {"a": 1.2, "b": 0.5}, {"a": 1.2}]
+    dp, dr = moves(predicted, real)
+    assert sorted(zip(dp, dr)) == pytest.approx(sorted([(math.log(1.1), math.log(1.2)), (0.0, math.log(0.5)),
+                                                        (0.0, 0.0)]))
 
 
 def test_what_is_no_calibration_is_refused_by_name(tmp_path):
