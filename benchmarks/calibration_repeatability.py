@@ -182,6 +182,59 @@ def load(path: Path, body: dict, by_round: bool) -> list[Loaded]:
             for k, one in enumerate(rounds, 1)]
 
 
+# Parameters that a measured curve overrides in the simulator: the curve moves with them.
+CURVES = {"storage.page_cache_bandwidth": ("page_cache_curve", "rate"),
+          "storage.page_cache_near_speedup": ("page_cache_near_curve", "speedup"),
+          "storage.page_cache_ring_speedup": ("page_cache_ring_curve", "speedup"),
+          "host.step_overhead": ("step_overhead_curve", "rate"),
+          "host.staging_write_share": ("staging_write_curve", "share")}
+
+
+def perturbed(platform: Platform, path: str, factor: float) -> Platform | None:
+    """``platform`` with one fitted parameter ``factor`` times its value (and the curve that stands
+    for it, where there is one: a speedup's gain above 1, a share up to 1, a curve's values); None
+    for a count, or for a parameter that is no field of the platform."""
+    part, name = path.split(".", 1)
+    key = {"storage": "storage", "host": "host", "link": "links", "gpu": "gpus"}.get(part)
+    if key is None:
+        return None
+    single = part in ("storage", "host")
+    holders = [getattr(platform, key)] if single else list(getattr(platform, key))
+    curve, kind = CURVES.get(path, (None, None))
+
+    def scale(value: float) -> float:
+        if kind == "speedup":
+            return 1.0 + (value - 1.0) * factor
+        return min(1.0, value * factor) if kind == "share" else value * factor
+
+    changed = []
+    for holder in holders:
+        update = {}
+        if isinstance(getattr(holder, name, None), float):  # counts (copy engines, readahead) stay
+            update[name] = scale(getattr(holder, name))
+        if curve and getattr(holder, curve, None):
+            update[curve] = tuple((k, scale(v)) for k, v in getattr(holder, curve))
+        changed.append(holder.model_copy(update=update))
+    if changed == holders:
+        return None
+    return platform.model_copy(update={key: changed[0] if single else tuple(changed)})
+
+
+def sensitivity(cases: "Cases", platform: Platform, table: list[Parameter]) -> list[tuple[str, float, float, float]]:
+    """What each parameter's noise does to the predictions: ``(path, its step, the median and the
+    largest relative move of a case's prediction)`` with the parameter moved by its step on ``platform``."""
+    base = cases.predictions(platform)
+    rows = []
+    for p in table:
+        moved = perturbed(platform, p.path, 1.0 + p.step) if p.step else None
+        if moved is None:
+            continue
+        now = cases.predictions(moved)
+        shifts = [abs(now[c] / base[c] - 1.0) for c in base]
+        rows.append((p.path, p.step, statistics.median(shifts), max(shifts)))
+    return sorted(rows, key=lambda row: (row[3], row[2]), reverse=True)
+
+
 def moves(predicted: list[dict[str, float]], real: list[dict[str, float]]) -> tuple[list[float], list[float]]:
     """Each case's change of log seconds from one calibration to the next: predicted, real."""
     dp, dr = [], []
@@ -201,6 +254,9 @@ def main() -> int:
     parser.add_argument("--workload", default=None,
                         help="predict --policy on this workload (a name, .toml/.json, or a .safetensors file)")
     parser.add_argument("--policy", action="append", default=[], help="a policy to predict (repeatable)")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="move each parameter by its step on the first calibration's platform: how far "
+                        "the cases' predictions move")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="calibrations fitted at once, one process each (default: one per CPU)")
     args = parser.parse_args()
@@ -221,7 +277,8 @@ def main() -> int:
     calibrations = [one.done if one.done is not None else next(fitted) for one in loaded]
     for c in calibrations:
         print(f"calibration: {c.label}")
-    print_table("parameter", across([c.values for c in calibrations]), args.target, "parameters measured")
+    parameters = across([c.values for c in calibrations])
+    print_table("parameter", parameters, args.target, "parameters measured")
     if cases is not None:
         predicted = [cases.predictions(c.platform) for c in calibrations]
         print_table("case (predicted seconds)", across(predicted), args.target, "cases' predictions")
@@ -235,6 +292,12 @@ def main() -> int:
                       f"{statistics.median(abs(x) for x in dp):.1%} and its real time by "
                       f"{statistics.median(abs(x) for x in dr):.1%} (log); the moves correlate at "
                       f"{statistics.correlation(dp, dr):.2f} over {len(dp)} of them")
+    if args.sensitivity and cases is not None:
+        print(f"\n{'parameter moved by its step':<52} {'step':>6} {'median case move':>16} {'largest':>8}")
+        for path, step, median, largest in sensitivity(cases, calibrations[0].platform, parameters):
+            print(f"{path:<52} {step:>6.1%} {median:>16.2%} {largest:>8.2%}")
+    elif args.sensitivity:
+        parser.error("--sensitivity needs cases: fidelity_gpu.py runs, or --workload and --policy")
     print("\nspread: half the range over the median; step: the median change from one calibration to the next")
     return 0
 

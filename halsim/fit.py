@@ -522,9 +522,12 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
             if dma_shows:
                 dma, _ = search_fit(lambda w: host_loss(total, contention, w), MIN_DMA_WEIGHT, 2.0)
                 dma = min(max(dma, MIN_DMA_WEIGHT), 2.0)  # the search may step just past its ends
-                # Within a percent of a whole byte, or no better than one: each byte once.
-                whole = host_loss(total, contention, 1.0) <= host_loss(total, contention, dma) * (1 + 1e-9)
-                p.values["host.dma_weight"] = 1.0 if abs(dma - 1.0) < 0.01 or whole else round(dma, 4)
+                # Within a percent of a whole byte, no better than one, or a whole byte already fits every
+                # probe within half a percent (host memory never bound them: any weight fits): each byte once.
+                whole = host_loss(total, contention, 1.0)
+                enough = whole <= host_loss(total, contention, dma) * (1 + 1e-9) or \
+                    whole <= len(shared) * RATIO_FLOOR ** 2
+                p.values["host.dma_weight"] = 1.0 if abs(dma - 1.0) < 0.01 or enough else round(dma, 4)
             if abs(total / before[0] - 1) < 0.005 and abs(contention - before[1]) < 0.0005 and \
                     abs(p.values["host.dma_weight"] - before[2]) < 0.005:
                 break

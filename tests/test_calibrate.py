@@ -134,6 +134,18 @@ def test_a_ring_whose_slots_stay_in_the_cache_is_told_from_the_host_s_bandwidth(
     assert calibrate(Simulator(plain).device(0), eight).platform.host.staging_write_curve == ()
 
 
+def test_where_any_dma_weight_fits_the_probes_each_dma_byte_stays_whole():
+    """h100-pcie5 with a link 20 % faster: its probes never fill host memory, so every DMA weight
+    reproduces them to rounding; the fit took the search's floor (0.05) from that rounding before."""
+    from halsim.sim import Simulator
+
+    base = load_platform("h100-pcie5")
+    faster = base.model_copy(update={"links": (base.links[0].model_copy(update={"h2d": base.links[0].h2d * 1.2}),)})
+    result = calibrate(Simulator(faster).device(0), Config.quick())
+    assert result.parameter("host.total_bandwidth").lower_bound
+    assert result.parameter("host.dma_weight").value == 1.0
+
+
 def test_the_simulator_tells_calibration_how_it_imports_and_reads_direct():
     from halsim.sim import Simulator
 

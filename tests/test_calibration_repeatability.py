@@ -15,11 +15,12 @@ from halsim.calibrate import Config, calibrate
 from halsim.platform import load_platform
 from halsim.sim import Simulator
 
+MIB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
 
 sys.path.insert(0, str(SCRIPT.parent))
-from calibration_repeatability import Parameter, across, measured_values, moves  # noqa: E402
+from calibration_repeatability import Parameter, across, measured_values, moves, perturbed  # noqa: E402
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -51,13 +52,17 @@ def test_three_calibrations_of_two_machines_are_told_apart(tmp_path):
         paths.append(tmp_path / f"cal{k}.json")
         paths[-1].write_text(json.dumps(result.to_dict()))
     assert measured_values(result.to_dict())["link.h2d"] == pytest.approx(base.links[0].h2d * 1.2, rel=0.02)
-    done = _run(*map(str, paths), "--workload", "test-small", "--policy", "streaming:chunk=64KiB,slots=4")
+    done = _run(*map(str, paths), "--workload", "test-small", "--policy", "streaming:chunk=64KiB,slots=4",
+                "--sensitivity")
     assert done.returncode == 0, done.stderr[-3000:]
     h2d = _row(done.stdout, "link.h2d")
     assert h2d[1] == "3" and float(h2d[5].rstrip("%")) == pytest.approx(100 * 0.2 / 2, abs=1.0)  # the fit: within 2 %
     assert h2d[-1] == "over"
     assert _row(done.stdout, "link.d2h")[5] == "0.0%"
     assert "streaming:chunk=64KiB,slots=4" in done.stdout  # its prediction on each calibration's platform
+    # Only the link moved, by a median step of 10 % (0 %, then 20 %): the one row of the sensitivity table.
+    moved = done.stdout.split("parameter moved by its step")[1].split("\n\n")[0].splitlines()[1:]
+    assert [line.split()[0] for line in moved] == ["link.h2d"]
 
 
 def test_stored_gpu_runs_give_their_cases_predictions_and_how_they_follow_the_real_times():
@@ -82,6 +87,19 @@ def test_moves_pair_each_case_s_change_in_prediction_with_its_change_in_reality(
     dp, dr = moves(predicted, real)
     assert sorted(zip(dp, dr)) == pytest.approx(sorted([(math.log(1.1), math.log(1.2)), (0.0, math.log(0.5)),
                                                         (0.0, 0.0)]))
+
+
+def test_a_parameter_is_moved_with_the_curve_that_stands_for_it():
+    base = load_platform("h100-pcie5")
+    faster = perturbed(base, "link.h2d", 1.1)
+    assert faster.links[0].h2d == pytest.approx(base.links[0].h2d * 1.1) and faster.links[0].d2h == base.links[0].d2h
+    curved = base.model_copy(update={"storage": base.storage.model_copy(update={
+        "page_cache_curve": ((MIB, 4e9), (64 * MIB, 6e9)), "page_cache_near_curve": ((16 * MIB, 1.5), (256 * MIB, 1.0))})})
+    read = perturbed(curved, "storage.page_cache_bandwidth", 1.1).storage
+    assert read.page_cache_curve == ((MIB, pytest.approx(4.4e9)), (64 * MIB, pytest.approx(6.6e9)))
+    near = perturbed(curved, "storage.page_cache_near_speedup", 1.2).storage
+    assert near.page_cache_near_curve == ((16 * MIB, pytest.approx(1.6)), (256 * MIB, 1.0))  # the gain above 1
+    assert perturbed(base, "gpu.copy_engines", 1.5) is None and perturbed(base, "storage.nothing", 1.1) is None
 
 
 def test_what_is_no_calibration_is_refused_by_name(tmp_path):
