@@ -1,6 +1,7 @@
 """How far calibrations of one machine agree: each fitted parameter across several calibrations.
 
     python benchmarks/calibration_repeatability.py CAL.json CAL.json ... [--rounds] [--target 5%]
+        [--workload NAME --policy SPEC ...] [--sensitivity] [--jobs N]
 
 Issue 7 asks that two calibrations of the same machine give parameters within
 a few percent. Each argument is one calibration:
@@ -19,7 +20,10 @@ within ``--target``. A parameter's spread alone does not say what it costs: a
 per-call cost of microseconds may halve without moving an upload of gigabytes.
 So the same is given for the predictions: each case of the first fidelity run
 given (its policies, warm and cold, on its file layout), or each ``--policy`` on
-``--workload``, simulated on every calibration's platform.
+``--workload``, simulated on every calibration's platform; for fidelity runs,
+how each case's prediction moved against its real time from one calibration to
+the next. ``--sensitivity`` moves each parameter by its step on the first
+calibration's platform and gives how far that moves the predictions.
 """
 
 from __future__ import annotations
