@@ -58,12 +58,16 @@ class Parameter:
 
     @property
     def spread(self) -> float:
+        # From or to zero (a contention found in one calibration only) no ratio says how far: infinite.
+        if statistics.median(self.values) == 0 and max(self.values) != min(self.values):
+            return math.inf
         return relative_spread(self.values)
 
     @property
     def step(self) -> float:
         """The median relative change from one calibration to the next."""
-        steps = [abs(b - a) / abs(a) for a, b in zip(self.values, self.values[1:]) if a]
+        steps = [abs(b - a) / abs(a) if a else (0.0 if b == a else math.inf)
+                 for a, b in zip(self.values, self.values[1:])]
         return statistics.median(steps) if steps else 0.0
 
 
@@ -230,7 +234,8 @@ def sensitivity(cases: "Cases", platform: Platform, table: list[Parameter]) -> l
     base = cases.predictions(platform)
     rows = []
     for p in table:
-        moved = perturbed(platform, p.path, 1.0 + p.step) if p.step else None
+        # A step from or to zero has no size to move by.
+        moved = perturbed(platform, p.path, 1.0 + p.step) if 0 < p.step < math.inf else None
         if moved is None:
             continue
         now = cases.predictions(moved)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
 
 sys.path.insert(0, str(SCRIPT.parent))
-from calibration_repeatability import Parameter, across, measured_values, moves, perturbed  # noqa: E402
+from calibration_repeatability import (Cases, Parameter, across, measured_values, moves, perturbed,  # noqa: E402
+                                       sensitivity)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -36,6 +37,9 @@ def test_spread_and_step():
     p = Parameter("link.h2d", (50.0, 55.0, 45.0))
     assert p.spread == pytest.approx(0.1)  # half of 10 over 50
     assert p.step == pytest.approx((0.1 + 10 / 55) / 2)  # 50 -> 55, 55 -> 45
+    assert Parameter("host.thread_contention", (0.0, 0.0, 0.02)).spread == math.inf
+    assert Parameter("host.thread_contention", (0.0, 0.0, 0.02)).step == math.inf  # the median of 0 and inf
+    assert Parameter("host.thread_contention", (0.0, 0.0)).spread == 0.0 == Parameter("x", (0.0, 0.0)).step
     # Only what two or more calibrations measured, in the order they name it.
     table = across([{"a": 1.0, "b": 2.0}, {"b": 3.0}, {"a": 1.5, "c": 4.0}])
     assert [(p.path, p.values) for p in table] == [("a", (1.0, 1.5)), ("b", (2.0, 3.0))]
@@ -100,6 +104,16 @@ def test_a_parameter_is_moved_with_the_curve_that_stands_for_it():
     near = perturbed(curved, "storage.page_cache_near_speedup", 1.2).storage
     assert near.page_cache_near_curve == ((16 * MIB, pytest.approx(1.6)), (256 * MIB, 1.0))  # the gain above 1
     assert perturbed(base, "gpu.copy_engines", 1.5) is None and perturbed(base, "storage.nothing", 1.1) is None
+
+
+def test_sensitivity_moves_each_parameter_by_its_step_and_skips_a_step_from_zero():
+    from halsim.workloads import load_workload
+
+    cases = Cases(load_workload("test-small"), (("ring", "streaming:chunk=64KiB,slots=4", False),))
+    table = [Parameter("link.h2d", (1.0, 1.5)), Parameter("host.thread_contention", (0.0, 0.1)),
+             Parameter("gpu.copy_engines", (2.0, 3.0))]
+    rows = sensitivity(cases, load_platform("h100-pcie5"), table)
+    assert [(path, step) for path, step, _, _ in rows] == [("link.h2d", 0.5)]
 
 
 def test_what_is_no_calibration_is_refused_by_name(tmp_path):
