@@ -1,7 +1,7 @@
 """How far calibrations of one machine agree: each fitted parameter across several calibrations.
 
-    python benchmarks/calibration_repeatability.py CAL.json CAL.json ... [--rounds] [--target 5%]
-        [--workload NAME --policy SPEC ...] [--sensitivity] [--jobs N]
+    python benchmarks/calibration_repeatability.py CAL.json CAL.json ... [--rounds [--pool BENCH,...]]
+        [--target 5%] [--workload NAME --policy SPEC ...] [--sensitivity] [--jobs N]
 
 Issue 7 asks that two calibrations of the same machine give parameters within
 a few percent. Each argument is one calibration:
@@ -10,7 +10,9 @@ a few percent. Each argument is one calibration:
   ``fidelity_gpu.py`` / ``fidelity_replay.py --write``: its fitted parameters are read;
 * a ``RUN.raw.json`` (or an older ``RUN.json``) of ``fidelity_gpu.py``: its probes are fitted
   here with today's fit; with ``--rounds`` each round of an interleaved run is fitted alone,
-  so one run gives several calibrations a couple of minutes apart.
+  so one run gives several calibrations a couple of minutes apart. ``--pool read,near``
+  then gives those benches' probes every round's samples in each round's calibration:
+  what sampling just them more often would do to the calibrations' agreement.
 
 For every parameter that the fit measured (not a lower bound, not a default),
 the table gives its median, its range, its spread (half the range over the
@@ -35,10 +37,12 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import halsim
+from halsim.calibrate import BENCHES
 from halsim.compare import relative_spread
 from halsim.fit import fit_platform
 from halsim.platform import Platform
@@ -82,6 +86,15 @@ def across(calibrations: list[dict[str, float]]) -> list[Parameter]:
     order = list(dict.fromkeys(path for c in calibrations for path in c))
     table = [Parameter(path, tuple(c[path] for c in calibrations if path in c)) for path in order]
     return [p for p in table if len(p.values) >= 2]
+
+
+def benches(text: str) -> tuple[str, ...]:
+    """``--pool``: calibration benches by name."""
+    names = tuple(text.split(","))
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no bench {', '.join(unknown)}; benches: {', '.join(sorted(BENCHES))}")
+    return names
 
 
 def fraction(text: str) -> float:
@@ -170,8 +183,9 @@ def real_seconds(body: dict) -> dict[str, float] | None:
             for r in rows}
 
 
-def load(path: Path, body: dict, by_round: bool) -> list[Loaded]:
-    """Each calibration in ``path``: the file's, or with ``by_round`` one for each round of a run."""
+def load(path: Path, body: dict, by_round: bool, pool: Sequence[str] = ()) -> list[Loaded]:
+    """Each calibration in ``path``: the file's, or with ``by_round`` one for each round of a run; there
+    the probes of the benches in ``pool`` keep every round's samples, as if measured that often a round."""
     calibration = body.get("calibration", body)
     if not isinstance(calibration, dict) or not ({"fitted", "measurements"} & set(calibration)):
         raise SystemExit(f"{path}: no calibration in it (want halsim calibrate --json or a fidelity_gpu.py run)")
@@ -186,6 +200,11 @@ def load(path: Path, body: dict, by_round: bool) -> list[Loaded]:
     if "comparison" not in body:
         raise SystemExit(f"{path}: --rounds needs a fidelity_gpu.py run (its rounds interleave probes and uploads)")
     rounds = [keep_rounds(body, [k], path) for k in range(1, count + 1)]
+    every = {json.dumps(pt["probe"], sort_keys=True): pt["samples"] for pt in calibration["measurements"]["points"]}
+    for one in rounds:
+        for pt in one["calibration"]["measurements"]["points"]:
+            if pt["probe"]["bench"] in pool:
+                pt["samples"] = every[json.dumps(pt["probe"], sort_keys=True)]
     return [Loaded(f"{path.name} round {k}", one["calibration"]["measurements"], None, real_seconds(one))
             for k, one in enumerate(rounds, 1)]
 
@@ -259,6 +278,9 @@ def main() -> int:
     parser.add_argument("calibrations", type=Path, nargs="+", help="calibration JSON files (see above)")
     parser.add_argument("--rounds", action="store_true",
                         help="fit each round of a fidelity_gpu.py run alone: one calibration a round")
+    parser.add_argument("--pool", type=benches, default=(), metavar="BENCH[,BENCH...]",
+                        help="with --rounds: these benches' probes keep every round's samples in each round's "
+                        "calibration (what more samples of just them would do), e.g. read,near")
     parser.add_argument("--target", type=fraction, default=0.05, help="the spread called repeatable (5%%)")
     parser.add_argument("--workload", default=None,
                         help="predict --policy on this workload (a name, .toml/.json, or a .safetensors file)")
@@ -272,7 +294,9 @@ def main() -> int:
     if bool(args.workload) != bool(args.policy):
         parser.error("--workload and --policy go together")
     bodies = [(path, read_json(path)) for path in args.calibrations]
-    loaded = [item for path, body in bodies for item in load(path, body, args.rounds)]
+    if args.pool and not args.rounds:
+        parser.error("--pool goes with --rounds")
+    loaded = [item for path, body in bodies for item in load(path, body, args.rounds, args.pool)]
     if len(loaded) < 2:
         parser.error("give at least two calibrations (or one run with --rounds)")
     if args.workload:

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
 
 sys.path.insert(0, str(SCRIPT.parent))
-from calibration_repeatability import (Cases, Parameter, across, measured_values, moves, perturbed,  # noqa: E402
-                                       sensitivity)
+from calibration_repeatability import (Cases, Parameter, across, load, measured_values, moves,  # noqa: E402
+                                       perturbed, read_json, sensitivity)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -114,6 +114,22 @@ def test_sensitivity_moves_each_parameter_by_its_step_and_skips_a_step_from_zero
              Parameter("gpu.copy_engines", (2.0, 3.0))]
     rows = sensitivity(cases, load_platform("h100-pcie5"), table)
     assert [(path, step) for path, step, _, _ in rows] == [("link.h2d", 0.5)]
+
+
+def test_each_round_of_a_run_is_a_calibration_and_pooled_benches_keep_every_round():
+    run = ROOT / "docs" / "benchmarks" / "fidelity-h200-2026-12-05-session17-run3.raw.json"
+    body = read_json(run)
+    rounds = load(run, body, by_round=True, pool=("read",))
+    assert [one.label for one in rounds] == [f"{run.name} round {k}" for k in (1, 2, 3)]
+    for k, one in enumerate(rounds):
+        for pt, whole in zip(one.stored["points"], body["calibration"]["measurements"]["points"]):
+            for reading, values in pt["samples"].items():
+                want = whole["samples"][reading] if pt["probe"]["bench"] == "read" else [whole["samples"][reading][k]]
+                assert values == want
+        row = body["comparison"]["rows"][0]
+        assert one.real[row["case"]] == row["measured_runs"][k]  # that round's real run
+    done = _run("--pool", "read", str(run))
+    assert done.returncode != 0 and "--pool goes with --rounds" in done.stderr
 
 
 def test_what_is_no_calibration_is_refused_by_name(tmp_path):
