@@ -62,9 +62,6 @@ class Parameter:
 
     @property
     def spread(self) -> float:
-        # From or to zero (a contention found in one calibration only) no ratio says how far: infinite.
-        if statistics.median(self.values) == 0 and max(self.values) != min(self.values):
-            return math.inf
         return relative_spread(self.values)
 
     @property

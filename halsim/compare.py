@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import statistics
 from dataclasses import dataclass, field
@@ -44,9 +45,13 @@ WORST_ERROR_TARGET = 0.15
 
 
 def relative_spread(values: Sequence[float]) -> float:
-    """Half the range of repeated runs, relative to their median (0 for one run)."""
+    """Half the range of repeated values, relative to their median: 0 for one value or equal ones,
+    infinite where they differ around a median of 0 (no ratio says how far)."""
     middle = statistics.median(values)
-    return (max(values) - min(values)) / 2 / middle if middle else 0.0
+    half_range = (max(values) - min(values)) / 2
+    if not middle:
+        return math.inf if half_range else 0.0
+    return half_range / middle
 
 
 @dataclass(frozen=True)
