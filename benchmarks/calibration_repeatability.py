@@ -41,16 +41,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import halsim
 from halsim.calibrate import BENCHES
-from halsim.compare import relative_spread
+from halsim.compare import Case, predict, relative_spread
 from halsim.fit import fit_platform
 from halsim.platform import Platform
 from halsim.policies import parse_policy
-from halsim.workloads import Workload, load_workload
+from halsim.request import UploadRequest
+from halsim.workloads import load_workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity_replay import keep_rounds, layout_of, measurements  # noqa: E402  (how a stored run is loaded)
+from fidelity_replay import keep_rounds, layout_of, measurements, stored_case  # noqa: E402  (stored runs, as read)
 
 
 @dataclass(frozen=True)
@@ -122,15 +122,14 @@ def _fit(item: tuple[str, dict]) -> Calibrated:
 
 @dataclass(frozen=True)
 class Cases:
-    """The uploads whose predictions are compared: (label, policy spec, cold) on ``workload``."""
+    """The uploads whose predictions are compared: each case on one request."""
 
-    workload: Workload
-    cases: tuple[tuple[str, str, bool], ...]
+    request: UploadRequest
+    cases: tuple[Case, ...]
 
     def predictions(self, platform: Platform) -> dict[str, float]:
-        return {label: halsim.simulate(self.workload.request(page_cached=not cold), platform,
-                                       parse_policy(spec), page_cached=not cold).seconds
-                for label, spec, cold in self.cases}
+        return {case.label: report.seconds for case, report in zip(self.cases, predict(self.request, platform,
+                                                                                     self.cases))}
 
 
 def cases_of_run(path: Path, body: dict) -> Cases | None:
@@ -147,7 +146,7 @@ def cases_of_run(path: Path, body: dict) -> Cases | None:
     if workload is None:
         raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is no fidelity_gpu.py layout")
     rows = comparison["rows"] + (body.get("extra") or {}).get("rows", [])
-    return Cases(workload, tuple((r["case"], r["policy"], r["cold"]) for r in rows))
+    return Cases(workload.request(), tuple(stored_case(r) for r in rows))
 
 
 def read_json(path: Path) -> dict:
@@ -297,7 +296,8 @@ def main() -> int:
     if len(loaded) < 2:
         parser.error("give at least two calibrations (or one run with --rounds)")
     if args.workload:
-        cases = Cases(load_workload(args.workload), tuple((spec, spec, False) for spec in args.policy))
+        cases = Cases(load_workload(args.workload).request(), tuple(Case(parse_policy(spec), name=spec)
+                                                                    for spec in args.policy))
     else:
         cases = next((c for path, body in bodies if (c := cases_of_run(path, body))), None)
     to_fit = [(one.label, one.stored) for one in loaded if one.done is None]

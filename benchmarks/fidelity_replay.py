@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import halsim
 from halsim.calibrate import BENCHES, Measurement, Measurements
-from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, rank, relative_spread
+from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, predict, rank, relative_spread
 from halsim.fit import fit_platform
 from halsim.policies import parse_policy
 from halsim.units import parse_size
@@ -148,6 +147,11 @@ def keep_rounds(run: dict, rounds: Sequence[int], path: Path) -> dict:
     return run
 
 
+def stored_case(row: dict) -> Case:
+    """A stored comparison row's case (its label carries " (cold)"; the Case adds that back)."""
+    return Case(parse_policy(row["policy"]), row["cold"], row["case"].removesuffix(" (cold)"))
+
+
 def round_numbers(text: str) -> list[int]:
     """``--rounds``: "2" or "1,3"."""
     try:
@@ -170,15 +174,15 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
     if workload is None:
         raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is no layout "
                          "fidelity_gpu.py writes (--layers 1..32, with or without the embeddings)")
+    request = workload.request()
+
     def replayed(stored_rows: list[dict]) -> tuple[list[ReplayRow], list[ReplayRow]]:
         then, now = [], []
-        for stored in stored_rows:
-            case = Case(parse_policy(stored["policy"]), stored["cold"], stored["case"].removesuffix(" (cold)"))
-            request = workload.request(page_cached=not case.cold)
-            predicted = halsim.simulate(request, calibration.platform, case.policy, page_cached=not case.cold).seconds
+        cases = [stored_case(stored) for stored in stored_rows]
+        for case, stored, report in zip(cases, stored_rows, predict(request, calibration.platform, cases)):
             real = statistics.median(stored["measured_runs"])
             then.append(ReplayRow(case, stored["predicted_seconds"], real, stored["spread"]))
-            now.append(ReplayRow(case, predicted, real, stored["spread"]))
+            now.append(ReplayRow(case, report.seconds, real, stored["spread"]))
         return then, now
 
     rows_then, rows_now = replayed(comparison["rows"])

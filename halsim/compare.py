@@ -29,6 +29,7 @@ from halsim.lanes import lane_uses
 from halsim.platform import Platform, load_platform
 from halsim.policies import Policy, parse_policy
 from halsim.report import Report
+from halsim.request import UploadRequest
 from halsim.trace import Trace
 from halsim.units import format_size
 
@@ -352,10 +353,12 @@ def _policy_notes(rows: Sequence[Row]) -> list[str]:
             "(the platform's caps differ from the device's)" for r in rows if not r.same_policy]
 
 
-def _predict(path: str, platform: Platform, todo: Sequence[Case], mode: str) -> list[Report]:
+def predict(source: "str | os.PathLike | UploadRequest", platform: Platform, todo: Sequence[Case],
+            mode: str = "overlapped") -> list[Report]:
+    """Each case simulated on ``platform``: ``source`` (a file, a workload or a request) warm or cold."""
     import halsim
 
-    return [halsim.simulate(path, platform, c.policy, page_cached=not c.cold, mode=mode) for c in todo]
+    return [halsim.simulate(source, platform, c.policy, page_cached=not c.cold, mode=mode) for c in todo]
 
 
 def pooled(parts: Sequence[Comparison], platform: "str | os.PathLike | Platform") -> Comparison:
@@ -370,7 +373,7 @@ def pooled(parts: Sequence[Comparison], platform: "str | os.PathLike | Platform"
             raise ValueError("pooled comparisons must run the same cases on the same file in the same mode")
     spec = load_platform(platform)
     cases = [r.case for r in first.rows]
-    predicted = _predict(first.file, spec, cases, first.mode)
+    predicted = predict(first.file, spec, cases, first.mode)
     rows = [Row(case, p, [run for part in parts for run in part.rows[k].measured])
             for k, (case, p) in enumerate(zip(cases, predicted))]
     notes = _policy_notes(rows)  # the parts' notes were about the platform each was run against
@@ -405,7 +408,7 @@ def compare(
     todo = [r if isinstance(r, Case) else Case(parse_policy(r), name=r if isinstance(r, str) else "") for r in runs]
     if not todo:
         raise ValueError("nothing to compare: give at least one policy")
-    predicted = _predict(path, spec, todo, mode)
+    predicted = predict(path, spec, todo, mode)
     measured: list[list[Report]] = [[] for _ in todo]
     notes: list[str] = []
     cached = False

@@ -97,8 +97,9 @@ def test_a_parameter_is_moved_with_the_curve_that_stands_for_it():
     base = load_platform("h100-pcie5")
     faster = perturbed(base, "link.h2d", 1.1)
     assert faster.links[0].h2d == pytest.approx(base.links[0].h2d * 1.1) and faster.links[0].d2h == base.links[0].d2h
-    curved = base.model_copy(update={"storage": base.storage.model_copy(update={
-        "page_cache_curve": ((MIB, 4e9), (64 * MIB, 6e9)), "page_cache_near_curve": ((16 * MIB, 1.5), (256 * MIB, 1.0))})})
+    curves = {"page_cache_curve": ((MIB, 4e9), (64 * MIB, 6e9)),
+              "page_cache_near_curve": ((16 * MIB, 1.5), (256 * MIB, 1.0))}
+    curved = base.model_copy(update={"storage": base.storage.model_copy(update=curves)})
     read = perturbed(curved, "storage.page_cache_bandwidth", 1.1).storage
     assert read.page_cache_curve == ((MIB, pytest.approx(4.4e9)), (64 * MIB, pytest.approx(6.6e9)))
     near = perturbed(curved, "storage.page_cache_near_speedup", 1.2).storage
@@ -107,9 +108,12 @@ def test_a_parameter_is_moved_with_the_curve_that_stands_for_it():
 
 
 def test_sensitivity_moves_each_parameter_by_its_step_and_skips_a_step_from_zero():
+    from halsim.compare import Case
+    from halsim.policies import parse_policy
     from halsim.workloads import load_workload
 
-    cases = Cases(load_workload("test-small"), (("ring", "streaming:chunk=64KiB,slots=4", False),))
+    ring = Case(parse_policy("streaming:chunk=64KiB,slots=4"), name="ring")
+    cases = Cases(load_workload("test-small").request(), (ring,))
     table = [Parameter("link.h2d", (1.0, 1.5)), Parameter("host.thread_contention", (0.0, 0.1)),
              Parameter("gpu.copy_engines", (2.0, 3.0))]
     rows = sensitivity(cases, load_platform("h100-pcie5"), table)
