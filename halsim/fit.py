@@ -285,7 +285,13 @@ MIN_LATENCY = 1e-6
 MIN_DMA_WEIGHT = 0.05  # the search's floor: a DMA that costs host memory nothing is not believed
 MIN_WRITE_SHARE = 0.01  # the search's floor for host.staging_write_curve (a geometric grid: above 0)
 SHARE_ROUNDS = 3
-RATIO_FLOOR = math.log(1.005)  # a tight/stream ratio the model misses by less needs no share
+RATIO_FLOOR = math.log(1.005)  # a probe the model misses by less needs no further term
+
+
+def fits_already(loss: float, count: int) -> bool:
+    """Whether a log loss over ``count`` probes is within RATIO_FLOOR of each, rms: a term the fit
+    could add (a lighter DMA byte, a write share, a ring curve) would only fit noise or rounding."""
+    return loss <= count * RATIO_FLOOR ** 2
 
 # Provisional values for parameters not fitted yet (a later step sets each): they
 # only have to let the simulator run the benchmarks of the parameter being fitted.
@@ -526,7 +532,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                 # probe within half a percent (host memory never bound them: any weight fits): each byte once.
                 whole = host_loss(total, contention, 1.0)
                 enough = whole <= host_loss(total, contention, dma) * (1 + 1e-9) or \
-                    whole <= len(shared) * RATIO_FLOOR ** 2
+                    fits_already(whole, len(shared))
                 p.values["host.dma_weight"] = 1.0 if abs(dma - 1.0) < 0.01 or enough else round(dma, 4)
             if abs(total / before[0] - 1) < 0.005 and abs(contention - before[1]) < 0.0005 and \
                     abs(p.values["host.dma_weight"] - before[2]) < 0.005:
@@ -600,7 +606,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         # Flat up to all of it, no better than all of it, or all of it already within half a
         # percent of the two rings' ratio: none stays in the cache.
         whole = loss(1.0)
-        if felt and share < 0.99 and whole > len(pairs) * RATIO_FLOOR ** 2 and loss(share) < whole / 2:
+        if felt and share < 0.99 and not fits_already(whole, len(pairs)) and loss(share) < whole / 2:
             p.values["host.staging_write_curve"] = write_curve(max(share, MIN_WRITE_SHARE))
         share = write_share()
         p.set("host.staging_write_share", share,
@@ -659,7 +665,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         curve = tuple(_never_rising(points + [(READ_FOOTPRINT, 1.0)]))
         # As one reader's curve already has them within half a percent, or no better by half: none.
         whole = ring_loss((), ring_probes)
-        if curve[0][1] > 1.0 and whole > len(ring_probes) * RATIO_FLOOR ** 2 and \
+        if curve[0][1] > 1.0 and not fits_already(whole, len(ring_probes)) and \
                 ring_loss(curve, ring_probes) < whole / 2:
             p.values["storage.page_cache_ring_curve"] = curve
             first = curve[0][0]
