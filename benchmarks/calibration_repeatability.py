@@ -13,11 +13,15 @@ a few percent. Each argument is one calibration:
   so one run gives several calibrations a couple of minutes apart. ``--pool read,near``
   then gives those benches' probes every round's samples in each round's calibration:
   what sampling just them more often would do to the calibrations' agreement.
+  Two rounds of one run then share those samples, so ``--pool`` compares only
+  calibrations of different runs (``--across-runs``; give that without ``--pool``
+  for the same pairs unpooled).
 
 For every parameter that the fit measured (not a lower bound, not a default),
 the table gives its median, its range, its spread (half the range over the
-median, as ``halsim compare`` gives a case's real runs) and the median change
-between consecutive calibrations in the order given, and whether the spread is
+median, as ``halsim compare`` gives a case's real runs) and its step: the median
+change between consecutive calibrations in the order given (with ``--across-runs``,
+between every two calibrations of different files), and whether the spread is
 within ``--target``. A parameter's spread alone does not say what it costs: a
 per-call cost of microseconds may halve without moving an upload of gigabytes.
 So the same is given for the predictions: each case of the first fidelity run
@@ -59,6 +63,7 @@ class Parameter:
 
     path: str
     values: tuple[float, ...]
+    pairs: tuple[tuple[int, int], ...] | None = None  # which values' changes make the step (None: consecutive)
 
     @property
     def spread(self) -> float:
@@ -66,10 +71,21 @@ class Parameter:
 
     @property
     def step(self) -> float:
-        """The median relative change from one calibration to the next."""
+        """The median relative change from one calibration to the next (or over ``pairs``)."""
+        pairs = self.pairs if self.pairs is not None else consecutive(len(self.values))
         steps = [abs(b - a) / abs(a) if a else (0.0 if b == a else math.inf)
-                 for a, b in zip(self.values, self.values[1:])]
+                 for a, b in ((self.values[i], self.values[j]) for i, j in pairs)]
         return statistics.median(steps) if steps else 0.0
+
+
+def consecutive(count: int) -> tuple[tuple[int, int], ...]:
+    return tuple((i, i + 1) for i in range(count - 1))
+
+
+def across_runs(runs: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Every two calibrations of different runs (``runs[i]``: the file calibration i came from):
+    rounds of one run pooled share samples, so only these pairs are independent."""
+    return tuple((i, j) for i in range(len(runs)) for j in range(i + 1, len(runs)) if runs[i] != runs[j])
 
 
 def measured_values(calibration: dict) -> dict[str, float]:
@@ -78,10 +94,17 @@ def measured_values(calibration: dict) -> dict[str, float]:
             if f["measured"] and not f.get("lower_bound") and isinstance(f["value"], (int, float))}
 
 
-def across(calibrations: list[dict[str, float]]) -> list[Parameter]:
-    """Each parameter measured by at least two of ``calibrations``, in the order the first names them."""
+def across(calibrations: list[dict[str, float]], pairs: Sequence[tuple[int, int]] | None = None) -> list[Parameter]:
+    """Each parameter measured by at least two of ``calibrations``, in the order the first names them;
+    its step over ``pairs`` of calibrations (indices into ``calibrations``; None: consecutive ones)."""
     order = list(dict.fromkeys(path for c in calibrations for path in c))
-    table = [Parameter(path, tuple(c[path] for c in calibrations if path in c)) for path in order]
+    table = []
+    for path in order:
+        having = [k for k, c in enumerate(calibrations) if path in c]
+        position = {k: n for n, k in enumerate(having)}
+        kept = None if pairs is None else tuple((position[i], position[j]) for i, j in pairs
+                                                if i in position and j in position)
+        table.append(Parameter(path, tuple(calibrations[k][path] for k in having), kept))
     return [p for p in table if len(p.values) >= 2]
 
 
@@ -168,6 +191,7 @@ class Loaded:
     stored: dict | None
     done: Calibrated | None
     real: dict[str, float] | None
+    run: str = ""  # the file it came from: rounds of one run share it
 
 
 def real_seconds(body: dict) -> dict[str, float] | None:
@@ -186,12 +210,12 @@ def load(path: Path, body: dict, by_round: bool, pool: Sequence[str] = ()) -> li
     if not isinstance(calibration, dict) or not ({"fitted", "measurements"} & set(calibration)):
         raise SystemExit(f"{path}: no calibration in it (want halsim calibrate --json or a fidelity_gpu.py run)")
     if "fitted" in calibration and not by_round:
-        return [Loaded(path.name, None, _fitted(path.name, calibration), real_seconds(body))]
+        return [Loaded(path.name, None, _fitted(path.name, calibration), real_seconds(body), str(path))]
     if "measurements" not in calibration:
         raise SystemExit(f"{path}: the calibration keeps no measurements to fit" +
                          (" (--rounds needs a raw run)" if by_round else ""))
     if not by_round:
-        return [Loaded(path.name, calibration["measurements"], None, real_seconds(body))]
+        return [Loaded(path.name, calibration["measurements"], None, real_seconds(body), str(path))]
     count = calibration["measurements"]["config"]["repeats"]
     if "comparison" not in body:
         raise SystemExit(f"{path}: --rounds needs a fidelity_gpu.py run (its rounds interleave probes and uploads)")
@@ -201,7 +225,7 @@ def load(path: Path, body: dict, by_round: bool, pool: Sequence[str] = ()) -> li
         for pt in one["calibration"]["measurements"]["points"]:
             if pt["probe"]["bench"] in pool:
                 pt["samples"] = every[json.dumps(pt["probe"], sort_keys=True)]
-    return [Loaded(f"{path.name} round {k}", one["calibration"]["measurements"], None, real_seconds(one))
+    return [Loaded(f"{path.name} round {k}", one["calibration"]["measurements"], None, real_seconds(one), str(path))
             for k, one in enumerate(rounds, 1)]
 
 
@@ -259,11 +283,13 @@ def sensitivity(cases: "Cases", platform: Platform, table: list[Parameter]) -> l
     return sorted(rows, key=lambda row: (row[3], row[2]), reverse=True)
 
 
-def moves(predicted: list[dict[str, float]], real: list[dict[str, float]]) -> tuple[list[float], list[float]]:
-    """Each case's change of log seconds from one calibration to the next: predicted, real."""
+def moves(predicted: list[dict[str, float]], real: list[dict[str, float]],
+          pairs: Sequence[tuple[int, int]] | None = None) -> tuple[list[float], list[float]]:
+    """Each case's change of log seconds from one calibration to the next (or over ``pairs``): predicted, real."""
     dp, dr = [], []
-    for p0, p1, r0, r1 in zip(predicted, predicted[1:], real, real[1:]):
-        for case in p0.keys() & p1.keys() & r0.keys() & r1.keys():
+    for i, j in pairs if pairs is not None else consecutive(len(predicted)):
+        p0, p1, r0, r1 = predicted[i], predicted[j], real[i], real[j]
+        for case in sorted(p0.keys() & p1.keys() & r0.keys() & r1.keys()):
             dp.append(math.log(p1[case] / p0[case]))
             dr.append(math.log(r1[case] / r0[case]))
     return dp, dr
@@ -276,7 +302,11 @@ def main() -> int:
                         help="fit each round of a fidelity_gpu.py run alone: one calibration a round")
     parser.add_argument("--pool", type=benches, default=(), metavar="BENCH[,BENCH...]",
                         help="with --rounds: these benches' probes keep every round's samples in each round's "
-                        "calibration (what more samples of just them would do), e.g. read,near")
+                        "calibration (what more samples of just them would do), e.g. read,near; "
+                        "implies --across-runs")
+    parser.add_argument("--across-runs", action="store_true",
+                        help="steps and moves between every two calibrations of different files, not "
+                        "consecutive ones (with --rounds: the same pairs --pool compares)")
     parser.add_argument("--target", type=fraction, default=0.05, help="the spread called repeatable (5%%)")
     parser.add_argument("--workload", default=None,
                         help="predict --policy on this workload (a name, .toml/.json, or a .safetensors file)")
@@ -295,6 +325,9 @@ def main() -> int:
     loaded = [item for path, body in bodies for item in load(path, body, args.rounds, args.pool)]
     if len(loaded) < 2:
         parser.error("give at least two calibrations (or one run with --rounds)")
+    pairs = across_runs([one.run for one in loaded]) if args.across_runs or args.pool else None
+    if pairs is not None and not pairs:
+        parser.error("--across-runs (or --pool) needs calibrations of at least two files")
     if args.workload:
         cases = Cases(load_workload(args.workload).request(), tuple(Case(parse_policy(spec), name=spec)
                                                                     for spec in args.policy))
@@ -307,18 +340,21 @@ def main() -> int:
     calibrations = [one.done if one.done is not None else next(fitted) for one in loaded]
     for c in calibrations:
         print(f"calibration: {c.label}")
-    parameters = across([c.values for c in calibrations])
+    if pairs is not None:
+        print(f"steps over the {len(pairs)} pairs of calibrations from different files")
+    parameters = across([c.values for c in calibrations], pairs)
     print_table("parameter", parameters, args.target, "parameters measured")
     if cases is not None:
         predicted = [cases.predictions(c.platform) for c in calibrations]
-        print_table("case (predicted seconds)", across(predicted), args.target, "cases' predictions")
+        print_table("case (predicted seconds)", across(predicted, pairs), args.target, "cases' predictions")
         real = [one.real for one in loaded]
         if all(r is not None for r in real):
-            dp, dr = moves(predicted, real)
+            dp, dr = moves(predicted, real, pairs)
             if len(dp) >= 3:
                 # Do predictions follow the machine? Moves together: the calibration tracks its drift;
                 # apart: the calibration's own noise adds to the error.
-                print(f"from one calibration to the next, a case's prediction moved by a median "
+                print(f"from one calibration to {'another' if pairs is not None else 'the next'}, a case's "
+                      f"prediction moved by a median "
                       f"{statistics.median(abs(x) for x in dp):.1%} and its real time by "
                       f"{statistics.median(abs(x) for x in dr):.1%} (log); the moves correlate at "
                       f"{statistics.correlation(dp, dr):.2f} over {len(dp)} of them")
@@ -328,7 +364,8 @@ def main() -> int:
             print(f"{path:<52} {step:>6.1%} {median:>16.2%} {largest:>8.2%}")
     elif args.sensitivity:
         parser.error("--sensitivity needs cases: fidelity_gpu.py runs, or --workload and --policy")
-    print("\nspread: half the range over the median; step: the median change from one calibration to the next")
+    print("\nspread: half the range over the median; step: the median change from one calibration to "
+          + ("one of another file" if pairs is not None else "the next"))
     return 0
 
 

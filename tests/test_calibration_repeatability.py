@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
 
 sys.path.insert(0, str(SCRIPT.parent))
-from calibration_repeatability import (Cases, Parameter, across, load, measured_values, moves,  # noqa: E402
-                                       perturbed, read_json, sensitivity)
+from calibration_repeatability import (Cases, Parameter, across, across_runs, load,  # noqa: E402
+                                       measured_values, moves, perturbed, read_json, sensitivity)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -43,6 +43,17 @@ def test_spread_and_step():
     # Only what two or more calibrations measured, in the order they name it.
     table = across([{"a": 1.0, "b": 2.0}, {"b": 3.0}, {"a": 1.5, "c": 4.0}])
     assert [(p.path, p.values) for p in table] == [("a", (1.0, 1.5)), ("b", (2.0, 3.0))]
+
+
+def test_across_runs_steps_only_between_calibrations_of_different_files():
+    # Rounds 1 and 2 of run a, round 1 of run b: a's rounds may share pooled samples, so they are no pair.
+    assert across_runs(["a", "a", "b"]) == ((0, 2), (1, 2))
+    assert across_runs(["a", "a"]) == ()
+    p = Parameter("link.h2d", (50.0, 51.0, 40.0), across_runs(["a", "a", "b"]))
+    assert p.step == pytest.approx((10 / 50 + 11 / 51) / 2)  # never the 2 % from 50 to 51
+    # A calibration without the parameter drops out of its pairs, and the others keep theirs.
+    table = across([{"a": 1.0}, {"b": 2.0}, {"a": 2.0, "b": 3.0}], across_runs(["x", "x", "y"]))
+    assert [(t.path, t.values, t.step) for t in table] == [("a", (1.0, 2.0), 1.0), ("b", (2.0, 3.0), 0.5)]
 
 
 def test_three_calibrations_of_two_machines_are_told_apart(tmp_path):
@@ -91,6 +102,8 @@ def test_moves_pair_each_case_s_change_in_prediction_with_its_change_in_reality(
     dp, dr = moves(predicted, real)
     assert sorted(zip(dp, dr)) == pytest.approx(sorted([(math.log(1.1), math.log(1.2)), (0.0, math.log(0.5)),
                                                         (0.0, 0.0)]))
+    dp, dr = moves(predicted, real, ((0, 2),))  # the first against the third only
+    assert (dp, dr) == (pytest.approx([math.log(1.1)]), pytest.approx([math.log(1.2)]))
 
 
 def test_a_parameter_is_moved_with_the_curve_that_stands_for_it():
@@ -134,6 +147,8 @@ def test_each_round_of_a_run_is_a_calibration_and_pooled_benches_keep_every_roun
         assert one.real[row["case"]] == row["measured_runs"][k]  # that round's real run
     done = _run("--pool", "read", str(run))
     assert done.returncode != 0 and "--pool goes with --rounds" in done.stderr
+    done = _run("--rounds", "--pool", "read", str(run))  # one run's rounds share the pooled samples
+    assert done.returncode != 0 and "needs calibrations of at least two files" in done.stderr
 
 
 def test_what_is_no_calibration_is_refused_by_name(tmp_path):
