@@ -30,6 +30,9 @@ given (its policies, warm and cold, on its file layout), or each ``--policy`` on
 how each case's prediction moved against its real time from one calibration to
 the next. ``--sensitivity`` moves each parameter by its step on the first
 calibration's platform and gives how far that moves the predictions.
+``--cross`` scores every fidelity run's real times against every calibration's
+predictions: does a run's own calibration, from the same minutes, predict it
+better than another's?
 """
 
 from __future__ import annotations
@@ -295,6 +298,34 @@ def moves(predicted: list[dict[str, float]], real: list[dict[str, float]],
     return dp, dr
 
 
+def cross_errors(predicted: list[dict[str, float]], real: list[dict[str, float]]) -> list[list[float]]:
+    """``[i][j]``: the median |error| of calibration i's predictions against run j's real times,
+    over the cases both have (nan where none)."""
+    def median_error(p: dict[str, float], r: dict[str, float]) -> float:
+        errors = [abs(p[c] / r[c] - 1.0) for c in p.keys() & r.keys()]
+        return statistics.median(errors) if errors else math.nan
+    return [[median_error(p, r) for r in real] for p in predicted]
+
+
+def print_cross(labels: list[str], table: list[list[float]], runs: list[str]) -> None:
+    """The matrix, and each run's (or round's) own calibration against those of other rounds and runs."""
+    print("\nmedian |error| of a calibration's predictions (row) against a run's real times (column)")
+    print(" " * 6 + "".join(f"{j:>7}" for j in range(1, len(table) + 1)))
+    for i, row in enumerate(table, 1):
+        print(f"{i:>4}  " + "".join(f"{x:>7.1%}" for x in row) + f"   {labels[i - 1]}")
+    n = len(table)
+    own = [table[j][j] for j in range(n)]
+    # With --rounds: another round of the same run (a minute or two away), then another run.
+    same = [table[i][j] for j in range(n) for i in range(n) if i != j and runs[i] == runs[j]]
+    other = [table[i][j] for j in range(n) for i in range(n) if runs[i] != runs[j]]
+    said = [f"a run's own calibration: mean {statistics.mean(own):.1%}"]
+    if same:
+        said.append(f"another round of the same run: {statistics.mean(same):.1%} over {len(same)} pairs")
+    if other:
+        said.append(f"a calibration of another run: {statistics.mean(other):.1%} over {len(other)} pairs")
+    print("; ".join(said))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("calibrations", type=Path, nargs="+", help="calibration JSON files (see above)")
@@ -314,6 +345,8 @@ def main() -> int:
     parser.add_argument("--sensitivity", action="store_true",
                         help="move each parameter by its step on the first calibration's platform: how far "
                         "the cases' predictions move")
+    parser.add_argument("--cross", action="store_true",
+                        help="fidelity runs: score each run's real times against every calibration's predictions")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="calibrations fitted at once, one process each (default: one per CPU)")
     args = parser.parse_args()
@@ -333,6 +366,11 @@ def main() -> int:
                                                                     for spec in args.policy))
     else:
         cases = next((c for path, body in bodies if (c := cases_of_run(path, body))), None)
+    # Refused before the fits, which take minutes.
+    if args.sensitivity and cases is None:
+        parser.error("--sensitivity needs cases: fidelity_gpu.py runs, or --workload and --policy")
+    if args.cross and (args.workload or any(one.real is None for one in loaded)):
+        parser.error("--cross needs fidelity_gpu.py runs (their real times), and no --workload")
     to_fit = [(one.label, one.stored) for one in loaded if one.done is None]
     # A fit takes a minute or more: fitted in worker processes, kept in the order given.
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -358,12 +396,12 @@ def main() -> int:
                       f"{statistics.median(abs(x) for x in dp):.1%} and its real time by "
                       f"{statistics.median(abs(x) for x in dr):.1%} (log); the moves correlate at "
                       f"{statistics.correlation(dp, dr):.2f} over {len(dp)} of them")
-    if args.sensitivity and cases is not None:
+            if args.cross:
+                print_cross([one.label for one in loaded], cross_errors(predicted, real), [one.run for one in loaded])
+    if args.sensitivity:
         print(f"\n{'parameter moved by its step':<52} {'step':>6} {'median case move':>16} {'largest':>8}")
         for path, step, median, largest in sensitivity(cases, calibrations[0].platform, parameters):
             print(f"{path:<52} {step:>6.1%} {median:>16.2%} {largest:>8.2%}")
-    elif args.sensitivity:
-        parser.error("--sensitivity needs cases: fidelity_gpu.py runs, or --workload and --policy")
     print("\nspread: half the range over the median; step: the median change from one calibration to "
           + ("one of another file" if pairs is not None else "the next"))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "calibration_repeatability.py"
 
 sys.path.insert(0, str(SCRIPT.parent))
-from calibration_repeatability import (Cases, Parameter, across, across_runs, load,  # noqa: E402
-                                       measured_values, moves, perturbed, read_json, sensitivity)
+from calibration_repeatability import (Cases, Parameter, across, across_runs, cross_errors, load,  # noqa: E402
+                                       measured_values, moves, perturbed, print_cross, read_json,
+                                       sensitivity)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -104,6 +106,42 @@ def test_moves_pair_each_case_s_change_in_prediction_with_its_change_in_reality(
                                                         (0.0, 0.0)]))
     dp, dr = moves(predicted, real, ((0, 2),))  # the first against the third only
     assert (dp, dr) == (pytest.approx([math.log(1.1)]), pytest.approx([math.log(1.2)]))
+
+
+def test_cross_errors_score_every_calibration_against_every_run():
+    predicted = [{"a": 1.0, "b": 2.0}, {"a": 1.2, "b": 2.0}]
+    real = [{"a": 1.0, "b": 2.5}, {"a": 1.5, "c": 9.0}]
+    table = cross_errors(predicted, real)
+    assert table[0][0] == pytest.approx((0.0 + 0.2) / 2)  # its own run: a exact, b 20 % under
+    assert table[1][0] == pytest.approx((0.2 + 0.2) / 2)
+    assert table[0][1] == pytest.approx(1 / 3) and table[1][1] == pytest.approx(0.2)  # only a is in both
+    assert math.isnan(cross_errors([{"x": 1.0}], [{"y": 1.0}])[0][0])
+
+
+def test_cross_tells_a_round_s_own_calibration_from_its_run_s_other_rounds_and_other_runs(capsys):
+    table = [[0.01, 0.02, 0.05], [0.04, 0.03, 0.07], [0.08, 0.08, 0.06]]  # rounds 1, 2 of run a; run b
+    print_cross(["a 1", "a 2", "b 1"], table, ["a", "a", "b"])
+    said = capsys.readouterr().out
+    assert "own calibration: mean 3.3%" in said  # (1 + 3 + 6) / 3
+    assert "another round of the same run: 3.0% over 2 pairs" in said  # (2 + 4) / 2
+    assert "another run: 7.0% over 4 pairs" in said  # (5 + 7 + 8 + 8) / 4
+
+
+def test_cross_on_stored_runs_compares_each_run_s_own_calibration_with_the_others():
+    runs = sorted((ROOT / "docs" / "benchmarks").glob("fidelity-h200-2026-12-05-session17-run?.fitted.json"))
+    done = _run("--cross", *map(str, runs))
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = [json.loads(r.read_text())["comparison"] for r in runs]
+    own = [statistics.median(abs(row["predicted_seconds"] / statistics.median(row["measured_runs"]) - 1)
+                             for row in comparison["rows"]) for comparison in stored]
+    matrix = done.stdout.split("against a run's real times (column)")[1].splitlines()[2:5]
+    # The diagonal is each run's own score (with its --extra cases, so near the stored median, not equal).
+    for k, line in enumerate(matrix):
+        assert float(line.split()[1 + k].rstrip("%")) == pytest.approx(100 * own[k], abs=2.0)
+    assert "a run's own calibration: mean" in done.stdout and "another run: " in done.stdout
+    assert "over 6 pairs" in done.stdout and "same run" not in done.stdout  # no rounds: no run twice
+    done = _run("--cross", "--workload", "test-small", "--policy", "import", *map(str, runs))
+    assert done.returncode != 0 and "--cross needs fidelity_gpu.py runs" in done.stderr
 
 
 def test_a_parameter_is_moved_with_the_curve_that_stands_for_it():
