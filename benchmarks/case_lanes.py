@@ -1,0 +1,135 @@
+"""Two cases of stored fidelity runs side by side, lane by lane: what makes one faster than the other.
+
+    python benchmarks/case_lanes.py RUN.json ... --case A --case B
+
+A fidelity_gpu.py run keeps, for each case, where its median real run spent
+its time lane by lane (``lanes``: readers as one group, each copy queue, the
+import lane). For every run given that has both cases (scored or ``--extra``),
+this prints B over A: the time (median real runs), and per lane and kind of
+step the time per step (and the steps, where their number differs). The same ratios
+come from the simulator on the run's fitted platform (the run's own, or the
+``RUN.fitted.json`` beside a raw run; none: not simulated), so a ratio the
+hardware shows and the simulator does not names the part of the model that
+misses it. Lanes are grouped by kind (``copy/d0q0`` and ``copy/d0q1`` are
+``copy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import halsim
+from halsim.lanes import lane_uses
+from halsim.platform import Platform
+from halsim.policies import parse_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity_replay import layout_of  # noqa: E402  (stored runs, as read)
+
+Kinds = dict[tuple[str, str], tuple[int, float]]  # (lane kind, op) -> (steps, summed seconds)
+
+
+def kinds(rows: list[dict]) -> Kinds:
+    """A stored row's lanes (``lanes.measured``), by kind of lane and step."""
+    out: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0])
+    for row in rows:
+        got = out[(row["lane"].split("/")[0], row["op"])]
+        got[0] += row["steps"]
+        got[1] += row["summed"]
+    return {key: (steps, summed) for key, (steps, summed) in out.items()}
+
+
+def ratios(a: tuple[float, Kinds], b: tuple[float, Kinds]) -> dict[str, float]:
+    """B over A: ``time``, and for each kind both ran, ``KIND OP per step`` (and ``KIND OP steps``
+    where B ran a different number of them)."""
+    out = {"time": b[0] / a[0]}
+    for key in a[1].keys() & b[1].keys():
+        (na, sa), (nb, sb) = a[1][key], b[1][key]
+        if na and nb and sa > 0 and sb > 0:
+            out[f"{key[0]} {key[1]} per step"] = (sb / nb) / (sa / na)
+            if nb != na:
+                out[f"{key[0]} {key[1]} steps"] = nb / na
+    return out
+
+
+def platform_of(path: Path, body: dict) -> Platform | None:
+    """The run's fitted platform: its own, or that of the RUN.fitted.json beside a raw run."""
+    stored = body.get("calibration", {}).get("platform")
+    if stored is None:
+        beside = path.with_name(path.name.removesuffix(".raw.json") + ".fitted.json")
+        if path.name.endswith(".raw.json") and beside.is_file():
+            stored = json.loads(beside.read_text())["calibration"]["platform"]
+    return Platform.model_validate(stored) if stored is not None else None
+
+
+def simulated(request, platform: Platform, row: dict) -> tuple[float, Kinds]:
+    report = halsim.simulate(request, platform, parse_policy(row["policy"]), page_cached=not row["cold"])
+    return report.seconds, kinds([{"lane": u.lane, "op": u.op, "steps": u.steps, "summed": u.summed}
+                                  for u in lane_uses(report.trace)])
+
+
+def compare_run(path: Path, case_a: str, case_b: str) -> tuple[dict[str, float], dict[str, float] | None] | None:
+    """B over A in ``path``, real and simulated (None where the run lacks a platform); None if the
+    run lacks either case or its lanes."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: not a readable JSON file ({err})") from None
+    comparison = body.get("comparison") if isinstance(body, dict) else None
+    if not comparison:
+        raise SystemExit(f"{path}: no comparison in it (want a fidelity_gpu.py run)")
+    rows = {r["case"]: r for r in comparison["rows"] + (body.get("extra") or {}).get("rows", [])}
+    if case_a not in rows or case_b not in rows or not all("lanes" in rows[c] for c in (case_a, case_b)):
+        return None
+    real = [(statistics.median(rows[c]["measured_runs"]), kinds(rows[c]["lanes"]["measured"])) for c in (case_a, case_b)]
+    platform = platform_of(path, body)
+    workload = layout_of(comparison["file_bytes"]) if "file_bytes" in comparison else None
+    if platform is None or workload is None:
+        return ratios(*real), None
+    request = workload.request()
+    return ratios(*real), ratios(*(simulated(request, platform, rows[c]) for c in (case_a, case_b)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="fidelity_gpu.py runs (RUN.json or RUN.raw.json)")
+    parser.add_argument("--case", action="append", required=True, help="a case's label, as the run's table names it; "
+                        "give two: A, then B")
+    args = parser.parse_args()
+    if len(args.case) != 2:
+        parser.error("give --case twice: A, then B (the ratios are B over A)")
+    case_a, case_b = args.case
+    real_all, sim_all = [], []
+    for path in args.runs:
+        got = compare_run(path, case_a, case_b)
+        if got is None:
+            print(f"{path.name}: lacks one of the cases, or their lanes; skipped")
+            continue
+        real, sim = got
+        real_all.append(real)
+        if sim is not None:
+            sim_all.append(sim)
+        print(f"{path.name}: time {real['time']:.3f} real" + (f", {sim['time']:.3f} simulated" if sim else ""))
+    if not real_all:
+        print("no run has both cases with their lanes")
+        return 1
+    print(f"\nB over A, {case_b} over {case_a}: mean (min-max) over {len(real_all)} runs, "
+          f"simulated over the {len(sim_all)} with a fitted platform")
+    print(f"{'':<24} {'real':>22} {'simulated':>22}")
+    names = list(dict.fromkeys(k for r in real_all for k in r))
+    for name in sorted(names, key=lambda k: (k != "time", k)):
+        cells = []
+        for table in (real_all, sim_all):
+            values = [r[name] for r in table if name in r]
+            cells.append(f"{statistics.mean(values):.3f} ({min(values):.2f}-{max(values):.2f})" if values else "-")
+        print(f"{name:<24} {cells[0]:>22} {cells[1]:>22}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
