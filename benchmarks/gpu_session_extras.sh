@@ -3,7 +3,10 @@
 # extras (RUNS runs of REPEAT rounds each; default 2 x 5, about 7 minutes). Since the
 # fourteenth session `compare` warms the file afresh after the cold cases, so the extras
 # no longer run on a cold case's cache. TESTS=1 first runs the CUDA backend's tests (about
-# a minute).
+# a minute). WAIT=1 last runs the 16 MiB x 8 x 8 ring on one and on two queues, five times
+# each, with the copy threads spinning and then blocking (upload_timeline.py: time per read and
+# per copy; nineteenth session: the hardware's reads run 8 % faster beside two queues, the
+# simulator's do not), about a minute.
 # Fit each here: python3 benchmarks/fidelity_replay.py OUT/runN.raw.json --cases --write DIR
 #   run(command="bash benchmarks/gpu_session_extras.sh", carry=[".whl"], timeout_s=590)
 #   run(command="TESTS=1 RUNS=1 bash benchmarks/gpu_session_extras.sh", ...)
@@ -25,4 +28,15 @@ for r in $(seq 1 "$RUNS"); do
   tail -3 "$OUT/run$r.log"
   rm -f "$OUT"/*.png "$OUT"/*.toml "$OUT"/*.perfetto.json
 done
+if [ -n "${WAIT:-}" ]; then
+  FILE=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path
+from fidelity_gpu import make_file; print(make_file(Path('/tmp/halsim-fidelity'), 5))" | tail -1)
+  for mode in spin block; do
+    say "two rings, HALSIM_CUDA_WAIT=$mode"
+    HALSIM_CUDA_WAIT=$mode timeout 150 python3 benchmarks/upload_timeline.py "$FILE" --repeat 5 \
+      --policy "streaming:chunk=16MiB,slots=8,readers=8" --policy "streaming:chunk=16MiB,slots=8,readers=8,queues=2" \
+      --json "$OUT/rings-$mode.json" >"$OUT/rings-$mode.log" 2>&1
+    say "exit $?"; tail -5 "$OUT/rings-$mode.log"
+  done
+fi
 true
