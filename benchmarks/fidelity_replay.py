@@ -15,6 +15,13 @@ a GPU; what it cannot check is a change in what the backend does.
 A run's ``OUT.raw.json`` (written before its fit, so a run cut off while fitting
 keeps its data) replays the same way; its "then" column holds the predictions
 of the stand-in platform the rounds ran against, not a fitted one.
+
+``--paired`` also scores an interleaved run round by round: each round's
+calibration, fitted alone, predicts that round's real run of each case, and a
+case's paired error is the median over the rounds of predicted over real, less
+one. The machine drifts over a run's minutes; paired, each real run meets the
+probes taken beside it, at the price of one round's samples per fit (a fit
+per round, besides the pooled one).
 """
 
 from __future__ import annotations
@@ -160,8 +167,26 @@ def round_numbers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"not round numbers: {text!r} (e.g. 2 or 1,3)") from None
 
 
+def paired_errors(run: dict, path: Path, request, read_ahead: int | None = None) -> dict[str, float] | None:
+    """Each scored case's paired error: the median over the run's rounds of (that round's calibration's
+    prediction) / (that round's real run), less one. None for a run that is not interleaved."""
+    count = run["calibration"]["measurements"]["config"]["repeats"]
+    ratios: dict[str, list[float]] = {}
+    for k in range(1, count + 1):
+        try:
+            one = keep_rounds(run, [k], path)
+        except SystemExit:  # not one sample a round: calibrated, then compared
+            return None
+        platform = fit_platform(measurements(one["calibration"]["measurements"], None, read_ahead)).platform
+        rows = one["comparison"]["rows"]
+        cases = [stored_case(stored) for stored in rows]
+        for stored, report in zip(rows, predict(request, platform, cases)):
+            ratios.setdefault(stored["case"], []).append(report.seconds / stored["measured_runs"][0])
+    return {case: statistics.median(r) - 1.0 for case, r in ratios.items()}
+
+
 def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None,
-           write: Path | None = None, rounds: Sequence[int] = ()) -> dict:
+           write: Path | None = None, rounds: Sequence[int] = (), paired: bool = False) -> dict:
     run = json.loads(path.read_text())
     if rounds:
         run = keep_rounds(run, rounds, path)
@@ -205,6 +230,13 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
         ranking = rank(rows)
         summary[name] = {"median": statistics.median(errors), "worst": max(errors), "tau": ranking.tau,
                          "beyond": ranking.swapped_beyond_noise}
+    if paired:
+        by_case = paired_errors(run, path, request, read_ahead)
+        summary["paired"] = None if by_case is None else {
+            "median": statistics.median(abs(e) for e in by_case.values()),
+            "worst": max(abs(e) for e in by_case.values())}
+        if by_case is not None and show_cases:
+            lines.append(f"{'paired, round by round':<62} " + ", ".join(f"{label} {e:+.1%}" for label, e in by_case.items()))
     return summary
 
 
@@ -221,14 +253,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=round_numbers, default=[],
                         metavar="K[,K...]", help="fit and score with these rounds of an interleaved run only "
                         "(1-based): how far one round's calibration and real runs are from the pooled ones")
+    parser.add_argument("--paired", action="store_true",
+                        help="also score each round's real runs against that round's calibration alone "
+                        "(a fit per round): the median and worst paired |error|")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs fitted at once, one process each (default: one per CPU)")
     args = parser.parse_args()
     if args.rounds and args.write:
         parser.error("--write keeps the fit of every round: leave out --rounds")
-    print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}")
+    if args.rounds and args.paired:
+        parser.error("--paired scores every round of a run: leave out --rounds")
+    print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}"
+          + (f" {'paired median':>13} {'worst':>6}" if args.paired else ""))
     one = functools.partial(replay, show_cases=args.cases, after=args.after, read_ahead=args.read_ahead,
-                            write=args.write, rounds=args.rounds)
+                            write=args.write, rounds=args.rounds, paired=args.paired)
     summaries = []
     # Each run's fit takes a minute or more: runs go to worker processes, reported in the order given.
     with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -237,8 +275,11 @@ def main() -> int:
             t, n = s["then"], s["now"]
             for line in s["lines"]:
                 print(line)
+            pair = s.get("paired")
+            paired_cells = "" if not args.paired else (f" {pair['median']:>13.1%} {pair['worst']:>6.1%}" if pair
+                                                      else f" {'not interleaved':>20}")
             print(f"{s['name']:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
-                  f"{t['tau']:>8.2f} {n['tau']:>5.2f}", flush=True)
+                  f"{t['tau']:>8.2f} {n['tau']:>5.2f}" + paired_cells, flush=True)
     if len(summaries) > 1:
         print_overall(summaries)
     return 0
@@ -252,6 +293,12 @@ def print_overall(summaries: list[dict]) -> None:
           f"mean worst {statistics.fmean(n['worst'] for n in now):.2%}, "
           f"mean tau-b {statistics.fmean(n['tau'] for n in now):.3f}; "
           f"{met} meet both targets (median <= {MEDIAN_ERROR_TARGET:.0%}, worst <= {WORST_ERROR_TARGET:.0%})")
+    pairs = [(s["now"], s["paired"]) for s in summaries if s.get("paired")]
+    if pairs:
+        print(f"paired, round by round, over the {len(pairs)} interleaved runs: mean median |error| "
+              f"{statistics.fmean(p['median'] for _, p in pairs):.2%}, mean worst "
+              f"{statistics.fmean(p['worst'] for _, p in pairs):.2%} (pooled over the same runs: "
+              f"{statistics.fmean(n['median'] for n, _ in pairs):.2%}, {statistics.fmean(n['worst'] for n, _ in pairs):.2%})")
     errors: dict[tuple[str, bool], list[float]] = {}
     for s in summaries:
         for label, error, extra in s["cases"]:

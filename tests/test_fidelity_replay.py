@@ -10,13 +10,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLAY = ROOT / "benchmarks" / "fidelity_replay.py"
 STORED_CPU_RUN = ROOT / "docs" / "benchmarks" / "fidelity-cpu-2026-12-05-session16.raw.json"
 
 sys.path.insert(0, str(REPLAY.parent))
-from fidelity_replay import keep_rounds, print_overall  # noqa: E402
+import fidelity_replay  # noqa: E402
+from fidelity_replay import keep_rounds, paired_errors, print_overall  # noqa: E402
 
 
 def test_a_stored_run_refits_and_writes_its_files_beside_it(tmp_path):
@@ -83,3 +85,34 @@ def test_rounds_a_run_does_not_have_are_refused_by_name(tmp_path):
     # A run calibrated first and compared after (runs 1-12) has no rounds to pair.
     with pytest.raises(SystemExit, match="5 rounds: not one a round"):
         keep_rounds(_interleaved_run(5), [1], tmp_path / "run.json")
+
+
+def test_paired_errors_set_each_round_s_prediction_against_that_round_s_real_run(tmp_path, monkeypatch):
+    # Stand-ins for the fit and the simulator: round k's calibration (its one read sample, 1, 2 or 4)
+    # predicts 10 times that; the rounds' real runs took 40, 10 and 20 s.
+    monkeypatch.setattr(fidelity_replay, "measurements", lambda stored, after, read_ahead: stored["points"][0]
+                        ["samples"]["read"][0])
+    monkeypatch.setattr(fidelity_replay, "fit_platform", lambda sample: SimpleNamespace(platform=sample))
+    monkeypatch.setattr(fidelity_replay, "predict", lambda request, platform, cases:
+                        [SimpleNamespace(seconds=10.0 * platform) for _ in cases])
+    run = _interleaved_run(3)
+    run["comparison"]["rows"][0].update({"policy": "import", "cold": False, "measured_runs": [40.0, 10.0, 20.0]})
+    # Predicted over real: 10/40, 20/10, 40/20; the median, 2, less one. (Pooled, the medians 20 and 20 agree.)
+    assert paired_errors(run, tmp_path / "run.json", None) == {"a": pytest.approx(1.0)}
+    assert paired_errors(_interleaved_run(5), tmp_path / "run.json", None) is None  # not one sample a round
+
+
+def test_paired_goes_with_every_round():
+    done = subprocess.run([sys.executable, str(REPLAY), "--paired", "--rounds", "1", str(STORED_CPU_RUN)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--paired scores every round of a run: leave out --rounds" in done.stderr
+
+
+def test_the_summary_sets_paired_scores_beside_the_pooled_ones_of_the_same_runs(capsys):
+    runs = [dict(_summary(0.04, 0.12, 0.9, [("a", 0.04, False)]), paired={"median": 0.03, "worst": 0.10}),
+            dict(_summary(0.08, 0.20, 0.8, [("a", 0.08, False)]), paired={"median": 0.05, "worst": 0.14}),
+            dict(_summary(0.02, 0.30, 0.8, [("a", 0.02, False)]), paired=None)]  # not interleaved
+    print_overall(runs)
+    out = capsys.readouterr().out
+    assert ("paired, round by round, over the 2 interleaved runs: mean median |error| 4.00%, mean worst 12.00% "
+            "(pooled over the same runs: 6.00%, 16.00%)") in out
