@@ -236,7 +236,8 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
             "median": statistics.median(abs(e) for e in by_case.values()),
             "worst": max(abs(e) for e in by_case.values())}
         if by_case is not None and show_cases:
-            lines.append(f"{'paired, round by round':<62} " + ", ".join(f"{label} {e:+.1%}" for label, e in by_case.items()))
+            lines.append(f"{'paired, round by round':<62} "
+                         + ", ".join(f"{label} {e:+.1%}" for label, e in by_case.items()))
     return summary
 
 
@@ -298,7 +299,8 @@ def print_overall(summaries: list[dict]) -> None:
         print(f"paired, round by round, over the {len(pairs)} interleaved runs: mean median |error| "
               f"{statistics.fmean(p['median'] for _, p in pairs):.2%}, mean worst "
               f"{statistics.fmean(p['worst'] for _, p in pairs):.2%} (pooled over the same runs: "
-              f"{statistics.fmean(n['median'] for n, _ in pairs):.2%}, {statistics.fmean(n['worst'] for n, _ in pairs):.2%})")
+              f"{statistics.fmean(n['median'] for n, _ in pairs):.2%}, "
+              f"{statistics.fmean(n['worst'] for n, _ in pairs):.2%})")
     errors: dict[tuple[str, bool], list[float]] = {}
     for s in summaries:
         for label, error, extra in s["cases"]:
