@@ -57,7 +57,8 @@ from halsim.request import UploadRequest
 from halsim.workloads import load_workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity_replay import keep_rounds, layout_of, measurements, stored_case  # noqa: E402  (stored runs, as read)
+from fidelity_replay import (keep_rounds, layout_of, measurements, read_json,  # noqa: E402  (stored runs, as read)
+                             stored_case)
 
 
 @dataclass(frozen=True)
@@ -173,16 +174,6 @@ def cases_of_run(path: Path, body: dict) -> Cases | None:
         raise SystemExit(f"{path}: the run's file ({comparison['file_bytes']} bytes) is no fidelity_gpu.py layout")
     rows = comparison["rows"] + (body.get("extra") or {}).get("rows", [])
     return Cases(workload.request(), tuple(stored_case(r) for r in rows))
-
-
-def read_json(path: Path) -> dict:
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(body, dict):
-        raise SystemExit(f"{path}: not a calibration (want halsim calibrate --json or a fidelity_gpu.py run)")
-    return body
 
 
 @dataclass(frozen=True)

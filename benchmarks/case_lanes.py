@@ -17,19 +17,16 @@ misses it. Lanes are grouped by kind (``copy/d0q0`` and ``copy/d0q1`` are
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-import halsim
-from halsim.lanes import lane_uses
+from halsim.compare import lane_rows, predict
 from halsim.platform import Platform
-from halsim.policies import parse_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity_replay import layout_of  # noqa: E402  (stored runs, as read)
+from fidelity_replay import layout_of, read_json, stored_case  # noqa: E402  (stored runs, as read)
 
 Kinds = dict[tuple[str, str], tuple[int, float]]  # (lane kind, op) -> (steps, summed seconds)
 
@@ -63,36 +60,28 @@ def platform_of(path: Path, body: dict) -> Platform | None:
     if stored is None:
         beside = path.with_name(path.name.removesuffix(".raw.json") + ".fitted.json")
         if path.name.endswith(".raw.json") and beside.is_file():
-            stored = json.loads(beside.read_text())["calibration"]["platform"]
+            stored = read_json(beside)["calibration"]["platform"]
     return Platform.model_validate(stored) if stored is not None else None
-
-
-def simulated(request, platform: Platform, row: dict) -> tuple[float, Kinds]:
-    report = halsim.simulate(request, platform, parse_policy(row["policy"]), page_cached=not row["cold"])
-    return report.seconds, kinds([{"lane": u.lane, "op": u.op, "steps": u.steps, "summed": u.summed}
-                                  for u in lane_uses(report.trace)])
 
 
 def compare_run(path: Path, case_a: str, case_b: str) -> tuple[dict[str, float], dict[str, float] | None] | None:
     """B over A in ``path``, real and simulated (None where the run lacks a platform); None if the
     run lacks either case or its lanes."""
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"{path}: not a readable JSON file ({err})") from None
-    comparison = body.get("comparison") if isinstance(body, dict) else None
+    body = read_json(path)
+    comparison = body.get("comparison")
     if not comparison:
         raise SystemExit(f"{path}: no comparison in it (want a fidelity_gpu.py run)")
     rows = {r["case"]: r for r in comparison["rows"] + (body.get("extra") or {}).get("rows", [])}
     if case_a not in rows or case_b not in rows or not all("lanes" in rows[c] for c in (case_a, case_b)):
         return None
-    real = [(statistics.median(rows[c]["measured_runs"]), kinds(rows[c]["lanes"]["measured"])) for c in (case_a, case_b)]
+    pair = [rows[case_a], rows[case_b]]
+    real = [(statistics.median(row["measured_runs"]), kinds(row["lanes"]["measured"])) for row in pair]
     platform = platform_of(path, body)
     workload = layout_of(comparison["file_bytes"]) if "file_bytes" in comparison else None
     if platform is None or workload is None:
         return ratios(*real), None
-    request = workload.request()
-    return ratios(*real), ratios(*(simulated(request, platform, rows[c]) for c in (case_a, case_b)))
+    reports = predict(workload.request(), platform, [stored_case(row) for row in pair])
+    return ratios(*real), ratios(*((report.seconds, kinds(lane_rows(report))) for report in reports))
 
 
 def main() -> int:

@@ -154,6 +154,17 @@ def keep_rounds(run: dict, rounds: Sequence[int], path: Path) -> dict:
     return run
 
 
+def read_json(path: Path) -> dict:
+    """A stored run (or calibration) as a JSON object; a file that is none is refused by name."""
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(body, dict):
+        raise SystemExit(f"{path}: not a JSON object (want a fidelity_gpu.py run or halsim calibrate --json)")
+    return body
+
+
 def stored_case(row: dict) -> Case:
     """A stored comparison row's case (its label carries " (cold)"; the Case adds that back)."""
     return Case(parse_policy(row["policy"]), row["cold"], row["case"].removesuffix(" (cold)"))
@@ -187,7 +198,7 @@ def paired_errors(run: dict, path: Path, request, read_ahead: int | None = None)
 
 def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | None = None,
            write: Path | None = None, rounds: Sequence[int] = (), paired: bool = False) -> dict:
-    run = json.loads(path.read_text())
+    run = read_json(path)
     if rounds:
         run = keep_rounds(run, rounds, path)
     comparison = run["comparison"]

@@ -125,10 +125,11 @@ class Row:
                 "measured_peak_staging": self.median_run.peak_staging_bytes,
                 # Where the time went on each side, lane by lane: a stored comparison can then
                 # say which part of a run the simulator got wrong without its traces.
-                "lanes": {"predicted": _lane_rows(self.predicted), "measured": _lane_rows(self.median_run)}}
+                "lanes": {"predicted": lane_rows(self.predicted), "measured": lane_rows(self.median_run)}}
 
 
-def _lane_rows(report: Report) -> list[dict[str, Any]]:
+def lane_rows(report: Report) -> list[dict[str, Any]]:
+    """Where ``report``'s time went, lane by lane, as a stored comparison row keeps it (``lanes``)."""
     return [{"lane": u.lane, "op": u.op, "steps": u.steps, "busy": round(u.busy, 6), "summed": round(u.summed, 6)}
             for u in lane_uses(report.trace)]
 
@@ -449,5 +450,5 @@ def compare(
                       when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), notes=notes)
 
 
-__all__ = ["Case", "cases", "Row", "Ranking", "rank", "TIE", "Comparison", "compare", "pooled", "plot_pairs", "STEP_LANES",
-           "reader_lanes_in_order"]
+__all__ = ["Case", "cases", "Row", "Ranking", "rank", "TIE", "Comparison", "compare", "pooled", "predict", "lane_rows",
+           "plot_pairs", "STEP_LANES", "reader_lanes_in_order"]

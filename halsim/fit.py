@@ -293,6 +293,7 @@ def fits_already(loss: float, count: int) -> bool:
     could add (a lighter DMA byte, a write share, a ring curve) would only fit noise or rounding."""
     return loss <= count * RATIO_FLOOR ** 2
 
+
 # Provisional values for parameters not fitted yet (a later step sets each): they
 # only have to let the simulator run the benchmarks of the parameter being fitted.
 _PROVISIONAL = {"storage.bandwidth": 1e9, "storage.latency": 0.0, "host.total_bandwidth": 1e12,
