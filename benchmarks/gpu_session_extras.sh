@@ -39,4 +39,6 @@ from fidelity_gpu import make_file; print(make_file(Path('/tmp/halsim-fidelity')
     say "exit $?"; tail -5 "$OUT/rings-$mode.log"
   done
 fi
+# At most 8 files come back from $OUT: the logs travel as one archive so no raw run is left out.
+tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log) && rm -f "$OUT"/*.log
 true
