@@ -26,7 +26,7 @@ from halsim.compare import lane_rows, predict
 from halsim.platform import Platform
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity_replay import layout_of, read_json, stored_case  # noqa: E402  (stored runs, as read)
+from fidelity_replay import fitted_beside, layout_of, read_json, stored_case  # noqa: E402  (stored runs, as read)
 
 Kinds = dict[tuple[str, str], tuple[int, float]]  # (lane kind, op) -> (steps, summed seconds)
 
@@ -57,10 +57,9 @@ def ratios(a: tuple[float, Kinds], b: tuple[float, Kinds]) -> dict[str, float]:
 def platform_of(path: Path, body: dict) -> Platform | None:
     """The run's fitted platform: its own, or that of the RUN.fitted.json beside a raw run."""
     stored = body.get("calibration", {}).get("platform")
-    if stored is None:
-        beside = path.with_name(path.name.removesuffix(".raw.json") + ".fitted.json")
-        if path.name.endswith(".raw.json") and beside.is_file():
-            stored = read_json(beside)["calibration"]["platform"]
+    beside = fitted_beside(path) if stored is None else None
+    if beside is not None:
+        stored = read_json(beside)["calibration"]["platform"]
     return Platform.model_validate(stored) if stored is not None else None
 
 

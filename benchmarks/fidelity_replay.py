@@ -165,6 +165,12 @@ def read_json(path: Path) -> dict:
     return body
 
 
+def fitted_beside(path: Path) -> Path | None:
+    """The RUN.fitted.json that ``--write`` left beside a raw run RUN.raw.json, if there is one."""
+    beside = path.with_name(path.name.removesuffix(".raw.json") + ".fitted.json")
+    return beside if path.name.endswith(".raw.json") and beside.is_file() else None
+
+
 def stored_case(row: dict) -> Case:
     """A stored comparison row's case (its label carries " (cold)"; the Case adds that back)."""
     return Case(parse_policy(row["policy"]), row["cold"], row["case"].removesuffix(" (cold)"))
