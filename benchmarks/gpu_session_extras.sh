@@ -10,6 +10,7 @@
 # Fit each here: python3 benchmarks/fidelity_replay.py OUT/runN.raw.json --cases --write DIR
 #   run(command="bash benchmarks/gpu_session_extras.sh", carry=[".whl"], timeout_s=590)
 #   run(command="TESTS=1 RUNS=1 bash benchmarks/gpu_session_extras.sh", ...)
+#   run(command="RUNS=1 REPEAT=10 bash benchmarks/gpu_session_extras.sh", ...)  # one run of ten rounds, ~6.5 min
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_install.sh || exit 1
