@@ -79,8 +79,8 @@ def floor(cases: dict[str, list[float]], replicates: int, rng: np.random.Generat
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, nargs="+", help="JSON files written by fidelity_gpu.py (raw or fitted)")
-    parser.add_argument("--replicates", type=int, default=4000, help="bootstrap replicates per run (default 4000)")
-    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+    parser.add_argument("--replicates", type=int, default=4000, help="simulated sets of real runs per run (default 4000)")
+    parser.add_argument("--seed", type=int, default=0, help="the draws' seed (default 0)")
     args = parser.parse_args()
     if args.replicates < 100:
         parser.error(f"--replicates {args.replicates}: want at least 100")
