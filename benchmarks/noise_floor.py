@@ -3,20 +3,13 @@
     python benchmarks/noise_floor.py docs/benchmarks/fidelity-h100-*.raw.json [--replicates 4000]
 
 A run scores its predictions against the median of each case's few real runs
-(3 or 5 rounds). That median is itself a sample: even a model that predicted
-each case's true time exactly would miss it. This takes each scored case's
-spread from its real runs (the standard deviation of their logarithms), draws
-as many runs again from a log-normal of that spread around the truth, and
-scores the truth against their median: the median and the worst |error| over
-the cases that a perfect model would expect, and how often it would meet
-issue 7's targets (median <= 5 %, worst <= 15 %). The calibration's own noise
-comes on top (benchmarks/calibration_repeatability.py).
-
-Three to five runs give each spread loosely, and one outlying run widens it.
-Resampling the real runs themselves (a bootstrap) was tried first: with so
-few runs it resamples an outlier into the median far more often than new
-runs would, and on the H100 runs of 2026-12-05 it put a perfect model's worst
-above the real model's.
+(3 or 5 rounds), and that median misses the truth too. For each stored run
+this prints what :mod:`halsim.noise` says a perfect model would expect: the
+median and the worst |error| over the cases, how often it would meet issue 7's
+targets (median <= 5 %, worst <= 15 %), and the case whose runs spread most;
+next to it the model's own score (``halsim compare`` prints the same floor
+under its table). The calibration's own noise comes on top
+(benchmarks/calibration_repeatability.py).
 """
 
 from __future__ import annotations
@@ -26,9 +19,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET
+from halsim.noise import noise_floor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_replay import fitted_beside, read_json  # noqa: E402  (stored runs, as read)
@@ -59,21 +51,15 @@ def model_scores(path: Path, run: dict) -> tuple[float, float] | None:
     return comparison["median_abs_error"], comparison["worst_abs_error"]
 
 
-def floor(cases: dict[str, list[float]], replicates: int, rng: np.random.Generator) -> dict:
-    """A perfect model's expected scores against real runs like these: each replicate draws every case's
-    runs anew at that case's spread and scores the truth against their median."""
-    errors = np.empty((replicates, len(cases)))
-    for j, runs in enumerate(cases.values()):
-        logs = np.log(np.asarray(runs))
-        spread = float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
-        drawn = np.median(rng.normal(0.0, spread, size=(replicates, len(logs))), axis=1)
-        errors[:, j] = np.abs(np.expm1(-drawn))  # truth / measured median, less one
-    medians, worsts = np.median(errors, axis=1), errors.max(axis=1)
-    by_case = dict(zip(cases, np.median(errors, axis=0)))
-    return {"median": float(medians.mean()), "worst": float(worsts.mean()),
-            "meets": float(np.mean((medians <= MEDIAN_ERROR_TARGET) & (worsts <= WORST_ERROR_TARGET))),
+def floor(cases: dict[str, list[float]], draws: int, seed: int) -> dict:
+    """A perfect model's expected scores against these cases' real runs, with the runs' count and the case
+    that spread most."""
+    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed)
+    if got is None:
+        return {"median": 0.0, "worst": 0.0, "meets": 1.0, "rounds": 1, "noisiest": "(one real run a case)"}
+    return {"median": got.median, "worst": got.worst, "meets": got.meets,
             "rounds": statistics.median(len(r) for r in cases.values()),
-            "noisiest": max(by_case, key=by_case.get)}
+            "noisiest": max(zip(got.by_case, cases))[1]}
 
 
 def main() -> int:
@@ -84,14 +70,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.replicates < 100:
         parser.error(f"--replicates {args.replicates}: want at least 100")
-    rng = np.random.default_rng(args.seed)
     print(f"{'':<56} {'':>9} {'a perfect model':^26}  {'the model':^15}")
     print(f"{'run':<56} {'real runs':>9} {'median':>7} {'worst':>7} {'meets both':>10}  {'median':>7} {'worst':>7}"
           "  noisiest case")
     floors, models = [], []
     for path in args.runs:
         run = read_json(path)
-        got = floor(real_runs(run, path), args.replicates, rng)
+        got = floor(real_runs(run, path), args.replicates, args.seed)
         floors.append(got)
         model = model_scores(path, run)
         if model:

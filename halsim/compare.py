@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 from halsim.device import Device
 from halsim.lanes import lane_uses
+from halsim.noise import NoiseFloor, noise_floor
 from halsim.platform import Platform, load_platform
 from halsim.policies import Policy, parse_policy
 from halsim.report import Report
@@ -219,9 +220,16 @@ class Comparison:
     def ranking(self) -> Ranking:
         return rank(self.rows)
 
+    @property
+    def noise_floor(self) -> NoiseFloor | None:
+        """How a perfect model would score against these real runs (None for one run a case)."""
+        return noise_floor([[r.seconds for r in row.measured] for row in self.rows],
+                           (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET))
+
     def summary(self) -> str:
+        floor = self.noise_floor
         return (f"median |error| {self.median_error:.1%}, worst {_error(self.worst_error).lstrip('+')}; "
-                f"ranking: {self.ranking.describe()}")
+                f"ranking: {self.ranking.describe()}" + (f"; {floor.describe()}" if floor else ""))
 
     def to_dict(self) -> dict[str, Any]:
         ranking = self.ranking
@@ -232,6 +240,7 @@ class Comparison:
                 "pairs_agree": ranking.agree,
                 "swapped": [{"sim_faster": a, "real_faster": b, "within_spread": n} for a, b, n in ranking.swapped],
                 "predicted_equal": [{"a": a, "b": b, "within_spread": n} for a, b, n in ranking.tied],
+                "noise_floor": floor.to_dict() if (floor := self.noise_floor) else None,
                 "notes": list(self.notes)}
 
     def to_json(self, indent: int | None = 1) -> str:

@@ -13,6 +13,7 @@ from halsim.calibrate import Config, calibrate
 from halsim.cli import app
 from halsim.compare import STEP_LANES, Case, cases, compare, rank
 from halsim.formats import write_safetensors_layout
+from halsim.noise import noise_floor
 from halsim.platform import load_platform
 from halsim.policies import parse_policy
 
@@ -92,6 +93,10 @@ def test_exports(comparison, tmp_path):
             assert sum(u["busy"] for u in stored["lanes"][side] if u["op"] == "read") > 0
     markdown = comparison.markdown()
     assert markdown.count("\n| `") == len(comparison.rows) and "median |error|" in markdown
+    # Two real runs a case: the summary says how a perfect model would score against them.
+    floor = noise_floor([stored["measured_runs"] for stored in body["rows"]], (0.05, 0.15))
+    assert body["noise_floor"] == floor.to_dict() and 0 <= floor.median <= floor.worst
+    assert floor.describe() in markdown and floor.describe() in comparison.summary()
 
     trace = json.loads(comparison.write_perfetto(tmp_path / "trace.json").read_text())
     processes = [e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"]

@@ -1,0 +1,36 @@
+"""halsim.noise: how well a perfect model could score against a few real runs of each case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from halsim.noise import noise_floor
+
+TARGETS = (0.05, 0.15)
+
+
+def test_runs_that_never_vary_leave_a_perfect_model_nothing_to_miss():
+    got = noise_floor([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0, 2.0]], TARGETS, draws=500)
+    assert got is not None and got.median == 0.0 and got.worst == 0.0 and got.meets == 1.0
+
+
+def test_the_floor_grows_with_the_spread_and_shrinks_with_more_runs():
+    steady = [[1.0, 1.01, 0.99]] * 15
+    calm = noise_floor(steady, TARGETS, draws=2000)
+    noisy = noise_floor(steady + [[1.0, 1.3, 0.75]], TARGETS, draws=2000)
+    assert noisy.worst > calm.worst * 3 and noisy.meets < calm.meets
+    assert max(noisy.by_case) == noisy.by_case[-1]  # the wild case misses most
+    # The same spread measured by five runs instead of three: the median of five lies nearer the truth.
+    three, five = [0.9, 1.0, 1.1], [0.9, 0.9, 1.0, 1.1, 1.1]
+    by3 = noise_floor([three], TARGETS, draws=4000).median / np.std(np.log(three), ddof=1)
+    by5 = noise_floor([five], TARGETS, draws=4000).median / np.std(np.log(five), ddof=1)
+    assert by5 < by3
+
+
+def test_a_floor_is_repeatable_and_needs_a_spread_and_positive_times():
+    runs = [[0.5, 0.55, 0.6], [1.0, 1.2, 0.9]]
+    assert noise_floor(runs, TARGETS, seed=3) == noise_floor(runs, TARGETS, seed=3)
+    assert noise_floor([[1.0], [2.0]], TARGETS) is None  # one run a case: no spread known
+    with pytest.raises(ValueError, match="positive"):
+        noise_floor([[1.0, 0.0]], TARGETS)
