@@ -5,8 +5,7 @@
 # no longer run on a cold case's cache. TESTS=1 first runs the CUDA backend's tests (about
 # a minute). WAIT=1 last runs the 16 MiB x 8 x 8 ring on one and on two queues, five times
 # each, with the copy threads spinning and then blocking (upload_timeline.py: time per read and
-# per copy; nineteenth session: the hardware's reads run 8 % faster beside two queues, the
-# simulator's do not), about a minute.
+# per copy; the H200's reads ran 8 % faster beside two queues, the H100's 7 % slower), about a minute.
 # Fit each here: python3 benchmarks/fidelity_replay.py OUT/runN.raw.json --cases --write DIR
 #   run(command="bash benchmarks/gpu_session_extras.sh", carry=[".whl"], timeout_s=590)
 #   run(command="TESTS=1 RUNS=1 bash benchmarks/gpu_session_extras.sh", ...)
@@ -41,5 +40,5 @@ from fidelity_gpu import make_file; print(make_file(Path('/tmp/halsim-fidelity')
   done
 fi
 # At most 8 files come back from $OUT: the logs travel as one archive so no raw run is left out.
-tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls *.log) && rm -f "$OUT"/*.log
+(cd "$OUT" && tar czf logs.tgz *.log && rm -f *.log)
 true

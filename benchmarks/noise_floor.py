@@ -44,11 +44,11 @@ def model_scores(path: Path, run: dict) -> tuple[float, float] | None:
     """The model's median and worst |error| on the run: from the RUN.fitted.json beside a raw run (the
     replay's fit), or the run's own where it was fitted when it ran; None for a raw run never fitted."""
     beside = fitted_beside(path)
-    scored = read_json(beside) if beside is not None else run if run.get("calibration", {}).get("platform") else None
-    if scored is None:
+    if beside is not None:
+        run = read_json(beside)
+    elif not run.get("calibration", {}).get("platform"):
         return None
-    comparison = scored["comparison"]
-    return comparison["median_abs_error"], comparison["worst_abs_error"]
+    return run["comparison"]["median_abs_error"], run["comparison"]["worst_abs_error"]
 
 
 def floor(cases: dict[str, list[float]], draws: int, seed: int) -> dict:
