@@ -1,6 +1,6 @@
 """How well a perfect model could score against stored fidelity runs: the noise floor of the targets.
 
-    python benchmarks/noise_floor.py docs/benchmarks/fidelity-h100-*.raw.json [--replicates 4000]
+    python benchmarks/noise_floor.py docs/benchmarks/fidelity-h100-*.raw.json [--replicates 4000] [--rounds 10]
 
 A run scores its predictions against the median of each case's few real runs
 (3 or 5 rounds), and that median misses the truth too. For each stored run
@@ -9,7 +9,8 @@ median and the worst |error| over the cases, how often it would meet issue 7's
 targets (median <= 5 %, worst <= 15 %), and the case whose runs spread most;
 next to it the model's own score (``halsim compare`` prints the same floor
 under its table). The calibration's own noise comes on top
-(benchmarks/calibration_repeatability.py).
+(benchmarks/calibration_repeatability.py). ``--rounds N`` asks what N real runs
+a case at the same spreads would leave (what a longer run would buy).
 """
 
 from __future__ import annotations
@@ -51,14 +52,14 @@ def model_scores(path: Path, run: dict) -> tuple[float, float] | None:
     return run["comparison"]["median_abs_error"], run["comparison"]["worst_abs_error"]
 
 
-def floor(cases: dict[str, list[float]], draws: int, seed: int) -> dict:
-    """A perfect model's expected scores against these cases' real runs, with the runs' count and the case
-    that spread most."""
-    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed)
+def floor(cases: dict[str, list[float]], draws: int, seed: int, rounds: int | None = None) -> dict:
+    """A perfect model's expected scores against these cases' real runs (or ``rounds`` runs a case at
+    their spreads), with the runs' count and the case that spread most."""
+    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed, rounds)
     if got is None:
         return {"median": 0.0, "worst": 0.0, "meets": 1.0, "rounds": 1, "noisiest": "(one real run a case)"}
     return {"median": got.median, "worst": got.worst, "meets": got.meets,
-            "rounds": statistics.median(len(r) for r in cases.values()),
+            "rounds": rounds or statistics.median(len(r) for r in cases.values()),
             "noisiest": max(zip(got.by_case, cases))[1]}
 
 
@@ -67,16 +68,20 @@ def main() -> int:
     parser.add_argument("runs", type=Path, nargs="+", help="JSON files written by fidelity_gpu.py (raw or fitted)")
     parser.add_argument("--replicates", type=int, default=4000, help="simulated sets of real runs per run (default 4000)")
     parser.add_argument("--seed", type=int, default=0, help="the draws' seed (default 0)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="score against this many real runs a case at the measured spreads (default: as run)")
     args = parser.parse_args()
     if args.replicates < 100:
         parser.error(f"--replicates {args.replicates}: want at least 100")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: want at least one run a case")
     print(f"{'':<56} {'':>9} {'a perfect model':^26}  {'the model':^15}")
     print(f"{'run':<56} {'real runs':>9} {'median':>7} {'worst':>7} {'meets both':>10}  {'median':>7} {'worst':>7}"
           "  noisiest case")
     floors, models = [], []
     for path in args.runs:
         run = read_json(path)
-        got = floor(real_runs(run, path), args.replicates, args.seed)
+        got = floor(real_runs(run, path), args.replicates, args.seed, args.rounds)
         floors.append(got)
         model = model_scores(path, run)
         if model:

@@ -39,20 +39,23 @@ class NoiseFloor:
 
 
 def noise_floor(runs: Sequence[Sequence[float]], targets: tuple[float, float], draws: int = 4000,
-                seed: int = 0) -> NoiseFloor | None:
+                seed: int = 0, rounds: int | None = None) -> NoiseFloor | None:
     """A perfect model's expected scores against each case's real run times (seconds, all positive);
-    ``targets``: the median and worst |error| it is checked against. None where no case ran twice,
-    so no spread is known."""
+    ``targets``: the median and worst |error| it is checked against. ``rounds``: score against
+    medians of that many runs a case at each case's measured spread instead of as many as it ran
+    (what more rounds would buy). None where no case ran twice, so no spread is known."""
     if not any(len(times) > 1 for times in runs):
         return None
     if any(not times or min(times) <= 0 for times in runs):
         raise ValueError("every case needs positive real run times")
+    if rounds is not None and rounds < 1:
+        raise ValueError(f"rounds={rounds}: want at least one run a case")
     rng = np.random.default_rng(seed)
     errors = np.empty((draws, len(runs)))
     for j, times in enumerate(runs):
         logs = np.log(np.asarray(times, dtype=float))
         spread = float(np.std(logs, ddof=1)) if len(logs) > 1 else 0.0
-        drawn = np.median(rng.normal(0.0, spread, size=(draws, len(logs))), axis=1)
+        drawn = np.median(rng.normal(0.0, spread, size=(draws, rounds or len(logs))), axis=1)
         errors[:, j] = np.abs(np.expm1(-drawn))  # truth / measured median, less one
     medians, worsts = np.median(errors, axis=1), errors.max(axis=1)
     return NoiseFloor(float(medians.mean()), float(worsts.mean()),

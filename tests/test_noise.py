@@ -34,3 +34,13 @@ def test_a_floor_is_repeatable_and_needs_a_spread_and_positive_times():
     assert noise_floor([[1.0], [2.0]], TARGETS) is None  # one run a case: no spread known
     with pytest.raises(ValueError, match="positive"):
         noise_floor([[1.0, 0.0]], TARGETS)
+
+
+def test_more_rounds_at_the_same_spread_lower_the_floor_and_fewer_rounds_are_refused():
+    runs = [[0.9, 1.0, 1.1, 0.95, 1.05], [2.0, 2.3, 1.8, 2.1, 1.9]]
+    as_run = noise_floor(runs, TARGETS, draws=3000)
+    assert noise_floor(runs, TARGETS, draws=3000, rounds=5) == as_run  # as many as ran: the same draws
+    ten = noise_floor(runs, TARGETS, draws=3000, rounds=10)
+    assert ten.median < as_run.median and ten.worst < as_run.worst and ten.meets >= as_run.meets
+    with pytest.raises(ValueError, match="rounds=0"):
+        noise_floor(runs, TARGETS, rounds=0)

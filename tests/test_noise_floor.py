@@ -57,5 +57,13 @@ def test_the_command_prints_each_run_and_the_mean_and_refuses_what_is_no_run(tmp
     refused = _run(str(broken))
     assert refused.returncode != 0 and "broken.json" in refused.stderr and "'import'" in refused.stderr
     assert _run(str(RAW), "--replicates", "5").returncode != 0
+    assert _run(str(RAW), "--rounds", "0").returncode != 0
     with pytest.raises(SystemExit):
         real_runs({"comparison": {}}, empty)
+
+
+def test_more_rounds_a_case_report_as_that_many_and_a_lower_floor():
+    cases = real_runs(json.loads(RAW.read_text()), RAW)
+    as_run, ten = floor(cases, 1000, 0), floor(cases, 1000, 0, rounds=10)
+    assert as_run["rounds"] == 5 and ten["rounds"] == 10
+    assert ten["median"] < as_run["median"] and ten["worst"] < as_run["worst"]
