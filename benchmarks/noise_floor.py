@@ -6,7 +6,9 @@ A run scores its predictions against the median of each case's few real runs
 (3 or 5 rounds), and that median misses the truth too. For each stored run
 this prints what :mod:`halsim.noise` says a perfect model would expect: the
 median and the worst |error| over the cases, how often it would meet issue 7's
-targets (median <= 5 %, worst <= 15 %), and the case whose runs spread most;
+targets (median <= 5 %, worst <= 15 %), how often its ranking would be the
+hardware's exact order (cases close together swap with the noise), and the
+case whose runs spread most;
 next to it the model's own score (``halsim compare`` prints the same floor
 under its table). The calibration's own noise comes on top
 (benchmarks/calibration_repeatability.py). ``--rounds N`` asks what N real runs
@@ -20,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET
+from halsim.compare import MEDIAN_ERROR_TARGET, TIE, WORST_ERROR_TARGET
 from halsim.noise import noise_floor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,24 +43,27 @@ def real_runs(run: dict, path: Path) -> dict[str, list[float]]:
     return out
 
 
-def model_scores(path: Path, run: dict) -> tuple[float, float] | None:
-    """The model's median and worst |error| on the run: from the RUN.fitted.json beside a raw run (the
-    replay's fit), or the run's own where it was fitted when it ran; None for a raw run never fitted."""
+def model_scores(path: Path, run: dict) -> tuple[float, float, bool] | None:
+    """The model's median and worst |error| on the run, and whether it ranked the cases in the same order:
+    from the RUN.fitted.json beside a raw run (the replay's fit), or the run's own where it was fitted when
+    it ran; None for a raw run never fitted."""
     beside = fitted_beside(path)
     if beside is not None:
         run = read_json(beside)
     elif not run.get("calibration", {}).get("platform"):
         return None
-    return run["comparison"]["median_abs_error"], run["comparison"]["worst_abs_error"]
+    scored = run["comparison"]
+    return scored["median_abs_error"], scored["worst_abs_error"], bool(scored["same_order"])
 
 
 def floor(cases: dict[str, list[float]], draws: int, seed: int, rounds: int | None = None) -> dict:
     """A perfect model's expected scores against these cases' real runs (or ``rounds`` runs a case at
     their spreads), with the runs' count and the case that spread most."""
-    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed, rounds)
+    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed, rounds, TIE)
     if got is None:
-        return {"median": 0.0, "worst": 0.0, "meets": 1.0, "rounds": 1, "noisiest": "(one real run a case)"}
-    return {"median": got.median, "worst": got.worst, "meets": got.meets,
+        return {"median": 0.0, "worst": 0.0, "meets": 1.0, "same_order": 1.0, "rounds": 1,
+                "noisiest": "(one real run a case)"}
+    return {"median": got.median, "worst": got.worst, "meets": got.meets, "same_order": got.same_order,
             "rounds": rounds or statistics.median(len(r) for r in cases.values()),
             "noisiest": max(zip(got.by_case, cases))[1]}
 
@@ -75,9 +80,9 @@ def main() -> int:
         parser.error(f"--replicates {args.replicates}: want at least 100")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: want at least one run a case")
-    print(f"{'':<56} {'':>9} {'a perfect model':^26}  {'the model':^15}")
-    print(f"{'run':<56} {'real runs':>9} {'median':>7} {'worst':>7} {'meets both':>10}  {'median':>7} {'worst':>7}"
-          "  noisiest case")
+    print(f"{'':<56} {'':>9} {'a perfect model':^37}  {'the model':^21}")
+    print(f"{'run':<56} {'real runs':>9} {'median':>7} {'worst':>7} {'meets both':>10} {'in order':>10}  "
+          f"{'median':>7} {'worst':>7} {'order':>5}  noisiest case")
     floors, models = [], []
     for path in args.runs:
         run = read_json(path)
@@ -86,18 +91,21 @@ def main() -> int:
         model = model_scores(path, run)
         if model:
             models.append(model)
-        scored = f"{model[0]:>7.1%} {model[1]:>7.1%}" if model else f"{'not fitted':>15}"
+        scored = (f"{model[0]:>7.1%} {model[1]:>7.1%} {'same' if model[2] else 'not':>5}" if model
+                  else f"{'not fitted':>21}")
         print(f"{path.name[:56]:<56} {got['rounds']:>9g} {got['median']:>7.1%} {got['worst']:>7.1%} "
-              f"{got['meets']:>10.0%}  {scored}  {got['noisiest']}")
+              f"{got['meets']:>10.0%} {got['same_order']:>10.0%}  {scored}  {got['noisiest']}")
     if len(floors) > 1:
         print(f"\nover {len(floors)} runs, a perfect model would expect: mean median |error| "
               f"{statistics.fmean(f['median'] for f in floors):.2%}, mean worst "
               f"{statistics.fmean(f['worst'] for f in floors):.2%}; it would meet both targets in "
-              f"{statistics.fmean(f['meets'] for f in floors):.0%} of runs")
+              f"{statistics.fmean(f['meets'] for f in floors):.0%} of runs, and rank every case in the "
+              f"hardware's order in {statistics.fmean(f['same_order'] for f in floors):.0%} of them")
         if models:
             print(f"the model, over the {len(models)} fitted: mean median |error| "
                   f"{statistics.fmean(m[0] for m in models):.2%}, mean worst {statistics.fmean(m[1] for m in models):.2%}; "
-                  f"{sum(m[0] <= MEDIAN_ERROR_TARGET and m[1] <= WORST_ERROR_TARGET for m in models)} meet both targets")
+                  f"{sum(m[0] <= MEDIAN_ERROR_TARGET and m[1] <= WORST_ERROR_TARGET for m in models)} meet both targets, "
+                  f"{sum(m[2] for m in models)} rank in the same order")
     return 0
 
 

@@ -224,7 +224,7 @@ class Comparison:
     def noise_floor(self) -> NoiseFloor | None:
         """How a perfect model would score against these real runs (None for one run a case)."""
         return noise_floor([[r.seconds for r in row.measured] for row in self.rows],
-                           (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET))
+                           (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), tie=TIE)
 
     def summary(self) -> str:
         floor = self.noise_floor

@@ -35,7 +35,7 @@ def test_a_raw_run_is_scored_by_the_fit_beside_it_and_unfitted_without_one(tmp_p
     assert len(cases) == 16 and all(len(times) == 5 for times in cases.values())
     assert any(label.endswith(" (cold)") for label in cases)
     fitted = json.loads(RAW.with_name(RAW.name.replace(".raw.json", ".fitted.json")).read_text())["comparison"]
-    assert model_scores(RAW, run) == (fitted["median_abs_error"], fitted["worst_abs_error"])
+    assert model_scores(RAW, run) == (fitted["median_abs_error"], fitted["worst_abs_error"], fitted["same_order"])
     alone = tmp_path / RAW.name
     shutil.copy(RAW, alone)
     assert model_scores(alone, run) is None
@@ -48,6 +48,7 @@ def test_the_command_prints_each_run_and_the_mean_and_refuses_what_is_no_run(tmp
     done = _run(str(RAW), str(RAW), "--replicates", "500")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "a perfect model would expect" in done.stdout and "the model, over the 2 fitted" in done.stdout
+    assert "in the hardware's order in" in done.stdout and "rank in the same order" in done.stdout
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"comparison": {"rows": []}}))
     refused = _run(str(empty))
