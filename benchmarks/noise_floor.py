@@ -7,8 +7,8 @@ A run scores its predictions against the median of each case's few real runs
 this prints what :mod:`halsim.noise` says a perfect model would expect: the
 median and the worst |error| over the cases, how often it would meet issue 7's
 targets (median <= 5 %, worst <= 15 %), how often its ranking would be the
-hardware's exact order (cases close together swap with the noise), and the
-case whose runs spread most;
+hardware's exact order (cases close together swap with the noise; ``--pairs N``
+lists the N pairs it would swap most often), and the case whose runs spread most;
 next to it the model's own score (``halsim compare`` prints the same floor
 under its table). The calibration's own noise comes on top
 (benchmarks/calibration_repeatability.py). ``--rounds N`` asks what N real runs
@@ -61,9 +61,11 @@ def floor(cases: dict[str, list[float]], draws: int, seed: int, rounds: int | No
     their spreads), with the runs' count and the case that spread most."""
     got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed, rounds, TIE)
     if got is None:
-        return {"median": 0.0, "worst": 0.0, "meets": 1.0, "same_order": 1.0, "rounds": 1,
+        return {"median": 0.0, "worst": 0.0, "meets": 1.0, "same_order": 1.0, "swaps": [], "rounds": 1,
                 "noisiest": "(one real run a case)"}
+    labels = list(cases)
     return {"median": got.median, "worst": got.worst, "meets": got.meets, "same_order": got.same_order,
+            "swaps": [(labels[i], labels[j], share) for i, j, share in got.swaps],
             "rounds": rounds or statistics.median(len(r) for r in cases.values()),
             "noisiest": max(zip(got.by_case, cases))[1]}
 
@@ -73,6 +75,8 @@ def main() -> int:
     parser.add_argument("runs", type=Path, nargs="+", help="JSON files written by fidelity_gpu.py (raw or fitted)")
     parser.add_argument("--replicates", type=int, default=4000, help="simulated sets of real runs per run (default 4000)")
     parser.add_argument("--seed", type=int, default=0, help="the draws' seed (default 0)")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="under each run, the pairs of cases a perfect model would swap most often (this many)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="score against this many real runs a case at the measured spreads (default: as run)")
     args = parser.parse_args()
@@ -95,6 +99,8 @@ def main() -> int:
                   else f"{'not fitted':>21}")
         print(f"{path.name[:56]:<56} {got['rounds']:>9g} {got['median']:>7.1%} {got['worst']:>7.1%} "
               f"{got['meets']:>10.0%} {got['same_order']:>10.0%}  {scored}  {got['noisiest']}")
+        for first, second, share in got["swaps"][:args.pairs]:
+            print(f"    swapped in {share:>4.0%} of draws: {first}  /  {second}")
     if len(floors) > 1:
         print(f"\nover {len(floors)} runs, a perfect model would expect: mean median |error| "
               f"{statistics.fmean(f['median'] for f in floors):.2%}, mean worst "

@@ -34,6 +34,7 @@ class NoiseFloor:
     by_case: tuple[float, ...]  # each case's median |error| over the draws
     same_order: float = 1.0  # the share of draws whose medians order every pair as the truths do
     tau: float = 1.0  # the mean Kendall tau-b between the truths and the drawn medians
+    swaps: tuple[tuple[int, int, float], ...] = ()  # (case, case, share of draws swapping them), most first
 
     def describe(self) -> str:
         return (f"a perfect model against these real runs: median {self.median:.1%}, worst {self.worst:.1%}, "
@@ -66,17 +67,19 @@ def noise_floor(runs: Sequence[Sequence[float]], targets: tuple[float, float], d
         drawn[:, j] = np.median(rng.normal(0.0, spread, size=(draws, rounds or len(logs))), axis=1)
     errors = np.abs(np.expm1(-drawn))  # truth / measured median, less one
     medians, worsts = np.median(errors, axis=1), errors.max(axis=1)
-    same_order, tau = _ranking_floor([float(np.median(t)) for t in runs], drawn, tie)
+    same_order, tau, swaps = _ranking_floor([float(np.median(t)) for t in runs], drawn, tie)
     return NoiseFloor(float(medians.mean()), float(worsts.mean()),
                       float(np.mean((medians <= targets[0]) & (worsts <= targets[1]))),
-                      tuple(float(e) for e in np.median(errors, axis=0)), same_order, tau)
+                      tuple(float(e) for e in np.median(errors, axis=0)), same_order, tau, swaps)
 
 
-def _ranking_floor(truths: list[float], drawn: np.ndarray, tie: float) -> tuple[float, float]:
+def _ranking_floor(truths: list[float], drawn: np.ndarray,
+                   tie: float) -> tuple[float, float, tuple[tuple[int, int, float], ...]]:
     """How often medians drawn around ``truths`` (``drawn``: their logs over the truths, a row a draw)
-    order every pair the truths tell apart as the truths do, and the mean Kendall tau-b."""
+    order every pair the truths tell apart as the truths do, the mean Kendall tau-b, and how often
+    each pair swaps."""
     if len(truths) < 2:
-        return 1.0, 1.0
+        return 1.0, 1.0, ()
     a, b = np.triu_indices(len(truths), k=1)
     true = np.asarray(truths)
     apart = np.abs(true[a] - true[b]) > tie * np.maximum(true[a], true[b])
@@ -86,4 +89,7 @@ def _ranking_floor(truths: list[float], drawn: np.ndarray, tie: float) -> tuple[
     # tau-b as rank() counts it: the truths' ties are the predicted ties; drawn medians do not tie.
     scale = float(np.sqrt(apart.sum() * len(a)))
     tau = ((agree > 0).sum(axis=1) - swapped) / scale if scale else np.ones(len(drawn))
-    return float(np.mean(swapped == 0)), float(np.mean(tau))
+    by_pair = (agree < 0).mean(axis=0)
+    swaps = sorted(((int(i), int(j), float(share)) for i, j, share in zip(a[apart], b[apart], by_pair) if share > 0),
+                   key=lambda pair: -pair[2])
+    return float(np.mean(swapped == 0)), float(np.mean(tau)), tuple(swaps)

@@ -48,10 +48,11 @@ def test_more_rounds_at_the_same_spread_lower_the_floor_and_fewer_rounds_are_ref
 
 def test_cases_far_apart_keep_their_order_and_close_ones_swap_with_the_noise():
     apart = noise_floor([[1.0, 1.02, 0.98], [2.0, 2.04, 1.96], [4.0, 4.1, 3.9]], TARGETS, draws=2000)
-    assert apart.same_order == 1.0 and apart.tau == 1.0
+    assert apart.same_order == 1.0 and apart.tau == 1.0 and apart.swaps == ()
     # Two cases 2 % apart, each spread by about 10 %: the drawn medians swap them often, never always.
     close = noise_floor([[1.0, 1.1, 0.9, 1.05, 0.95], [1.02, 1.12, 0.92, 1.07, 0.97]], TARGETS, draws=4000)
     assert 0.2 < close.same_order < 0.8 and -1.0 < close.tau < 1.0
+    assert close.swaps == ((0, 1, pytest.approx(1 - close.same_order)),)
     # Within the tie a perfect model predicts them equal: no order to miss.
     tied = noise_floor([[1.0, 1.1, 0.9], [1.004, 1.1, 0.9]], TARGETS, draws=500)
     assert tied.same_order == 1.0

@@ -45,10 +45,11 @@ def test_a_raw_run_is_scored_by_the_fit_beside_it_and_unfitted_without_one(tmp_p
 
 
 def test_the_command_prints_each_run_and_the_mean_and_refuses_what_is_no_run(tmp_path):
-    done = _run(str(RAW), str(RAW), "--replicates", "500")
+    done = _run(str(RAW), str(RAW), "--replicates", "500", "--pairs", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "a perfect model would expect" in done.stdout and "the model, over the 2 fitted" in done.stdout
     assert "in the hardware's order in" in done.stdout and "rank in the same order" in done.stdout
+    assert done.stdout.count("of draws: ") == 4  # two pairs under each run
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"comparison": {"rows": []}}))
     refused = _run(str(empty))
