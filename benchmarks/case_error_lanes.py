@@ -1,0 +1,102 @@
+"""Where a case's error lies, lane by lane: real minus simulated busy time of each kind of step.
+
+    python benchmarks/case_error_lanes.py RUN.json ... --case LABEL [--case LABEL ...]
+
+A fidelity_gpu.py run keeps, for each case, where its median real run spent its
+time lane by lane (``lanes``). For every run given and every case asked for,
+this prints, in milliseconds, the real time minus the simulated one (the
+simulator on the run's fitted platform: its own, or the ``RUN.fitted.json``
+beside a raw run), then the same difference for the busy time of each kind of
+lane and step (lanes of a kind added up: ``copy/d0q0`` and ``copy/d0q1`` are
+``copy``), and for the import lane, whose registrations and releases take
+turns on one thread, the time it stood idle (the case's time less its alloc,
+registrations and releases). The mean over the runs comes last. A case whose
+error sits in one kind of step names the part of the model that misses it;
+two parts that miss both ways can cancel in one case and not in another
+(`benchmarks/case_lanes.py` compares two cases as ratios instead). A real
+copy's span starts when its thread takes it, before a registration that holds
+the driver may let it be queued; a simulated one's when it is queued: copies
+out of imported memory are busier for real by the time they wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from halsim.compare import lane_rows, predict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from case_lanes import platform_of  # noqa: E402  (the run's fitted platform)
+from fidelity_replay import layout_of, read_json, stored_case  # noqa: E402  (stored runs, as read)
+
+IMPORT_LANE_OPS = ("alloc", "import", "unimport")
+
+
+def busy_by_kind(rows: list[dict]) -> dict[str, float]:
+    """Seconds busy by kind of lane and step (``KIND OP``), lanes of a kind added up."""
+    out: dict[str, float] = defaultdict(float)
+    for row in rows:
+        out[f"{row['lane'].split('/')[0]} {row['op']}"] += row["busy"]
+    return dict(out)
+
+
+def parts(seconds: float, rows: list[dict]) -> dict[str, float]:
+    """A run's time, its busy time by kind, and the import lane's idle time where it has one."""
+    out = {"time": seconds, **busy_by_kind(rows)}
+    if any(row["lane"].startswith("import/") for row in rows):
+        out["import idle"] = seconds - sum(r["busy"] for r in rows if r["op"] in IMPORT_LANE_OPS)
+    return out
+
+
+def error_lanes(path: Path, case: str) -> dict[str, float] | None:
+    """Real minus simulated seconds for ``case`` in the run at ``path``, part by part; None where the run
+    lacks the case, its lanes, or a fitted platform."""
+    body = read_json(path)
+    comparison = body.get("comparison")
+    if not comparison:
+        raise SystemExit(f"{path}: no comparison in it (want a fidelity_gpu.py run)")
+    rows = {r["case"]: r for r in comparison["rows"] + (body.get("extra") or {}).get("rows", [])}
+    row = rows.get(case)
+    platform = platform_of(path, body)
+    workload = layout_of(comparison["file_bytes"]) if "file_bytes" in comparison else None
+    if row is None or "lanes" not in row or platform is None or workload is None:
+        return None
+    real = parts(statistics.median(row["measured_runs"]), row["lanes"]["measured"])
+    report = predict(workload.request(), platform, [stored_case(row)])[0]
+    simulated = parts(report.seconds, lane_rows(report))
+    return {name: real.get(name, 0.0) - simulated.get(name, 0.0) for name in dict.fromkeys([*real, *simulated])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="fidelity_gpu.py runs (RUN.json or RUN.raw.json)")
+    parser.add_argument("--case", action="append", required=True, help="a case's label, as the run's table names it "
+                        "(repeatable)")
+    args = parser.parse_args()
+    for case in args.case:
+        got = {}
+        for path in args.runs:
+            errors = error_lanes(path, case)
+            if errors is None:
+                print(f"{path.name}: lacks {case!r}, its lanes or a fitted platform; skipped")
+            else:
+                got[path.name] = errors
+        if not got:
+            print(f"{case}: no run has it with its lanes and a fitted platform")
+            return 1
+        names = sorted(dict.fromkeys(n for errors in got.values() for n in errors), key=lambda n: (n != "time", n))
+        print(f"\n{case}: real minus simulated, ms (the time, then busy time by kind of lane and step)")
+        print(f"{'run':<52} " + " ".join(f"{n:>18}" for n in names))
+        for run, errors in got.items():
+            print(f"{run[:52]:<52} " + " ".join(f"{1e3 * errors.get(n, 0.0):>+18.1f}" for n in names))
+        print(f"{f'mean over {len(got)}':<52} "
+              + " ".join(f"{1e3 * statistics.fmean(e.get(n, 0.0) for e in got.values()):>+18.1f}" for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
