@@ -159,8 +159,12 @@ BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold",
 
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
+# An import upload also reads off its ``handover``, the median time from one step's end to the
+# next one's start on the import lane (a registration, a release: the H100's of 2026-11-25 left
+# 0.16-0.27 ms there, the simulator 0.07), and its whole ``upload``: recorded, not yet fitted.
 _READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"),
-             "h2d": ("h2d", "gap"), "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap")}
+             "h2d": ("h2d", "gap"), "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap"),
+             "register_in_upload": ("register_in_upload", "handover", "upload")}
 
 
 def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
@@ -649,7 +653,11 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         with target.source(cold=False) as (file, source):
             trace = _engine_run(import_upload_plan(probe, source, target.device.caps), file, target.device,
                                 "overlapped")
-        return {bench: statistics.median(s.seconds for s in _spans(trace, "import/", "import"))}
+        lane = sorted((s for s in trace.spans if s.lane.startswith("import/")), key=lambda s: s.start)
+        handovers = [max(b.start - a.end, 0.0) for a, b in zip(lane, lane[1:])]
+        return {bench: statistics.median(s.seconds for s in lane if s.op == "import"),
+                "handover": statistics.median(handovers) if handovers else 0.0,
+                "upload": _wall([s for s in trace.spans if s.lane.startswith(("import/", "copy/"))])}
     if bench in ("stream", "tight"):
         with target.source(cold=False) as (file, source):
             trace = _engine_run(stream_plan(probe, source, target.device.caps), file, target.device, "overlapped")

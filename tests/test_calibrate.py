@@ -407,6 +407,11 @@ def test_simulated_measurements_are_one_sample_each():
     measured = measure(SimTarget.of(load_platform("h100-pcie5")), Config.quick())
     assert measured.simulated and measured.points
     assert all(len(v) == 1 for m in measured.points for v in m.samples.values())
+    # The import upload also reads off its import lane's hand-overs and its whole time.
+    inside = measured.of("register_in_upload")[0]
+    handover, upload = inside.value("handover"), inside.value("upload")
+    steps = inside.probe.count * 2  # a registration and a release a window
+    assert 0 < handover < upload / steps and upload > inside.probe.count * inside.value()
 
 
 # ---------------------------------------------------------------- fitting
