@@ -24,45 +24,34 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from halsim.compare import lane_rows, predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from case_lanes import platform_of  # noqa: E402  (the run's fitted platform)
-from fidelity_replay import layout_of, read_json, stored_case  # noqa: E402  (stored runs, as read)
+from case_lanes import kinds, stored_run  # noqa: E402  (stored runs, lanes by kind)
+from fidelity_replay import stored_case  # noqa: E402
 
-IMPORT_LANE_OPS = ("alloc", "import", "unimport")
-
-
-def busy_by_kind(rows: list[dict]) -> dict[str, float]:
-    """Seconds busy by kind of lane and step (``KIND OP``), lanes of a kind added up."""
-    out: dict[str, float] = defaultdict(float)
-    for row in rows:
-        out[f"{row['lane'].split('/')[0]} {row['op']}"] += row["busy"]
-    return dict(out)
+# What the import lane's idle time leaves out: its registrations and releases, and the device
+# buffers' allocation, which an upload makes first, before the lane's first step (one device).
+NOT_IDLE = (("alloc", "alloc"), ("import", "import"), ("import", "unimport"))
 
 
 def parts(seconds: float, rows: list[dict]) -> dict[str, float]:
-    """A run's time, its busy time by kind, and the import lane's idle time where it has one."""
-    out = {"time": seconds, **busy_by_kind(rows)}
-    if any(row["lane"].startswith("import/") for row in rows):
-        out["import idle"] = seconds - sum(r["busy"] for r in rows if r["op"] in IMPORT_LANE_OPS)
+    """A run's time, its busy time by kind of lane and step (``KIND OP``), and the import lane's idle
+    time where it has one."""
+    busy = {key: time for key, (_, time) in kinds(rows, "busy").items()}
+    out = {"time": seconds, **{f"{kind} {op}": time for (kind, op), time in busy.items()}}
+    if ("import", "import") in busy:
+        out["import idle"] = seconds - sum(busy.get(key, 0.0) for key in NOT_IDLE)
     return out
 
 
 def error_lanes(path: Path, case: str) -> dict[str, float] | None:
     """Real minus simulated seconds for ``case`` in the run at ``path``, part by part; None where the run
     lacks the case, its lanes, or a fitted platform."""
-    body = read_json(path)
-    comparison = body.get("comparison")
-    if not comparison:
-        raise SystemExit(f"{path}: no comparison in it (want a fidelity_gpu.py run)")
-    rows = {r["case"]: r for r in comparison["rows"] + (body.get("extra") or {}).get("rows", [])}
+    rows, platform, workload = stored_run(path)
     row = rows.get(case)
-    platform = platform_of(path, body)
-    workload = layout_of(comparison["file_bytes"]) if "file_bytes" in comparison else None
     if row is None or "lanes" not in row or platform is None or workload is None:
         return None
     real = parts(statistics.median(row["measured_runs"]), row["lanes"]["measured"])
@@ -77,6 +66,7 @@ def main() -> int:
     parser.add_argument("--case", action="append", required=True, help="a case's label, as the run's table names it "
                         "(repeatable)")
     args = parser.parse_args()
+    missing = 0
     for case in args.case:
         got = {}
         for path in args.runs:
@@ -87,7 +77,8 @@ def main() -> int:
                 got[path.name] = errors
         if not got:
             print(f"{case}: no run has it with its lanes and a fitted platform")
-            return 1
+            missing += 1
+            continue
         names = sorted(dict.fromkeys(n for errors in got.values() for n in errors), key=lambda n: (n != "time", n))
         print(f"\n{case}: real minus simulated, ms (the time, then busy time by kind of lane and step)")
         print(f"{'run':<52} " + " ".join(f"{n:>18}" for n in names))
@@ -95,7 +86,7 @@ def main() -> int:
             print(f"{run[:52]:<52} " + " ".join(f"{1e3 * errors.get(n, 0.0):>+18.1f}" for n in names))
         print(f"{f'mean over {len(got)}':<52} "
               + " ".join(f"{1e3 * statistics.fmean(e.get(n, 0.0) for e in got.values()):>+18.1f}" for n in names))
-    return 0
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from halsim.compare import lane_rows, predict
 from halsim.platform import Platform
+from halsim.workloads import Workload
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fidelity_replay import fitted_beside, layout_of, read_json, stored_case  # noqa: E402  (stored runs, as read)
@@ -31,13 +32,14 @@ from fidelity_replay import fitted_beside, layout_of, read_json, stored_case  # 
 Kinds = dict[tuple[str, str], tuple[int, float]]  # (lane kind, op) -> (steps, summed seconds)
 
 
-def kinds(rows: list[dict]) -> Kinds:
-    """A stored row's lanes (``lanes.measured``), by kind of lane and step."""
+def kinds(rows: list[dict], time: str = "summed") -> Kinds:
+    """A stored row's lanes (``lanes.measured``), by kind of lane and step: their steps and their
+    ``time`` (``summed``: every step's own; ``busy``: while any ran) added up."""
     out: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0.0])
     for row in rows:
         got = out[(row["lane"].split("/")[0], row["op"])]
         got[0] += row["steps"]
-        got[1] += row["summed"]
+        got[1] += row[time]
     return {key: (steps, summed) for key, (steps, summed) in out.items()}
 
 
@@ -63,20 +65,26 @@ def platform_of(path: Path, body: dict) -> Platform | None:
     return Platform.model_validate(stored) if stored is not None else None
 
 
-def compare_run(path: Path, case_a: str, case_b: str) -> tuple[dict[str, float], dict[str, float] | None] | None:
-    """B over A in ``path``, real and simulated (None where the run lacks a platform); None if the
-    run lacks either case or its lanes."""
+def stored_run(path: Path) -> tuple[dict[str, dict], Platform | None, Workload | None]:
+    """A fidelity run's rows by case (scored and ``--extra``), its fitted platform and its file's
+    layout (None where the run lacks them)."""
     body = read_json(path)
     comparison = body.get("comparison")
     if not comparison:
         raise SystemExit(f"{path}: no comparison in it (want a fidelity_gpu.py run)")
     rows = {r["case"]: r for r in comparison["rows"] + (body.get("extra") or {}).get("rows", [])}
+    workload = layout_of(comparison["file_bytes"]) if "file_bytes" in comparison else None
+    return rows, platform_of(path, body), workload
+
+
+def compare_run(path: Path, case_a: str, case_b: str) -> tuple[dict[str, float], dict[str, float] | None] | None:
+    """B over A in ``path``, real and simulated (None where the run lacks a platform); None if the
+    run lacks either case or its lanes."""
+    rows, platform, workload = stored_run(path)
     if case_a not in rows or case_b not in rows or not all("lanes" in rows[c] for c in (case_a, case_b)):
         return None
     pair = [rows[case_a], rows[case_b]]
     real = [(statistics.median(row["measured_runs"]), kinds(row["lanes"]["measured"])) for row in pair]
-    platform = platform_of(path, body)
-    workload = layout_of(comparison["file_bytes"]) if "file_bytes" in comparison else None
     if platform is None or workload is None:
         return ratios(*real), None
     reports = predict(workload.request(), platform, [stored_case(row) for row in pair])

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from halsim.compare import MEDIAN_ERROR_TARGET, TIE, WORST_ERROR_TARGET
+from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET
 from halsim.noise import noise_floor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,7 +59,7 @@ def model_scores(path: Path, run: dict) -> tuple[float, float, bool] | None:
 def floor(cases: dict[str, list[float]], draws: int, seed: int, rounds: int | None = None) -> dict:
     """A perfect model's expected scores against these cases' real runs (or ``rounds`` runs a case at
     their spreads), with the runs' count and the case that spread most."""
-    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed, rounds, TIE)
+    got = noise_floor(list(cases.values()), (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), draws, seed, rounds)
     if got is None:
         return {"median": 0.0, "worst": 0.0, "meets": 1.0, "same_order": 1.0, "swaps": [], "rounds": 1,
                 "noisiest": "(one real run a case)"}
@@ -84,6 +84,8 @@ def main() -> int:
         parser.error(f"--replicates {args.replicates}: want at least 100")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: want at least one run a case")
+    if args.pairs < 0:
+        parser.error(f"--pairs {args.pairs}: want a count of pairs, 0 or more")
     print(f"{'':<56} {'':>9} {'a perfect model':^37}  {'the model':^21}")
     print(f"{'run':<56} {'real runs':>9} {'median':>7} {'worst':>7} {'meets both':>10} {'in order':>10}  "
           f"{'median':>7} {'worst':>7} {'order':>5}  noisiest case")

@@ -160,8 +160,8 @@ BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold",
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
 # An import upload also reads off its ``handover``, the median time from one step's end to the
-# next one's start on the import lane (a registration, a release: the H100's of 2026-11-25 left
-# 0.16-0.27 ms there, the simulator 0.07), and its whole ``upload``: recorded, not yet fitted.
+# next one's start on the import lane (registrations and releases: on the H100 of 2026-11-25
+# 0.16-0.27 ms, in the simulator 0.07), and its whole ``upload``: recorded, not yet fitted.
 _READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"),
              "h2d": ("h2d", "gap"), "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap"),
              "register_in_upload": ("register_in_upload", "handover", "upload")}
@@ -588,6 +588,13 @@ def _wall(spans) -> float:
     return max(s.end for s in spans) - min(s.start for s in spans)
 
 
+def _median_gap(spans) -> float:
+    """The median time from one span's end to the next one's start, in order of start (0: fewer than two)."""
+    ordered = sorted(spans, key=lambda s: s.start)
+    gaps = [max(b.start - a.end, 0.0) for a, b in zip(ordered, ordered[1:])]
+    return statistics.median(gaps) if gaps else 0.0
+
+
 def _overlap(spans) -> float:
     """The concurrency actually reached: over the spans, the median of how many ran at each one's midpoint."""
     counts = [sum(1 for o in spans if o.start < (s.start + s.end) / 2 < o.end) for s in spans]
@@ -611,11 +618,10 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         device = target.pageable() if bench == "pageable" else target.device
         trace = _engine_run(copy_plan(probe), None, device, "serial")
         op = "copy_back" if bench == "d2h" else "copy"
-        spans = sorted(_spans(trace, "copy/", op), key=lambda s: s.start)
+        spans = _spans(trace, "copy/", op)
         # One step at a time: between one copy's end and the next one's start the engine
         # handled the completion and handed the next step over — its dispatch cost.
-        gaps = [max(b.start - a.end, 0.0) for a, b in zip(spans, spans[1:])]
-        return {bench: statistics.median(s.seconds for s in spans), "gap": statistics.median(gaps) if gaps else 0.0}
+        return {bench: statistics.median(s.seconds for s in spans), "gap": _median_gap(spans)}
     if bench == "copies":
         spans = _spans(_engine_run(copy_plan(probe), None, target.device, "overlapped"), "copy/", "copy")
         return {"copies": _wall(spans), "overlap": _overlap(spans)}
@@ -653,10 +659,8 @@ def run_probe(target: Target, probe: Probe) -> dict[str, float]:
         with target.source(cold=False) as (file, source):
             trace = _engine_run(import_upload_plan(probe, source, target.device.caps), file, target.device,
                                 "overlapped")
-        lane = sorted((s for s in trace.spans if s.lane.startswith("import/")), key=lambda s: s.start)
-        handovers = [max(b.start - a.end, 0.0) for a, b in zip(lane, lane[1:])]
-        return {bench: statistics.median(s.seconds for s in lane if s.op == "import"),
-                "handover": statistics.median(handovers) if handovers else 0.0,
+        lane = [s for s in trace.spans if s.lane.startswith("import/")]
+        return {bench: statistics.median(s.seconds for s in lane if s.op == "import"), "handover": _median_gap(lane),
                 "upload": _wall([s for s in trace.spans if s.lane.startswith(("import/", "copy/"))])}
     if bench in ("stream", "tight"):
         with target.source(cold=False) as (file, source):

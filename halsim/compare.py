@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from halsim.device import Device
 from halsim.lanes import lane_uses
-from halsim.noise import NoiseFloor, noise_floor
+from halsim.noise import TIE, NoiseFloor, noise_floor
 from halsim.platform import Platform, load_platform
 from halsim.policies import Policy, parse_policy
 from halsim.report import Report
@@ -135,10 +135,6 @@ def lane_rows(report: Report) -> list[dict[str, Any]]:
             for u in lane_uses(report.trace)]
 
 
-# Predictions closer than this (relative) are a tie: the simulator does not order the pair.
-TIE = 0.005
-
-
 @dataclass
 class Ranking:
     agree: int  # pairs ordered the same way by the simulator and the device
@@ -224,7 +220,7 @@ class Comparison:
     def noise_floor(self) -> NoiseFloor | None:
         """How a perfect model would score against these real runs (None for one run a case)."""
         return noise_floor([[r.seconds for r in row.measured] for row in self.rows],
-                           (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET), tie=TIE)
+                           (MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET))
 
     def summary(self) -> str:
         floor = self.noise_floor

@@ -9,8 +9,8 @@ scored against their median, many times over. What comes out is the median and
 the worst |error| such a model would expect, how often it would meet a pair of
 targets, and how often the drawn medians would put the cases in their true
 order (the ranking a perfect model predicts), where cases whose times lie close
-together swap as often as their spreads let them. Three to five runs give each spread loosely, and one outlying
-run widens it.
+together swap as often as their spreads let them. Three to five runs give each
+spread loosely, and one outlying run widens it.
 
 Resampling the real runs themselves (a bootstrap) was tried first: with so few
 runs it puts an outlier into the median far more often than new runs would,
@@ -24,6 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# Predictions closer than this (relative) are a tie: neither the simulator nor a perfect model
+# orders the pair (halsim.compare.rank counts ties so).
+TIE = 0.005
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,15 @@ class NoiseFloor:
 
 
 def noise_floor(runs: Sequence[Sequence[float]], targets: tuple[float, float], draws: int = 4000,
-                seed: int = 0, rounds: int | None = None, tie: float = 0.005) -> NoiseFloor | None:
+                seed: int = 0, rounds: int | None = None, tie: float = TIE) -> NoiseFloor | None:
     """A perfect model's expected scores against each case's real run times (seconds, all positive);
     ``targets``: the median and worst |error| it is checked against. ``rounds``: score against
     medians of that many runs a case at each case's measured spread instead of as many as it ran
     (what more rounds would buy). Each case's truth, for the ranking, is the median of its runs;
-    truths closer than ``tie`` (relative) are a tie, which a perfect model does not order (as
-    :func:`halsim.compare.rank` counts). None where no case ran twice, so no spread is known."""
+    truths closer than ``tie`` (relative) are a tie, which a perfect model does not order, and
+    always a pass (where :func:`halsim.compare.rank` fails a predicted tie the device tells apart
+    beyond the runs' spread: at a 0.5 % tie, a case too rare to draw). None where no case ran
+    twice, so no spread is known."""
     if not any(len(times) > 1 for times in runs):
         return None
     if any(not times or min(times) <= 0 for times in runs):

@@ -60,6 +60,7 @@ def test_the_command_prints_each_run_and_the_mean_and_refuses_what_is_no_run(tmp
     assert refused.returncode != 0 and "broken.json" in refused.stderr and "'import'" in refused.stderr
     assert _run(str(RAW), "--replicates", "5").returncode != 0
     assert _run(str(RAW), "--rounds", "0").returncode != 0
+    assert _run(str(RAW), "--pairs", "-1").returncode != 0
     with pytest.raises(SystemExit):
         real_runs({"comparison": {}}, empty)
 
