@@ -84,8 +84,6 @@ def _ranking_floor(truths: list[float], drawn: np.ndarray,
     """How often medians drawn around ``truths`` (``drawn``: their logs over the truths, a row a draw)
     order every pair the truths tell apart as the truths do, the mean Kendall tau-b, and how often
     each pair swaps."""
-    if len(truths) < 2:
-        return 1.0, 1.0, ()
     a, b = np.triu_indices(len(truths), k=1)
     true = np.asarray(truths)
     apart = np.abs(true[a] - true[b]) > tie * np.maximum(true[a], true[b])
