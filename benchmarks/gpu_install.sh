@@ -7,6 +7,11 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 began=${began:-$(date +%s)}
 say() { echo "[$(( $(date +%s) - began ))s] $*"; }
+# The fidelity runs' file (5 layers of Llama 3 8B, 3.99 GiB), written once; prints its path.
+fidelity_file() {
+  python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path
+from fidelity_gpu import make_file; print(make_file(Path('/tmp/halsim-fidelity'), 5))" | tail -1
+}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     >"$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; return 1; }

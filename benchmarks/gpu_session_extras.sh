@@ -32,8 +32,7 @@ for r in $(seq 1 "$RUNS"); do
   rm -f "$OUT"/*.png "$OUT"/*.toml "$OUT"/*.perfetto.json
 done
 if [ -n "${WAIT:-}" ]; then
-  FILE=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from pathlib import Path
-from fidelity_gpu import make_file; print(make_file(Path('/tmp/halsim-fidelity'), 5))" | tail -1)
+  FILE=$(fidelity_file)
   for mode in spin block; do
     say "two rings, HALSIM_CUDA_WAIT=$mode"
     HALSIM_CUDA_WAIT=$mode timeout 150 python3 benchmarks/upload_timeline.py "$FILE" --repeat 5 \
