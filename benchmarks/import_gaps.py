@@ -1,0 +1,98 @@
+"""The import lane's hand-overs in stored upload timelines: the gap before each registration or
+release, by what ran on the lane before it.
+
+    python benchmarks/import_gaps.py TIMELINE.json ... [--platform FITTED.json]
+
+Reads ``upload_timeline.py --json`` files (each policy's median real run with its trace) and
+prints, per policy, the number and median of the import lane's gaps after an import and after a
+release, and each step's median time. With ``--platform`` (a fidelity run's fitted JSON or a
+platform TOML) the simulator's run of the same policy on the same file layout is printed below it.
+A release that is already queued when the lane finishes a step starts after the lane's own
+turn-around; a registration gated on the release before it waits for the engine as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+LANE_OPS = ("import", "unimport")
+
+
+def lane_gaps(spans: list[dict]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The import lane's gaps in seconds keyed ``BEFORE>AFTER`` and its steps' times keyed by op."""
+    lane = sorted((s for s in spans if s["lane"].startswith("import/") and s["op"] in LANE_OPS),
+                  key=lambda s: s["start"])
+    gaps: dict[str, list[float]] = defaultdict(list)
+    for a, b in zip(lane, lane[1:]):
+        gaps[f"{a['op']}>{b['op']}"].append(b["start"] - a["end"])
+    times: dict[str, list[float]] = defaultdict(list)
+    for s in lane:
+        times[s["op"]].append(s["end"] - s["start"])
+    return gaps, times
+
+
+def line(label: str, seconds: float, spans: list[dict]) -> str:
+    gaps, times = lane_gaps(spans)
+    parts = [f"{key} {len(v)}x {statistics.median(v) * 1e3:.3f}" for key, v in sorted(gaps.items())]
+    parts += [f"{op} {statistics.median(v) * 1e3:.2f}" for op, v in sorted(times.items())]
+    return f"  {label:<5} {seconds * 1e3:7.1f} ms  " + "  ".join(parts)
+
+
+def fidelity_request(nbytes: int):
+    """The request of the fidelity_gpu.py file layout that uploads ``nbytes`` (None: no such layout)."""
+    from fidelity_gpu import llama_like
+
+    for layers in range(1, 33):
+        for embeddings in (True, False):
+            request = llama_like(layers, embeddings).request()
+            if sum(t.length for t in request.transfers) == nbytes:
+                return request
+    return None
+
+
+def simulated(policy: str, nbytes: int, platform) -> tuple[float, list[dict]] | None:
+    """The simulator's run of ``policy`` on the fidelity file layout of ``nbytes`` (None: not that layout)."""
+    from halsim.compare import cases, predict
+
+    request = fidelity_request(nbytes)
+    if request is None:
+        return None
+    report = predict(request, platform, cases([policy]))[0]
+    return report.seconds, [{"lane": s.lane, "op": s.op, "start": s.start, "end": s.end} for s in report.trace.spans]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("timelines", nargs="+", type=Path)
+    parser.add_argument("--platform", type=Path, help="simulate each policy on this fitted platform too")
+    args = parser.parse_args()
+    platform = None
+    if args.platform is not None:
+        from halsim.platform import Platform, load_platform
+
+        body = json.loads(args.platform.read_text()) if args.platform.suffix == ".json" else None
+        platform = Platform.model_validate(body["calibration"]["platform"]) if body else load_platform(args.platform)
+    print("gaps: count x median ms before a step, keyed by the lane's step before > after; then steps' median ms")
+    for path in args.timelines:
+        try:
+            runs = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"{path}: {err}")
+        for run in runs:
+            print(f"{path.name}: {run['policy']} ({run['bytes'] / 2**30:.2f} GiB)")
+            print(line("real", run["seconds"], run["trace"]["spans"]))
+            sim = simulated(run["policy"], run["bytes"], platform) if platform else None
+            if sim is not None:
+                print(line("sim", *sim))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
