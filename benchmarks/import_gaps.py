@@ -4,16 +4,18 @@ release, by what ran on the lane before it.
     python benchmarks/import_gaps.py TIMELINE.json ... [--platform FITTED.json]
 
 Reads ``upload_timeline.py --json`` files (each policy's median real run with its trace) and
-prints, per policy, the number and median of the import lane's gaps after an import and after a
-release, and each step's median time. With ``--platform`` (a fidelity run's fitted JSON or a
-platform TOML) the simulator's run of the same policy on the same file layout is printed below it.
-A release that is already queued when the lane finishes a step starts after the lane's own
-turn-around; a registration gated on the release before it waits for the engine as well.
+prints, per policy, the number, median and sum of the import lane's gaps keyed by the lane's step
+before and after (``import>unimport``) and by whether a copy started during the gap (``+copy``),
+then each step's median time. With ``--platform`` (a fidelity run's fitted JSON or a platform
+TOML) the simulator's run of the same policy on the same file layout is printed below it.
+A gap with no copy starting in it is the lane's turn-around (and, for a step gated on the one
+before, the engine's); one with copies starting is the lane waiting on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import statistics
 import sys
@@ -26,12 +28,15 @@ LANE_OPS = ("import", "unimport")
 
 
 def lane_gaps(spans: list[dict]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """The import lane's gaps in seconds keyed ``BEFORE>AFTER`` and its steps' times keyed by op."""
+    """The import lane's gaps in seconds keyed ``BEFORE>AFTER`` (``+copy`` where a copy started
+    during the gap) and its steps' times keyed by op."""
     lane = sorted((s for s in spans if s["lane"].startswith("import/") and s["op"] in LANE_OPS),
                   key=lambda s: s["start"])
+    copy_starts = sorted(s["start"] for s in spans if s["lane"].startswith("copy/"))
     gaps: dict[str, list[float]] = defaultdict(list)
     for a, b in zip(lane, lane[1:]):
-        gaps[f"{a['op']}>{b['op']}"].append(b["start"] - a["end"])
+        copied = bisect.bisect_right(copy_starts, b["start"]) > bisect.bisect_left(copy_starts, a["end"])
+        gaps[f"{a['op']}>{b['op']}{'+copy' if copied else ''}"].append(b["start"] - a["end"])
     times: dict[str, list[float]] = defaultdict(list)
     for s in lane:
         times[s["op"]].append(s["end"] - s["start"])
@@ -40,7 +45,8 @@ def lane_gaps(spans: list[dict]) -> tuple[dict[str, list[float]], dict[str, list
 
 def line(label: str, seconds: float, spans: list[dict]) -> str:
     gaps, times = lane_gaps(spans)
-    parts = [f"{key} {len(v)}x {statistics.median(v) * 1e3:.3f}" for key, v in sorted(gaps.items())]
+    parts = [f"{key} {len(v)}x {statistics.median(v) * 1e3:.3f} ({sum(v) * 1e3:.1f})"
+             for key, v in sorted(gaps.items())]
     parts += [f"{op} {statistics.median(v) * 1e3:.2f}" for op, v in sorted(times.items())]
     return f"  {label:<5} {seconds * 1e3:7.1f} ms  " + "  ".join(parts)
 
@@ -79,12 +85,16 @@ def main() -> int:
 
         body = json.loads(args.platform.read_text()) if args.platform.suffix == ".json" else None
         platform = Platform.model_validate(body["calibration"]["platform"]) if body else load_platform(args.platform)
-    print("gaps: count x median ms before a step, keyed by the lane's step before > after; then steps' median ms")
+    print("gaps: count x median ms (sum) before a step, keyed by the lane's step before > after (+copy: a copy "
+          "started in the gap); then steps' median ms")
     for path in args.timelines:
         try:
             runs = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise SystemExit(f"{path}: {err}")
+        wanted = {"policy", "seconds", "bytes", "trace"}
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and wanted <= r.keys() for r in runs):
+            raise SystemExit(f"{path}: not an upload_timeline.py --json file (a list of runs with their traces)")
         for run in runs:
             print(f"{path.name}: {run['policy']} ({run['bytes'] / 2**30:.2f} GiB)")
             print(line("real", run["seconds"], run["trace"]["spans"]))
