@@ -133,7 +133,8 @@ class Probe:
     registrations inside an import upload of the scratch file, copies streaming),
     ``memcpy`` or ``alloc`` (device buffers); ``size`` the chunk, request, slot,
     window or buffer size; ``count`` how many of them; ``width`` the readers, queues,
-    slots (``pin``, ``near``), memcpy threads or buffers (``alloc``).
+    slots (``pin``, ``near``), memcpy threads, buffers (``alloc``) or tensors a window
+    (``register_in_upload``).
     """
 
     bench: str
@@ -144,7 +145,7 @@ class Probe:
     @property
     def label(self) -> str:
         what = {"copies": "queues", "pin": "slots", "near": "slots", "memcpy": "threads",
-                "alloc": "buffers"}.get(self.bench, "readers")
+                "alloc": "buffers", "register_in_upload": "tensors"}.get(self.bench, "readers")
         return f"{self.bench} {format_size(self.size)}" + (f" x{self.width} {what}" if self.width != 1 else "")
 
     @property
@@ -160,8 +161,8 @@ BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold",
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
 # An import upload also reads off its ``handover``, the median time from one step's end to the
-# next one's start on the import lane (registrations and releases: on the H100 of 2026-11-25
-# 0.16-0.27 ms, in the simulator 0.07), and its whole ``upload``: recorded, not yet fitted.
+# next one's start on the import lane (registrations and releases: on the H100 VM 0.075-0.096 ms
+# with one tensor a window, as the simulator has it), and its whole ``upload``: recorded, not fitted.
 _READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"),
              "h2d": ("h2d", "gap"), "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap"),
              "register_in_upload": ("register_in_upload", "handover", "upload")}
@@ -208,7 +209,11 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
             # Registrations inside an upload, copies streaming, cost more than alone (the H100
             # VM: 5-25 %): timed span by span, against the ``import`` probe of the same size.
             inside = max((p for p in pieces if p <= INSIDE_PIECE), default=pieces[0])
-            out.append(Probe("register_in_upload", inside, max(2, min(16, config.scratch // inside))))
+            windows = max(2, min(16, config.scratch // inside))
+            out.append(Probe("register_in_upload", inside, windows))
+            if inside % (INSIDE_TENSORS * caps.import_alignment) == 0:
+                # The same upload with several tensors a window, as a model file has: recorded, not fitted.
+                out.append(Probe("register_in_upload", inside, windows, INSIDE_TENSORS))
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
     out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)
             for n in config.threads if n > 1]
@@ -244,6 +249,11 @@ LONG_PASSES = 4  # the long rings read the scratch file this many times over
 READ_FOOTPRINT = 256 * MiB  # bytes of slots the reads go to, as in a ring (a real one's default budget)
 # Windows of the ``register_in_upload`` probe: 16 of them in the default 1 GiB scratch file.
 INSIDE_PIECE = 64 * MiB
+# Its second run cuts each window into this many tensors, one copy each. On the H100 VM the import
+# lane's hand-overs ran 0.086-0.099 ms in an upload of one tensor and 0.11-0.19 ms in one of the
+# fidelity file, 1.7 copies a 64 MiB window (benchmarks/import_gaps.py, 2026-12-05); the simulator
+# gives both the same. Recorded, not fitted: the fit takes only the one-tensor run (width 1).
+INSIDE_TENSORS = 4
 # The ``near`` probes: 4 MiB reads by one reader into 16..128 MiB of slots, taken in turn as a
 # ring takes them, against the ``read`` probe's 256 MiB. On the H100 VM (benchmarks/read_footprint.py)
 # reads into 16 MiB of slots ran about 30% faster than into 64 MiB or more, and a real ring of
@@ -309,9 +319,12 @@ def ring_read_plan(source: SourceInfo, size: int, count: int, readers: int, slot
 
 def import_upload_plan(probe: Probe, source: SourceInfo, caps: DeviceCaps) -> Plan:
     """An upload of ``count`` windows of ``size`` bytes with the ``import`` policy: each
-    window registered while the copies out of the one before stream."""
-    total = probe.size * probe.count
-    request = UploadRequest(source, (BufferSpec("calibration", total),), (Transfer(0, 0, 0, total),))
+    window registered while the copies out of the one before stream; ``width`` tensors a
+    window, each its own buffer and copy."""
+    tensor = probe.size // probe.width
+    tensors = probe.count * probe.width
+    request = UploadRequest(source, tuple(BufferSpec(f"calibration.{k}", tensor) for k in range(tensors)),
+                            tuple(Transfer(k * tensor, k, 0, tensor) for k in range(tensors)))
     return ImportPolicy(piece=probe.size).plan(request, caps)
 
 

@@ -788,7 +788,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
 
     # Registrations inside an upload (copies streaming, the engine's threads at work) against
     # alone: a factor, by simulation of the probe's registration spans (median per window).
-    inside = m.of("register_in_upload")
+    inside = [pt for pt in m.of("register_in_upload") if pt.probe.width == 1]  # one tensor a window
     if inside and imports and not in_place:
         def inside_loss(x: float) -> float:
             candidate = platform(host__register_upload_factor=x)
@@ -873,7 +873,7 @@ _SETS: dict[str, Callable[[Probe], bool]] = {
     "host.register_per_call": lambda p: p.bench == "import",
     "host.register_bandwidth": lambda p: p.bench == "import",
     "host.unregister_bandwidth": lambda p: p.bench == "import",
-    "host.register_upload_factor": lambda p: p.bench == "register_in_upload",
+    "host.register_upload_factor": lambda p: p.bench == "register_in_upload" and p.width == 1,
     "gpu.copy_engines": lambda p: p.bench == "copies",
     "gpu.alloc_per_call": lambda p: p.bench == "alloc",
     "gpu.alloc_bandwidth": lambda p: p.bench == "alloc",

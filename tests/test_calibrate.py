@@ -16,6 +16,7 @@ from halsim.calibrate import (
     calibrate,
     copy_plan,
     import_plan,
+    import_upload_plan,
     measure,
     pool_plan,
     probes,
@@ -401,6 +402,34 @@ def test_probes_follow_the_caps():
     benches = {p.bench for p in probes(Config.quick(), caps, pageable=False)}
     assert {"copies", "import", "pageable"}.isdisjoint(benches)
     assert {"h2d", "d2h", "memcpy", "read", "cold", "pin"} <= benches
+
+
+def test_the_import_upload_runs_again_with_several_tensors_a_window():
+    """As a model file has them: one copy per tensor, a valid upload, and only the one-tensor run
+    sets the registrations' upload factor."""
+    from halsim.calibrate import INSIDE_TENSORS
+    from halsim.plan import Op
+
+    caps = DeviceCaps(copy_queues=2, can_import_host=True)
+    inside = [p for p in probes(Config.quick(), caps, pageable=False) if p.bench == "register_in_upload"]
+    assert [p.width for p in inside] == [1, INSIDE_TENSORS] and inside[0].size == inside[1].size
+    assert inside[1].label.endswith(f"x{INSIDE_TENSORS} tensors")
+    source = SourceInfo("calibration", inside[1].size * inside[1].count, host_alignment=4096)
+    for probe in inside:
+        plan = import_upload_plan(probe, source, caps)
+        check_plan(plan)
+        copies = [s for s in plan.steps if s.op is Op.COPY_IMPORTED]
+        assert len(copies) == probe.count * probe.width
+        assert len(plan.request.buffers) == probe.count * probe.width
+    # The fit takes the one-tensor run only: the factor comes out the same without the other.
+    measured = measure(SimTarget.of(load_platform("h100-pcie5")), Config.quick())
+    several = [pt for pt in measured.points if pt.probe.bench == "register_in_upload" and pt.probe.width > 1]
+    assert several
+    alone = dataclasses.replace(measured, points=[pt for pt in measured.points if pt not in several])
+    from halsim.fit import fit_platform
+
+    assert fit_platform(measured).platform.host.register_upload_factor == \
+        fit_platform(alone).platform.host.register_upload_factor
 
 
 def test_simulated_measurements_are_one_sample_each():
