@@ -2,6 +2,7 @@
 release, by what ran on the lane before it.
 
     python benchmarks/import_gaps.py TIMELINE.json ... [--platform FITTED.json]
+    python benchmarks/import_gaps.py --probes RUN.raw.json ...
 
 Reads ``upload_timeline.py --json`` files (each policy's median real run with its trace) and
 prints, per policy, the number, median and sum of the import lane's gaps keyed by the lane's step
@@ -10,6 +11,11 @@ then each step's median time. With ``--platform`` (a fidelity run's fitted JSON 
 TOML) the simulator's run of the same policy on the same file layout is printed below it.
 A gap with no copy starting in it is the lane's turn-around (and, for a step gated on the one
 before, the engine's); one with copies starting is the lane waiting on them.
+
+``--probes`` reads fidelity runs instead (``fidelity_gpu.py``'s raw or fitted JSON) and prints
+their calibration's import-upload probes, one line each (one tensor a window, and four since
+2026-12-05): the lane's median gap and the median registration, measured (median of the rounds)
+and simulated on the run's fitted platform, where there is one.
 """
 
 from __future__ import annotations
@@ -74,11 +80,44 @@ def simulated(policy: str, nbytes: int, platform) -> tuple[float, list[dict]] | 
     return report.seconds, [{"lane": s.lane, "op": s.op, "start": s.start, "end": s.end} for s in report.trace.spans]
 
 
+def probe_lines(path: Path) -> list[str]:
+    """A fidelity run's import-upload probes: gap and registration, measured and simulated (ms)."""
+    from halsim.calibrate import Measurements, predict
+    from case_lanes import platform_of
+
+    try:
+        body = json.loads(path.read_text())
+        measurements = Measurements.from_dict(body["calibration"]["measurements"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"{path}: not a fidelity run with its calibration ({err})")
+    platform = platform_of(path, body)
+    lines = []
+    for pt in measurements.of("register_in_upload"):
+        if "handover" not in pt.samples:
+            continue  # a run from before the gaps were recorded
+        line = (f"  {pt.probe.label:<34} gap {pt.value('handover') * 1e3:.3f}  "
+                f"registration {pt.value() * 1e3:.2f}")
+        if platform is not None:
+            sim = predict(platform, pt.probe, measurements.config.scratch)
+            line += f"   simulated: gap {sim['handover'] * 1e3:.3f}  registration {sim[pt.probe.bench] * 1e3:.2f}"
+        lines.append(line)
+    return lines or ["  no import-upload probe with its gaps in this run"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("timelines", nargs="+", type=Path)
+    parser.add_argument("timelines", nargs="+", type=Path, help="upload_timeline.py --json files (with --probes: "
+                        "fidelity runs)")
     parser.add_argument("--platform", type=Path, help="simulate each policy on this fitted platform too")
+    parser.add_argument("--probes", action="store_true", help="the files are fidelity runs: print their "
+                        "import-upload probes' gaps, measured and simulated")
     args = parser.parse_args()
+    if args.probes:
+        print("import-upload probes, ms: the import lane's median gap and median registration")
+        for path in args.timelines:
+            print(path.name)
+            print("\n".join(probe_lines(path)))
+        return 0
     platform = None
     if args.platform is not None:
         from halsim.platform import Platform, load_platform

@@ -65,3 +65,27 @@ def test_a_file_that_is_not_a_timeline_is_named(tmp_path):
     bad.write_text(json.dumps({"rows": []}))  # JSON, but a fidelity run's, not a timeline
     run = subprocess.run([sys.executable, str(SCRIPT), str(bad)], capture_output=True, text=True)
     assert run.returncode != 0 and "bad.json: not an upload_timeline.py --json file" in run.stderr
+
+
+def test_probes_of_stored_runs_show_the_lanes_gaps_measured_and_simulated(tmp_path):
+    from halsim.calibrate import Config, SimTarget, measure
+    from halsim.platform import load_platform
+
+    run = ROOT / "docs" / "benchmarks" / "fidelity-h100-2026-12-05-session22-run1.raw.json"
+    before = ROOT / "docs" / "benchmarks" / "fidelity-h100-2026-12-05-session20-run1.raw.json"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--probes", str(run), str(before)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "register_in_upload 64MiB " in out and "simulated: gap" in out  # its fitted platform lies beside it
+    assert "no import-upload probe with its gaps in this run" in out  # recorded only since 2026-12-05
+    # A calibration of today's probes holds both layouts; with no fitted platform, measured only.
+    measured = measure(SimTarget.of(load_platform("h100-pcie5")), Config.quick())
+    fresh = tmp_path / "fresh.raw.json"
+    fresh.write_text(json.dumps({"calibration": {"measurements": measured.to_dict()}}))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--probes", str(fresh)],
+                         capture_output=True, text=True, check=True).stdout
+    lines = [line for line in out.splitlines() if "register_in_upload" in line]
+    assert len(lines) == 2 and "x4 tensors" in lines[1] and "simulated" not in out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([]))
+    failed = subprocess.run([sys.executable, str(SCRIPT), "--probes", str(bad)], capture_output=True, text=True)
+    assert failed.returncode != 0 and "bad.json: not a fidelity run with its calibration" in failed.stderr
