@@ -21,7 +21,6 @@ out of imported memory are busier for real by the time they wait.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 from halsim.compare import lane_rows, predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from case_lanes import kinds, stored_run  # noqa: E402  (stored runs, lanes by kind)
+from case_lanes import kinds, runs_and_cases, stored_run  # noqa: E402  (stored runs, lanes by kind)
 from fidelity_replay import stored_case  # noqa: E402
 
 # What the import lane's idle time leaves out: its registrations and releases, and the device
@@ -61,11 +60,7 @@ def error_lanes(path: Path, case: str) -> dict[str, float] | None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", type=Path, nargs="+", help="fidelity_gpu.py runs (RUN.json or RUN.raw.json)")
-    parser.add_argument("--case", action="append", required=True, help="a case's label, as the run's table names it "
-                        "(repeatable)")
-    args = parser.parse_args()
+    args = runs_and_cases(__doc__.split("\n\n")[0], "repeatable").parse_args()
     missing = 0
     for case in args.case:
         got = {}

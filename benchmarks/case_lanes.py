@@ -91,11 +91,17 @@ def compare_run(path: Path, case_a: str, case_b: str) -> tuple[dict[str, float],
     return ratios(*real), ratios(*((report.seconds, kinds(lane_rows(report))) for report in reports))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def runs_and_cases(description: str, cases_help: str) -> argparse.ArgumentParser:
+    """The arguments of the scripts that read stored runs case by case: the runs, and ``--case`` labels."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("runs", type=Path, nargs="+", help="fidelity_gpu.py runs (RUN.json or RUN.raw.json)")
-    parser.add_argument("--case", action="append", required=True, help="a case's label, as the run's table names it; "
-                        "give two: A, then B")
+    parser.add_argument("--case", action="append", required=True,
+                        help=f"a case's label, as the run's table names it; {cases_help}")
+    return parser
+
+
+def main() -> int:
+    parser = runs_and_cases(__doc__.split("\n\n")[0], "give two: A, then B")
     args = parser.parse_args()
     if len(args.case) != 2:
         parser.error("give --case twice: A, then B (the ratios are B over A)")

@@ -34,7 +34,7 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,14 +121,16 @@ def write_fitted(into: Path, path: Path, run: dict, calibration, rows: list[Repl
     return stem
 
 
-def layout_of(file_bytes: int):
-    """The fidelity_gpu.py file layout (``--layers``, ``--no-embeddings``) of a file of ``file_bytes``."""
+def layouts() -> Iterator:
+    """Every fidelity_gpu.py file layout (``--layers`` 1..32, with and without ``--no-embeddings``)."""
     for layers in range(1, 33):
         for embeddings in (True, False):
-            workload = llama_like(layers, embeddings)
-            if workload.index().file_length == file_bytes:
-                return workload
-    return None
+            yield llama_like(layers, embeddings)
+
+
+def layout_of(file_bytes: int):
+    """The fidelity_gpu.py file layout of a file of ``file_bytes``."""
+    return next((workload for workload in layouts() if workload.index().file_length == file_bytes), None)
 
 
 def keep_rounds(run: dict, rounds: Sequence[int], path: Path) -> dict:

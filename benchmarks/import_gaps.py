@@ -28,7 +28,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from halsim.calibrate import Measurements
+from halsim.calibrate import predict as predict_probe
+from halsim.compare import cases
+from halsim.compare import predict as predict_cases
+from halsim.platform import Platform, load_platform
+from halsim.request import UploadRequest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from case_lanes import platform_of  # noqa: E402  (stored runs, as read)
+from fidelity_replay import layouts, read_json  # noqa: E402
 
 LANE_OPS = ("import", "unimport")
 
@@ -57,34 +66,23 @@ def line(label: str, seconds: float, spans: list[dict]) -> str:
     return f"  {label:<5} {seconds * 1e3:7.1f} ms  " + "  ".join(parts)
 
 
-def fidelity_request(nbytes: int):
+def fidelity_request(nbytes: int) -> UploadRequest | None:
     """The request of the fidelity_gpu.py file layout that uploads ``nbytes`` (None: no such layout)."""
-    from fidelity_gpu import llama_like
-
-    for layers in range(1, 33):
-        for embeddings in (True, False):
-            request = llama_like(layers, embeddings).request()
-            if sum(t.length for t in request.transfers) == nbytes:
-                return request
-    return None
+    requests = (workload.request() for workload in layouts())
+    return next((r for r in requests if sum(t.length for t in r.transfers) == nbytes), None)
 
 
-def simulated(policy: str, nbytes: int, platform) -> tuple[float, list[dict]] | None:
+def simulated(policy: str, nbytes: int, platform: Platform) -> tuple[float, list[dict]] | None:
     """The simulator's run of ``policy`` on the fidelity file layout of ``nbytes`` (None: not that layout)."""
-    from halsim.compare import cases, predict
-
     request = fidelity_request(nbytes)
     if request is None:
         return None
-    report = predict(request, platform, cases([policy]))[0]
+    report = predict_cases(request, platform, cases([policy]))[0]
     return report.seconds, [{"lane": s.lane, "op": s.op, "start": s.start, "end": s.end} for s in report.trace.spans]
 
 
 def probe_lines(path: Path) -> list[str]:
     """A fidelity run's import-upload probes: gap and registration, measured and simulated (ms)."""
-    from halsim.calibrate import Measurements, predict
-    from case_lanes import platform_of
-
     try:
         body = json.loads(path.read_text())
         measurements = Measurements.from_dict(body["calibration"]["measurements"])
@@ -98,7 +96,7 @@ def probe_lines(path: Path) -> list[str]:
         line = (f"  {pt.probe.label:<34} gap {pt.value('handover') * 1e3:.3f}  "
                 f"registration {pt.value() * 1e3:.2f}")
         if platform is not None:
-            sim = predict(platform, pt.probe, measurements.config.scratch)
+            sim = predict_probe(platform, pt.probe, measurements.config.scratch)
             line += f"   simulated: gap {sim['handover'] * 1e3:.3f}  registration {sim[pt.probe.bench] * 1e3:.2f}"
         lines.append(line)
     return lines or ["  no import-upload probe with its gaps in this run"]
@@ -119,11 +117,9 @@ def main() -> int:
             print("\n".join(probe_lines(path)))
         return 0
     platform = None
-    if args.platform is not None:
-        from halsim.platform import Platform, load_platform
-
-        body = json.loads(args.platform.read_text()) if args.platform.suffix == ".json" else None
-        platform = Platform.model_validate(body["calibration"]["platform"]) if body else load_platform(args.platform)
+    if args.platform is not None:  # a fitted run (its own platform, or the fitted JSON beside it), or a TOML
+        platform = platform_of(args.platform, read_json(args.platform)) if args.platform.suffix == ".json" \
+            else load_platform(args.platform)
     print("gaps: count x median ms (sum) before a step, keyed by the lane's step before > after (+copy: a copy "
           "started in the gap); then steps' median ms")
     for path in args.timelines:
