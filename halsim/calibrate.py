@@ -161,8 +161,9 @@ BENCHES = frozenset({"h2d", "d2h", "pageable", "copies", "read", "near", "cold",
 # A serial copy run also reads off the ``gap``: the median time from one copy's end to
 # the next one's start, i.e. what a step costs beyond its own span (the engine's dispatch).
 # An import upload also reads off its ``handover``, the median time from one step's end to the
-# next one's start on the import lane (registrations and releases: on the H100 VM 0.075-0.096 ms
-# with one tensor a window, as the simulator has it), and its whole ``upload``: recorded, not fitted.
+# next one's start on the import lane (registrations and releases: on the H100 VM 0.075-0.13 ms
+# with one tensor a window, about as the simulator has it; the run of several tensors a window sets
+# host.import_handover_per_copy from it), and its whole ``upload``: recorded, not fitted.
 _READINGS = {"import": ("import", "unimport"), "pin": ("pin", "unpin"), "copies": ("copies", "overlap"),
              "h2d": ("h2d", "gap"), "d2h": ("d2h", "gap"), "pageable": ("pageable", "gap"),
              "register_in_upload": ("register_in_upload", "handover", "upload")}
@@ -250,9 +251,10 @@ READ_FOOTPRINT = 256 * MiB  # bytes of slots the reads go to, as in a ring (a re
 # Windows of the ``register_in_upload`` probe: 16 of them in the default 1 GiB scratch file.
 INSIDE_PIECE = 64 * MiB
 # Its second run cuts each window into this many tensors, one copy each. On the H100 VM the import
-# lane's hand-overs ran 0.086-0.099 ms in an upload of one tensor and 0.11-0.19 ms in one of the
-# fidelity file, 1.7 copies a 64 MiB window (benchmarks/import_gaps.py, 2026-12-05); the simulator
-# gives both the same. Recorded, not fitted: the fit takes only the one-tensor run (width 1).
+# lane's hand-overs ran 0.09-0.13 ms with one tensor a window and 0.16-0.21 ms with four (fidelity
+# runs 75-77; the fidelity file's 1.7 copies a window, 0.11-0.19 ms), where the simulator gave one
+# dispatch for both: the fit sets host.import_handover_per_copy from the pair. The registrations'
+# upload factor comes from the one-tensor run only (width 1).
 INSIDE_TENSORS = 4
 # The ``near`` probes: 4 MiB reads by one reader into 16..128 MiB of slots, taken in turn as a
 # ring takes them, against the ``read`` probe's 256 MiB. On the H100 VM (benchmarks/read_footprint.py)

@@ -222,7 +222,7 @@ _RATES = {"storage.bandwidth", "storage.fault_in_bandwidth", "storage.page_cache
           "host.register_bandwidth", "host.unregister_bandwidth", "link.h2d", "link.d2h", "link.pageable"}
 _SIZES = {"storage.page_cache_near_bytes", "storage.read_ahead"}
 _DURATIONS = {"storage.latency", "host.pin_per_call", "host.unpin_per_call", "gpu.alloc_per_call",
-              "host.register_per_call", "link.overhead", "host.step_overhead"}
+              "host.register_per_call", "link.overhead", "host.step_overhead", "host.import_handover_per_copy"}
 
 
 def _median_error(values: Sequence[float]) -> float:
@@ -261,6 +261,7 @@ def _build(m: Measurements, v: dict[str, float | None], name: str) -> Platform:
                         staging_write_curve=v.get("host.staging_write_curve") or (),
                         thread_contention=v["host.thread_contention"], dma_weight=v.get("host.dma_weight") or 1.0,
                         register_upload_factor=v.get("host.register_upload_factor") or 1.0,
+                        import_handover_per_copy=v.get("host.import_handover_per_copy") or 0.0,
                         cpus=caps.host_threads, **{k: v for k, v in m.behaviour.items() if k in HOST_BEHAVIOUR}),
         links=(Link(name=link, h2d=v["link.h2d"], d2h=v["link.d2h"], overhead=v["link.overhead"],
                     pageable=v.get("link.pageable")),),
@@ -346,6 +347,58 @@ def _per_call_and_byte(p: _Params, points: Sequence[Measurement], reading: str, 
               extent=(max(pt.probe.width * pt.probe.size for pt in points), max(times)))
     if optional_rate and (max(times) <= 0 or p.values[rate] == UNMEASURABLE_RATE):
         p.set(rate, None, measured=False, source=f"{source}: per byte", note="each costs only its call here")
+
+
+HANDOVER_TRIAL = 50e-6  # seconds a copy: where the fit simulates the import lane's hand-overs to find their slope
+
+
+def _handover_pairs(m: Measurements) -> list[tuple[Measurement, Measurement]]:
+    """Each import-upload probe of several tensors a window, with the one-tensor run of its window size."""
+    runs = [pt for pt in m.of("register_in_upload") if "handover" in pt.samples]
+    alone = {pt.probe.size: pt for pt in runs if pt.probe.width == 1}
+    return [(alone[pt.probe.size], pt) for pt in runs if pt.probe.width > 1 and pt.probe.size in alone]
+
+
+def _fit_import_handover(p: _Params, m: Measurements, platform: Callable[..., Platform], registers: bool) -> None:
+    """``host.import_handover_per_copy``: how much longer the import lane's median gap is with several
+    tensors a window than with one, beyond what the simulator already gives, per further copy.
+
+    The gap is linear in the parameter (each lane step of a window of n copies waits (n-1) times it), so two
+    simulations of each pair give the slope, and least squares over the pairs the value."""
+    path = "host.import_handover_per_copy"
+    pairs = _handover_pairs(m) if registers else []
+    if not pairs:
+        p.set(path, 0.0, measured=False, note="no import upload of several tensors a window measured"
+              if registers else "the device does not register what it imports")
+        return
+    scratch = m.config.scratch
+
+    def extra_gaps(per_copy: float) -> list[float]:
+        """Per pair: the simulated gap with several tensors a window, beyond the one with one."""
+        candidate = platform(host__import_handover_per_copy=per_copy)
+        gaps = [(predict(candidate, one.probe, scratch), predict(candidate, several.probe, scratch))
+                for one, several in pairs]
+        return [b["handover"] - a["handover"] for a, b in gaps]
+
+    base, trial = extra_gaps(0.0), extra_gaps(HANDOVER_TRIAL)
+    slopes = [(t - b) / HANDOVER_TRIAL for b, t in zip(base, trial)]
+    wanted = [several.value("handover") - one.value("handover") - b for (one, several), b in zip(pairs, base)]
+    weight = sum(k * k for k in slopes)
+    value = sum(k * w for k, w in zip(slopes, wanted)) / weight if weight > 0 else 0.0
+    # Each gap's error: its median's; the pairs' errors combined as least squares combines them.
+    spreads = [math.hypot(_median_error(one.samples["handover"]) * one.value("handover"),
+                          _median_error(several.samples["handover"]) * several.value("handover"))
+               for one, several in pairs]
+    error = math.sqrt(sum((k * e) ** 2 for k, e in zip(slopes, spreads))) / weight if weight > 0 else None
+    sizes = ", ".join(f"{format_size(one.probe.size)} windows of {several.probe.width} tensors"
+                      for one, several in pairs)
+    source = f"import lane's gaps in an import upload of {sizes}, against one tensor a window (sim fit)"
+    points = [pt for pair in pairs for pt in pair]
+    if value <= 0:
+        p.set(path, 0.0, source=source, note=f"fit gave {value * 1e6:.3g} us; clamped to 0" if value < 0 else "",
+              points=points)
+    else:
+        p.set(path, value, error=error / value if error else None, source=source, points=points)
 
 
 def _spread_error(points: Sequence[Measurement]) -> float | None:
@@ -808,6 +861,8 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         p.set("host.register_upload_factor", 1.0, measured=False,
               note="no registration inside an upload measured" if imports else "the device cannot import host memory")
 
+    _fit_import_handover(p, m, platform, bool(imports) and not in_place)
+
     # Cold windows: registering one first faults its pages in, at the mapping's own rate
     # (beyond a warm window of the same size: the registration itself).
     warm_windows = {pt.probe.size: pt for pt in imports}
@@ -844,6 +899,11 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                         predict(fitted_platform, pt.probe, scratch)["gap"]) for pt in dispatch]
     residuals = {path: _residual(path, checks, info["probes"]) for path, info in p.info.items()}
     residuals["host.step_overhead"] = _residual_of([c for c in gap_checks if c.measured > 0])
+    # ... and the import lane's hand-overs in its gaps, in the runs of several tensors a window.
+    handed = _handover_pairs(m) if p.info["host.import_handover_per_copy"]["measured"] else []
+    handover_checks = [Check(several.probe, several.value("handover"), several.spread("handover"),
+                             predict(fitted_platform, several.probe, scratch)["handover"]) for _, several in handed]
+    residuals["host.import_handover_per_copy"] = _residual_of([c for c in handover_checks if c.measured > 0])
     fitted = [Fitted(path, value, info["error"], residuals[path], info["source"], info["measured"],
                      info["note"], info["lower_bound"])
               for path, info in p.info.items() if (value := p.values[path]) is not None or not info["measured"]]

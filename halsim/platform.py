@@ -198,6 +198,13 @@ class HostMemory(_Part):
         "(benchmarks/registration_context.py). Calibration fits it from registrations timed one by one inside "
         "an import upload of its scratch file, against the import probe's lone ones (the fifth session's fit "
         "from the whole upload's time gave 1.41 and 1.06 on two runs, too noisy to use)")
+    import_handover_per_copy: float = Field(
+        0.0, ge=0, description="seconds the import lane waits before it registers or releases a window, for each "
+        "copy out of that window beyond its first (most likely the engine's thread handing those copies over and "
+        "handling their completions while the lane's worker waits for the interpreter). On the lent H100 VM the "
+        "lane's median gap grew from 0.09-0.13 ms with one tensor a 64 MiB window to 0.16-0.21 ms with four, "
+        "19-32 us a further copy (fidelity runs 75-77), where the simulator's stayed at one dispatch. Calibration "
+        "fits it from the import upload run with several tensors a window against the one-tensor run (0: none)")
     thread_contention: float = Field(
         0.0, ge=0, description="how much each further CPU thread copying host memory at once (page-cache "
         "reads, memcpy, the driver's pageable bounce) slows every such thread: k of them copy at "
@@ -236,7 +243,8 @@ class HostMemory(_Part):
     _r = _rates("memcpy_per_thread", "total_bandwidth", "pin_bandwidth", "unpin_bandwidth", "register_bandwidth",
                 "unregister_bandwidth")
     _s = _sizes("capacity")
-    _d = _durations("pin_per_call", "unpin_per_call", "register_per_call", "step_overhead")
+    _d = _durations("pin_per_call", "unpin_per_call", "register_per_call", "step_overhead",
+                   "import_handover_per_copy")
 
     @field_validator("step_overhead_curve", mode="before")
     @classmethod
@@ -392,7 +400,7 @@ _RATE_FIELDS = {"bandwidth", "write_bandwidth", "page_cache_bandwidth", "fault_i
                 "h2d", "d2h", "pageable", "alloc_bandwidth"}
 _SIZE_FIELDS = {"capacity", "memory", "import_alignment", "page_cache_near_bytes"}
 _DURATION_FIELDS = {"latency", "pin_per_call", "unpin_per_call", "register_per_call", "overhead", "step_overhead",
-                    "alloc_per_call"}
+                    "alloc_per_call", "import_handover_per_copy"}
 
 
 def _human(key: str, value: Any) -> Any:

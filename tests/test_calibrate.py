@@ -59,6 +59,7 @@ def truth(name: str) -> dict[str, float]:
         "storage.page_cache_near_speedup": p.storage.page_cache_near_speedup,
         "storage.fault_in_bandwidth": p.storage.fault_in_bandwidth or p.storage.bandwidth,
         "host.register_upload_factor": p.host.register_upload_factor, "storage.read_ahead": p.storage.read_ahead,
+        "host.import_handover_per_copy": p.host.import_handover_per_copy,
         "host.staging_write_share": p.host.staging_write_curve[0][1] if p.host.staging_write_curve else 1.0,
         "storage.page_cache_ring_speedup":
             p.storage.page_cache_ring_curve[0][1] if p.storage.page_cache_ring_curve else 1.0,

@@ -16,6 +16,7 @@ file it only accounts for ranges.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Generator
 
 import numpy as np
@@ -119,6 +120,12 @@ class SimExecution(Execution):
         self._import_queues = self.plan.import_queues(self.index)
         # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
         self._register_factor = machine.platform.host.register_upload_factor if self._import_queues else 1.0
+        # The import lane's turn-around grows with the copies its window hands the engine (beyond the first).
+        handover = machine.platform.host.import_handover_per_copy
+        self._handover: dict[int, float] = {}
+        if handover:
+            copies = Counter(s.window for s in self.plan.steps if s.op is Op.COPY_IMPORTED and s.device == self.index)
+            self._handover = {window: handover * (n - 1) for window, n in copies.items() if n > 1}
         self._dispatcher = self.sim.dispatcher
         self._step_cost = platform.host.step_cost(self.plan.threads_at_once())
         # Copies out of imported memory handed over but not yet queued: as the CUDA
@@ -450,6 +457,10 @@ class SimExecution(Execution):
             yield waited
         start = env.now
         try:
+            handover = self._handover.get(step.window)
+            if handover:
+                yield env.timeout(handover)
+                start = env.now
             # Pinning pages makes them resident: the cold part of the file is read in first
             # (a lazy in-place import only maps it: its pages are read after the upload).
             cold, _ = self._split(window.length)
@@ -478,6 +489,9 @@ class SimExecution(Execution):
     def _unimport(self, step: Step, bound: dict) -> Generator:
         machine, env = self.machine, self.machine.env
         window = self.plan.windows[step.window]
+        handover = self._handover.get(step.window)
+        if handover:
+            yield env.timeout(handover)
         start = env.now
         seconds = machine.unregister_seconds(0 if window.in_place else window.length, self._register_factor)
         with holding(machine.driver_lock) as taken:
