@@ -213,7 +213,8 @@ def probes(config: Config, caps: DeviceCaps, pageable: bool) -> list[Probe]:
             windows = max(2, min(16, config.scratch // inside))
             out.append(Probe("register_in_upload", inside, windows))
             if inside % (INSIDE_TENSORS * caps.import_alignment) == 0:
-                # The same upload with several tensors a window, as a model file has: recorded, not fitted.
+                # The same upload with several tensors a window, as a model file has: the import lane's
+                # longer gaps set host.import_handover_per_copy.
                 out.append(Probe("register_in_upload", inside, windows, INSIDE_TENSORS))
     out += [Probe("cold", s, config.steps(s)) for s in config.cold_sizes]
     out += [Probe("cold", config.thread_chunk, config.scratch // config.thread_chunk, n)

@@ -359,37 +359,44 @@ def _handover_pairs(m: Measurements) -> list[tuple[Measurement, Measurement]]:
     return [(alone[pt.probe.size], pt) for pt in runs if pt.probe.width > 1 and pt.probe.size in alone]
 
 
-def _fit_import_handover(p: _Params, m: Measurements, platform: Callable[..., Platform], registers: bool) -> None:
+def _fit_import_handover(p: _Params, m: Measurements, platform: Callable[..., Platform], imports: bool,
+                         in_place: bool) -> None:
     """``host.import_handover_per_copy``: how much longer the import lane's median gap is with several
     tensors a window than with one, beyond what the simulator already gives, per further copy.
 
-    The gap is linear in the parameter (each lane step of a window of n copies waits (n-1) times it), so two
-    simulations of each pair give the slope, and least squares over the pairs the value."""
+    The gap is linear in the parameter (each lane step waits (n-1) times it, n the copies out of the
+    window registered last), so two simulations of each pair give the slope, and least squares over
+    the pairs the value."""
     path = "host.import_handover_per_copy"
-    pairs = _handover_pairs(m) if registers else []
+    pairs = _handover_pairs(m) if imports and not in_place else []
     if not pairs:
-        p.set(path, 0.0, measured=False, note="no import upload of several tensors a window measured"
-              if registers else "the device does not register what it imports")
+        note = "the device cannot import host memory" if not imports else \
+            "imports in place: nothing is registered" if in_place else \
+            "no import upload of several tensors a window measured"
+        p.set(path, 0.0, measured=False, note=note)
         return
     scratch = m.config.scratch
 
-    def extra_gaps(per_copy: float) -> list[float]:
+    def simulated_differences(per_copy: float) -> list[float]:
         """Per pair: the simulated gap with several tensors a window, beyond the one with one."""
         candidate = platform(host__import_handover_per_copy=per_copy)
         gaps = [(predict(candidate, one.probe, scratch), predict(candidate, several.probe, scratch))
                 for one, several in pairs]
         return [b["handover"] - a["handover"] for a, b in gaps]
 
-    base, trial = extra_gaps(0.0), extra_gaps(HANDOVER_TRIAL)
+    base, trial = simulated_differences(0.0), simulated_differences(HANDOVER_TRIAL)
     slopes = [(t - b) / HANDOVER_TRIAL for b, t in zip(base, trial)]
+    sum_sq_slopes = sum(k * k for k in slopes)
+    if sum_sq_slopes <= 0:
+        p.set(path, 0.0, measured=False, note="the simulated gaps do not move with it here")
+        return
     wanted = [several.value("handover") - one.value("handover") - b for (one, several), b in zip(pairs, base)]
-    weight = sum(k * k for k in slopes)
-    value = sum(k * w for k, w in zip(slopes, wanted)) / weight if weight > 0 else 0.0
-    # Each gap's error: its median's; the pairs' errors combined as least squares combines them.
-    spreads = [math.hypot(_median_error(one.samples["handover"]) * one.value("handover"),
-                          _median_error(several.samples["handover"]) * several.value("handover"))
-               for one, several in pairs]
-    error = math.sqrt(sum((k * e) ** 2 for k, e in zip(slopes, spreads))) / weight if weight > 0 else None
+    value = sum(k * w for k, w in zip(slopes, wanted)) / sum_sq_slopes
+    # Each difference's standard error, from its two medians', combined as least squares combines them.
+    difference_errors = [math.hypot(_median_error(one.samples["handover"]) * one.value("handover"),
+                                    _median_error(several.samples["handover"]) * several.value("handover"))
+                         for one, several in pairs]
+    error = math.sqrt(sum((k * e) ** 2 for k, e in zip(slopes, difference_errors))) / sum_sq_slopes
     sizes = ", ".join(f"{format_size(one.probe.size)} windows of {several.probe.width} tensors"
                       for one, several in pairs)
     source = f"import lane's gaps in an import upload of {sizes}, against one tensor a window (sim fit)"
@@ -399,6 +406,18 @@ def _fit_import_handover(p: _Params, m: Measurements, platform: Callable[..., Pl
               points=points)
     else:
         p.set(path, value, error=error / value if error else None, source=source, points=points)
+
+
+def handover_checks(m: Measurements, fitted: Platform) -> list[Check]:
+    """The gap of each several-tensor import upload beyond its one-tensor run's, measured against
+    ``fitted``'s simulation: what host.import_handover_per_copy is fitted to."""
+    scratch = m.config.scratch
+    checks = []
+    for one, several in _handover_pairs(m):
+        measured = several.value("handover") - one.value("handover")
+        simulated = [predict(fitted, pt.probe, scratch)["handover"] for pt in (one, several)]
+        checks.append(Check(several.probe, measured, 0.0, simulated[1] - simulated[0]))
+    return checks
 
 
 def _spread_error(points: Sequence[Measurement]) -> float | None:
@@ -861,7 +880,7 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
         p.set("host.register_upload_factor", 1.0, measured=False,
               note="no registration inside an upload measured" if imports else "the device cannot import host memory")
 
-    _fit_import_handover(p, m, platform, bool(imports) and not in_place)
+    _fit_import_handover(p, m, platform, bool(imports), in_place)
 
     # Cold windows: registering one first faults its pages in, at the mapping's own rate
     # (beyond a warm window of the same size: the registration itself).
@@ -899,11 +918,10 @@ def fit_platform(m: Measurements, name: str | None = None) -> Calibration:
                         predict(fitted_platform, pt.probe, scratch)["gap"]) for pt in dispatch]
     residuals = {path: _residual(path, checks, info["probes"]) for path, info in p.info.items()}
     residuals["host.step_overhead"] = _residual_of([c for c in gap_checks if c.measured > 0])
-    # ... and the import lane's hand-overs in its gaps, in the runs of several tensors a window.
-    handed = _handover_pairs(m) if p.info["host.import_handover_per_copy"]["measured"] else []
-    handover_checks = [Check(several.probe, several.value("handover"), several.spread("handover"),
-                             predict(fitted_platform, several.probe, scratch)["handover"]) for _, several in handed]
-    residuals["host.import_handover_per_copy"] = _residual_of([c for c in handover_checks if c.measured > 0])
+    # ... and the import lane's hand-overs in how much its gaps grow with several tensors a window.
+    if p.info["host.import_handover_per_copy"]["measured"]:
+        residuals["host.import_handover_per_copy"] = _residual_of(
+            [c for c in handover_checks(m, fitted_platform) if c.measured > 0])
     fitted = [Fitted(path, value, info["error"], residuals[path], info["source"], info["measured"],
                      info["note"], info["lower_bound"])
               for path, info in p.info.items() if (value := p.values[path]) is not None or not info["measured"]]

@@ -200,8 +200,9 @@ class HostMemory(_Part):
         "from the whole upload's time gave 1.41 and 1.06 on two runs, too noisy to use)")
     import_handover_per_copy: float = Field(
         0.0, ge=0, description="seconds the import lane waits before it registers or releases a window, for each "
-        "copy out of that window beyond its first (most likely the engine's thread handing those copies over and "
-        "handling their completions while the lane's worker waits for the interpreter). On the lent H100 VM the "
+        "copy beyond the first out of the window it registered last, while copies remain (most likely the engine's "
+        "thread handing those copies over and handling their completions while the lane's worker waits for the "
+        "interpreter; in-place windows never wait). On the lent H100 VM the "
         "lane's median gap grew from 0.09-0.13 ms with one tensor a 64 MiB window to 0.16-0.21 ms with four, "
         "19-32 us a further copy (fidelity runs 75-77), where the simulator's stayed at one dispatch. Calibration "
         "fits it from the import upload run with several tensors a window against the one-tensor run (0: none)")

@@ -120,12 +120,16 @@ class SimExecution(Execution):
         self._import_queues = self.plan.import_queues(self.index)
         # Registering inside an upload (copies out of imported memory streaming) costs more than alone.
         self._register_factor = machine.platform.host.register_upload_factor if self._import_queues else 1.0
-        # The import lane's turn-around grows with the copies its window hands the engine (beyond the first).
-        handover = machine.platform.host.import_handover_per_copy
-        self._handover: dict[int, float] = {}
-        if handover:
-            copies = Counter(s.window for s in self.plan.steps if s.op is Op.COPY_IMPORTED and s.device == self.index)
-            self._handover = {window: handover * (n - 1) for window, n in copies.items() if n > 1}
+        # The import lane's turn-around grows with the copies out of the window registered last (beyond
+        # the first), the ones the engine's thread is handing over and completing meanwhile; registered
+        # windows only (an in-place one is mapped, its buffers bound), and only while copies remain.
+        per_copy = machine.platform.host.import_handover_per_copy
+        copies = Counter(s.window for s in self.plan.steps if s.op is Op.COPY_IMPORTED and s.device == self.index
+                         and not self.plan.windows[s.window].in_place) if per_copy else Counter()
+        self._handover_wait = {window: per_copy * (n - 1) for window, n in copies.items() if n > 1}
+        self._copies_counted = copies
+        self._copies_left = sum(copies.values())
+        self._registered_last: int | None = None  # the window the import lane registered last
         self._dispatcher = self.sim.dispatcher
         self._step_cost = platform.host.step_cost(self.plan.threads_at_once())
         # Copies out of imported memory handed over but not yet queued: as the CUDA
@@ -286,6 +290,8 @@ class SimExecution(Execution):
             yield from self._perform[step.op](step, bound)
             if bound:
                 self._meta[step.id] = bound
+            if self._copies_left and step.op is Op.COPY_IMPORTED and step.window in self._copies_counted:
+                self._copies_left -= 1
         except HalsimError as err:
             pending.error = err
         except Exception as err:
@@ -457,9 +463,9 @@ class SimExecution(Execution):
             yield waited
         start = env.now
         try:
-            handover = self._handover.get(step.window)
-            if handover:
-                yield env.timeout(handover)
+            wait = self._handover_due()
+            if wait:
+                yield env.timeout(wait)
                 start = env.now
             # Pinning pages makes them resident: the cold part of the file is read in first
             # (a lazy in-place import only maps it: its pages are read after the upload).
@@ -480,18 +486,26 @@ class SimExecution(Execution):
                     flow = machine.net.start(machine.register_class(self._register_factor), window.length)
                     yield flow.done
             bound[REGISTER] = bound.get(REGISTER, 0.0) + env.now - begun
+            self._registered_last = window.id
             self._windows[window.id] = self._host_window(step, window) if self._real else None
             self.trace.change(IMPORTED, env.now, window.length)
         finally:
             lane.release()
         self.trace.span(f"import/d{self.index}", "import", start, env.now, window.length, step.id, self.index)
 
+    def _handover_due(self) -> float:
+        """What the import lane waits before its next step (host.import_handover_per_copy)."""
+        if not self._copies_left or self._registered_last is None:
+            return 0.0
+        return self._handover_wait.get(self._registered_last, 0.0)
+
     def _unimport(self, step: Step, bound: dict) -> Generator:
         machine, env = self.machine, self.machine.env
         window = self.plan.windows[step.window]
-        handover = self._handover.get(step.window)
-        if handover:
-            yield env.timeout(handover)
+        # A release holds no lane of its own (the engine runs the import lane's steps one at a time).
+        wait = self._handover_due()
+        if wait:
+            yield env.timeout(wait)
         start = env.now
         seconds = machine.unregister_seconds(0 if window.in_place else window.length, self._register_factor)
         with holding(machine.driver_lock) as taken:
