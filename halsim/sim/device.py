@@ -502,7 +502,8 @@ class SimExecution(Execution):
     def _unimport(self, step: Step, bound: dict) -> Generator:
         machine, env = self.machine, self.machine.env
         window = self.plan.windows[step.window]
-        # A release holds no lane of its own (the engine runs the import lane's steps one at a time).
+        # A release holds no lane: with importers > 1 its wait, like its span, may overlap
+        # other imports; calibration's probes run one importer, so the fit is not affected.
         wait = self._handover_due()
         if wait:
             yield env.timeout(wait)

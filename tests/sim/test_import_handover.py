@@ -90,15 +90,17 @@ def test_releases_after_the_last_copy_do_not_wait():
 
 
 def test_windows_imported_in_place_do_not_wait():
-    # An integrated GPU maps its windows; buffers filled in two pieces are copies out of them.
-    half = 8 * MiB
+    # An integrated GPU maps its windows, one per contiguous run of the file (here four runs of four
+    # tensors, a page apart); tensors filled in two pieces are copies out of them.
+    half, group = 8 * MiB, 8 * 8 * MiB + 4096
     buffers = tuple(BufferSpec(f"t{i}", 2 * half) for i in range(16))
-    transfers = tuple(Transfer(2 * i * half + k * half, i, k * half, half) for i in range(16) for k in (0, 1))
-    request = UploadRequest(SourceInfo("split.bin", 32 * half, 4096, True), buffers, transfers)
+    transfers = tuple(Transfer(i // 4 * group + (i % 4 * 2 + k) * half, i, k * half, half)
+                      for i in range(16) for k in (0, 1))
+    request = UploadRequest(SourceInfo("split.bin", 4 * group, 4096, True), buffers, transfers)
     platform = toy_platform(kind="integrated", host__import_handover_per_copy=PER_COPY, host__step_overhead="20us")
     steps, in_place_copies = lane_steps(platform, request)
     plain, _ = lane_steps(toy_platform(kind="integrated", host__step_overhead="20us"), request)
-    assert in_place_copies > 1
+    assert in_place_copies > 4 and len({window for _, window, _ in steps}) == 4
     assert [gap for *_, gap in steps] == pytest.approx([gap for *_, gap in plain], abs=1e-12)
 
 
