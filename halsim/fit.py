@@ -375,16 +375,8 @@ def _fit_import_handover(p: _Params, m: Measurements, platform: Callable[..., Pl
             "no import upload of several tensors a window measured"
         p.set(path, 0.0, measured=False, note=note)
         return
-    scratch = m.config.scratch
-
-    def simulated_differences(per_copy: float) -> list[float]:
-        """Per pair: the simulated gap with several tensors a window, beyond the one with one."""
-        candidate = platform(host__import_handover_per_copy=per_copy)
-        gaps = [(predict(candidate, one.probe, scratch), predict(candidate, several.probe, scratch))
-                for one, several in pairs]
-        return [b["handover"] - a["handover"] for a, b in gaps]
-
-    base, trial = simulated_differences(0.0), simulated_differences(HANDOVER_TRIAL)
+    base, trial = (_simulated_differences(platform(host__import_handover_per_copy=x), pairs, m.config.scratch)
+                   for x in (0.0, HANDOVER_TRIAL))
     slopes = [(t - b) / HANDOVER_TRIAL for b, t in zip(base, trial)]
     sum_sq_slopes = sum(k * k for k in slopes)
     if sum_sq_slopes <= 0:
@@ -408,16 +400,19 @@ def _fit_import_handover(p: _Params, m: Measurements, platform: Callable[..., Pl
         p.set(path, value, error=error / value if error else None, source=source, points=points)
 
 
+def _simulated_differences(platform: Platform, pairs: Sequence[tuple[Measurement, Measurement]],
+                           scratch: int) -> list[float]:
+    """Per pair: the import lane's simulated gap with several tensors a window, beyond the one with one."""
+    gaps = [[predict(platform, pt.probe, scratch)["handover"] for pt in pair] for pair in pairs]
+    return [several - one for one, several in gaps]
+
+
 def handover_checks(m: Measurements, fitted: Platform) -> list[Check]:
     """The gap of each several-tensor import upload beyond its one-tensor run's, measured against
     ``fitted``'s simulation: what host.import_handover_per_copy is fitted to."""
-    scratch = m.config.scratch
-    checks = []
-    for one, several in _handover_pairs(m):
-        measured = several.value("handover") - one.value("handover")
-        simulated = [predict(fitted, pt.probe, scratch)["handover"] for pt in (one, several)]
-        checks.append(Check(several.probe, measured, 0.0, simulated[1] - simulated[0]))
-    return checks
+    pairs = _handover_pairs(m)
+    return [Check(several.probe, several.value("handover") - one.value("handover"), 0.0, simulated)
+            for (one, several), simulated in zip(pairs, _simulated_differences(fitted, pairs, m.config.scratch))]
 
 
 def _spread_error(points: Sequence[Measurement]) -> float | None:

@@ -24,14 +24,22 @@ PER_COPY = 200e-6
 
 def lane_gaps(platform, tensors_a_window: int) -> list[float]:
     """The import lane's gaps in an import upload of four 64 MiB windows of ``tensors_a_window`` tensors."""
-    sizes = [64 * MiB // tensors_a_window] * (4 * tensors_a_window)
+    steps, _ = lane_steps(platform, make_request([64 * MiB // tensors_a_window] * (4 * tensors_a_window)))
+    return [gap for *_, gap in steps[1:]]
+
+
+def lane_steps(platform, request, release: str = "rolling") -> tuple[list[tuple[str, int, float]], int]:
+    """The import lane's steps in order as (op, window, gap before it), and the plan's in-place copies."""
     device = Simulator(platform).device(0)
-    plan = ImportPolicy(piece=64 * MiB).plan(make_request(sizes), device.caps)
+    plan = ImportPolicy(piece=64 * MiB, release=release).plan(request, device.caps)
     result = Engine("overlapped").run(plan, None, [device])
     result.free()
     lane = sorted((s for s in result.trace.spans if s.lane.startswith("import/") and s.op in ("import", "unimport")),
                   key=lambda s: s.start)
-    return [b.start - a.end for a, b in zip(lane, lane[1:])]
+    steps = [(s.op, plan.steps[s.step].window, s.start - (before.end if before else 0.0))
+             for before, s in zip([None] + lane, lane)]
+    in_place_copies = sum(1 for s in plan.steps if s.op is Op.COPY_IMPORTED and plan.windows[s.window].in_place)
+    return steps, in_place_copies
 
 
 def with_handover(per_copy: float):
@@ -49,20 +57,6 @@ def test_each_further_copy_in_a_window_delays_the_lane():
     assert statistics.median(slow) - statistics.median(plain) == pytest.approx(3 * PER_COPY, abs=1e-9)
     # ... but the last release, after every copy has run, has no copies to wait on.
     assert slow[-1] < PER_COPY
-
-
-def lane_steps(platform, request, release: str = "rolling") -> tuple[list[tuple[str, int, float]], int]:
-    """The import lane's steps in order as (op, window, gap before it), and the plan's in-place copies."""
-    device = Simulator(platform).device(0)
-    plan = ImportPolicy(piece=64 * MiB, release=release).plan(request, device.caps)
-    result = Engine("overlapped").run(plan, None, [device])
-    result.free()
-    lane = sorted((s for s in result.trace.spans if s.lane.startswith("import/") and s.op in ("import", "unimport")),
-                  key=lambda s: s.start)
-    steps = [(s.op, plan.steps[s.step].window, s.start - (before.end if before else 0.0))
-             for before, s in zip([None] + lane, lane)]
-    in_place_copies = sum(1 for s in plan.steps if s.op is Op.COPY_IMPORTED and plan.windows[s.window].in_place)
-    return steps, in_place_copies
 
 
 def test_the_wait_follows_the_copies_out_of_the_window_registered_last():
