@@ -226,6 +226,7 @@ def main() -> int:
                (f"worst |error| <= {WORST_ERROR_TARGET:.0%}", result.worst_error <= WORST_ERROR_TARGET),
                ("same ranking", ranking.same_order),
                ("ranking within the spread of real runs", ranking.swapped_beyond_noise == 0),
+               ("same order of every pair the rounds order (sign test)", bool(ranking.orders_as_rounds)),
                (">= 10 configurations", len(result.rows) >= 10)]
     for what, met in targets:
         console.print(f"  {'met' if met else 'NOT met'}: {what}", highlight=False)

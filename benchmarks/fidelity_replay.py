@@ -30,6 +30,7 @@ import argparse
 import concurrent.futures
 import copy
 import functools
+import itertools
 import json
 import os
 import statistics
@@ -41,7 +42,9 @@ from pathlib import Path
 from halsim.calibrate import BENCHES, Measurement, Measurements
 from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, predict, rank, relative_spread
 from halsim.fit import fit_platform
+from halsim.noise import TIE
 from halsim.policies import parse_policy
+from halsim.roundorder import ORDER_ALPHA, RoundOrder, min_rounds, round_order
 from halsim.units import parse_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,6 +59,7 @@ class ReplayRow:
     predicted_seconds: float
     seconds: float
     spread: float
+    round_seconds: tuple[float, ...]  # the real runs, round by round
 
     @property
     def error(self) -> float:
@@ -111,7 +115,10 @@ def write_fitted(into: Path, path: Path, run: dict, calibration, rows: list[Repl
             "comparison": {"rows": [_row_dict(r, measured(r)) for r in rows],
                            "median_abs_error": statistics.median(errors),
                            "worst_abs_error": max(errors), "kendall_tau": ranking.tau,
-                           "same_order": ranking.same_order, "swapped_beyond_spread": ranking.swapped_beyond_noise},
+                           "same_order": ranking.same_order, "swapped_beyond_spread": ranking.swapped_beyond_noise,
+                           "orders_as_rounds": ranking.orders_as_rounds,
+                           "pairs_ordered_by_rounds": ranking.ordered,
+                           "misordered": [m._asdict() for m in ranking.misordered]},
             "extra": {"rows": [_row_dict(r, measured(r)) for r in extra]} if extra else None}
     (stem.parent / (stem.name + ".json")).write_text(json.dumps(body, indent=1, default=str))
     text = _markdown(rows, f"## {path.name}, fitted by fidelity_replay.py") + "\n" + summary + ".\n"
@@ -224,9 +231,10 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
         then, now = [], []
         cases = [stored_case(stored) for stored in stored_rows]
         for case, stored, report in zip(cases, stored_rows, predict(request, calibration.platform, cases)):
-            real = statistics.median(stored["measured_runs"])
-            then.append(ReplayRow(case, stored["predicted_seconds"], real, stored["spread"]))
-            now.append(ReplayRow(case, report.seconds, real, stored["spread"]))
+            runs = tuple(stored["measured_runs"])
+            real = statistics.median(runs)
+            then.append(ReplayRow(case, stored["predicted_seconds"], real, stored["spread"], runs))
+            now.append(ReplayRow(case, report.seconds, real, stored["spread"], runs))
         return then, now
 
     rows_then, rows_now = replayed(comparison["rows"])
@@ -248,7 +256,10 @@ def replay(path: Path, show_cases: bool, after: bool = False, read_ahead: int | 
         errors = [abs(r.error) for r in rows]
         ranking = rank(rows)
         summary[name] = {"median": statistics.median(errors), "worst": max(errors), "tau": ranking.tau,
-                         "beyond": ranking.swapped_beyond_noise}
+                         "beyond": ranking.swapped_beyond_noise, "misordered": ranking.misordered,
+                         "rounds_order": ranking.orders_as_rounds}
+    # Each scored case's prediction and real rounds, for the order pooled over runs (print_overall).
+    summary["ordering"] = [(r.case.label, r.predicted_seconds, r.round_seconds) for r in rows_now]
     if paired:
         by_case = paired_errors(run, path, request, read_ahead)
         summary["paired"] = None if by_case is None else {
@@ -283,7 +294,8 @@ def main() -> int:
         parser.error("--write keeps the fit of every round: leave out --rounds")
     if args.rounds and args.paired:
         parser.error("--paired scores every round of a run: leave out --rounds")
-    print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5}"
+    print(f"{'run':<52} {'median then':>11} {'now':>6} {'worst then':>10} {'now':>6} {'tau then':>8} {'now':>5} "
+          f"{'misordered':>10}"
           + (f" {'paired median':>13} {'worst':>6}" if args.paired else ""))
     one = functools.partial(replay, show_cases=args.cases, after=args.after, read_ahead=args.read_ahead,
                             write=args.write, rounds=args.rounds, paired=args.paired)
@@ -298,11 +310,52 @@ def main() -> int:
             pair = s.get("paired")
             paired_cells = "" if not args.paired else (f" {pair['median']:>13.1%} {pair['worst']:>6.1%}" if pair
                                                       else f" {'not interleaved':>20}")
+            misordered = "-" if n["rounds_order"] is None else str(len(n["misordered"]))
             print(f"{s['name']:<52} {t['median']:>11.1%} {n['median']:>6.1%} {t['worst']:>10.1%} {n['worst']:>6.1%} "
-                  f"{t['tau']:>8.2f} {n['tau']:>5.2f}" + paired_cells, flush=True)
+                  f"{t['tau']:>8.2f} {n['tau']:>5.2f} {misordered:>10}" + paired_cells, flush=True)
+            for m in n["misordered"]:
+                print(f"  misordered: {m.faster} ran ahead of {m.slower} in {m.wins} of {m.rounds} rounds"
+                      + (", predicted equal" if m.predicted_equal else ""))
     if len(summaries) > 1:
         print_overall(summaries)
     return 0
+
+
+def pooled_order(summaries: list[dict]) -> tuple[int, int, list[tuple[str, str, RoundOrder, int, int]]]:
+    """The device's order of each pair over every round of every run given (runs of the same cases),
+    against each run's fit: the rounds pooled, the pairs they order, and of those the ones some fit
+    misorders: (faster, slower, the pooled rounds' order of faster against slower, runs whose fit puts
+    slower ahead or predicts a tie, runs)."""
+    labels = [label for label, _, _ in summaries[0]["ordering"]]
+    if any([label for label, _, _ in s["ordering"]] != labels for s in summaries):
+        raise SystemExit("pooling the rounds of runs wants runs of the same cases")
+    # Each run's rounds, as many for every case, run after run: round k of one case beside round k of another.
+    rounds_of = [min(len(seconds) for _, _, seconds in s["ordering"]) for s in summaries]
+    pooled = [[t for s, n in zip(summaries, rounds_of) for t in s["ordering"][k][2][:n]] for k in range(len(labels))]
+    ordered, misses = 0, []
+    for i, j in itertools.combinations(range(len(labels)), 2):
+        by_round = round_order(pooled[i], pooled[j])
+        if not by_round.ordered:
+            continue
+        ordered += 1
+        fast, slow = (i, j) if by_round.first_faster else (j, i)
+        by_round = round_order(pooled[fast], pooled[slow])
+        wrong = 0
+        for s in summaries:
+            p_fast, p_slow = s["ordering"][fast][1], s["ordering"][slow][1]
+            wrong += p_fast > p_slow or abs(p_fast - p_slow) <= TIE * max(p_fast, p_slow)
+        if wrong:
+            misses.append((labels[fast], labels[slow], by_round, wrong, len(summaries)))
+    return sum(rounds_of), ordered, misses
+
+
+def print_pooled_order(summaries: list[dict]) -> None:
+    rounds, ordered, misses = pooled_order(summaries)
+    print(f"pooled over the {len(summaries)} runs ({rounds} rounds): the device orders {ordered} pairs (sign test, "
+          f"p < {ORDER_ALPHA:g}); {len(misses)} of them some run's fit does not order so")
+    for fast, slow, by_round, wrong, runs in misses:
+        print(f"  {fast} ran ahead of {slow} in {by_round.first_wins} of {by_round.rounds} rounds "
+              f"(p {by_round.p:.1g}); {wrong} of {runs} fits put it behind or level")
 
 
 def print_overall(summaries: list[dict]) -> None:
@@ -313,6 +366,11 @@ def print_overall(summaries: list[dict]) -> None:
           f"mean worst {statistics.fmean(n['worst'] for n in now):.2%}, "
           f"mean tau-b {statistics.fmean(n['tau'] for n in now):.3f}; "
           f"{met} meet both targets (median <= {MEDIAN_ERROR_TARGET:.0%}, worst <= {WORST_ERROR_TARGET:.0%})")
+    judged = [n for n in now if n["rounds_order"] is not None]
+    if judged:
+        print(f"{sum(n['rounds_order'] for n in judged)} of {len(judged)} runs of {min_rounds()} rounds or more "
+              f"order every pair their rounds order (sign test, p < {ORDER_ALPHA:g}) as the device does")
+    print_pooled_order(summaries)
     pairs = [(s["now"], s["paired"]) for s in summaries if s.get("paired")]
     if pairs:
         print(f"paired, round by round, over the {len(pairs)} interleaved runs: mean median |error| "

@@ -22,7 +22,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from halsim.device import Device
 from halsim.lanes import lane_uses
@@ -31,6 +31,7 @@ from halsim.platform import Platform, load_platform
 from halsim.policies import Policy, parse_policy
 from halsim.report import Report
 from halsim.request import UploadRequest
+from halsim.roundorder import ORDER_ALPHA, min_rounds, round_order
 from halsim.trace import Trace
 from halsim.units import format_size
 
@@ -97,9 +98,14 @@ class Row:
         return statistics.median(r.seconds for r in self.measured)
 
     @property
+    def round_seconds(self) -> list[float]:
+        """The real runs' seconds, round by round."""
+        return [r.seconds for r in self.measured]
+
+    @property
     def spread(self) -> float:
         """Half the range of the repeated real runs, relative to their median."""
-        return relative_spread([r.seconds for r in self.measured])
+        return relative_spread(self.round_seconds)
 
     @property
     def error(self) -> float:
@@ -121,7 +127,7 @@ class Row:
         return {"case": self.case.label, "policy": self.case.policy.spec(), "cold": self.case.cold,
                 "ran": self.predicted.policy, "ran_real": self.median_run.policy,
                 "predicted_seconds": self.predicted_seconds, "measured_seconds": self.seconds,
-                "measured_runs": [r.seconds for r in self.measured], "spread": self.spread, "error": self.error,
+                "measured_runs": self.round_seconds, "spread": self.spread, "error": self.error,
                 "predicted_peak_staging": self.predicted.peak_staging_bytes,
                 "measured_peak_staging": self.median_run.peak_staging_bytes,
                 # Where the time went on each side, lane by lane: a stored comparison can then
@@ -135,17 +141,37 @@ def lane_rows(report: Report) -> list[dict[str, Any]]:
             for u in lane_uses(report.trace)]
 
 
+class Misordered(NamedTuple):
+    """A pair the device orders round by round (:mod:`halsim.roundorder`) that the simulator does not."""
+
+    faster: str  # the case that ran faster in most rounds
+    slower: str
+    wins: int  # rounds in which ``faster`` ran faster
+    rounds: int
+    predicted_equal: bool  # the simulator predicted a tie (else it put ``slower`` ahead)
+
+
 @dataclass
 class Ranking:
     agree: int  # pairs ordered the same way by the simulator and the device
     swapped: list[tuple[str, str, bool]]  # (faster in sim, faster for real, within the real runs' spread)
     tied: list[tuple[str, str, bool]]  # pairs predicted equal: (a, b, the device cannot tell them apart either)
     tau: float  # Kendall's tau-b: 1 = same order, -1 = reversed
+    rounds: int = 0  # real runs a case, paired by round
+    ordered: int = 0  # pairs the device orders round by round
+    misordered: list[Misordered] = field(default_factory=list)  # of those, the ones the simulator does not
 
     @property
     def same_order(self) -> bool:
-        """Every pair the device tells apart, the simulator orders the same way."""
+        """The simulator's order is the device's order of medians, pair for pair (a predicted tie
+        passes where the real runs' spread cannot tell the pair apart either)."""
         return not self.swapped and all(noise for *_, noise in self.tied)
+
+    @property
+    def orders_as_rounds(self) -> bool | None:
+        """Every pair the device orders round by round, the simulator orders the same way; None
+        where too few rounds ran to order any pair."""
+        return None if self.rounds < min_rounds() else not self.misordered
 
     @property
     def swapped_beyond_noise(self) -> int:
@@ -159,13 +185,28 @@ class Ranking:
             distinct = sum(1 for *_, noise in self.tied if not noise)
             parts.append(f"{len(self.tied)} predicted equal ({distinct} distinct on the device)")
         verdict = "same order" if self.same_order else "not the same order"
-        return f"{verdict}: {', '.join(parts)}; Kendall tau-b {self.tau:.2f}"
+        return f"{verdict}: {', '.join(parts)}; Kendall tau-b {self.tau:.2f}; {self.describe_rounds()}"
+
+    def describe_rounds(self) -> str:
+        """The verdict on the pairs the device orders round by round."""
+        if self.orders_as_rounds is None:
+            return (f"{self.rounds} round(s) cannot order a pair beyond chance "
+                    f"({min_rounds()} or more can: --repeat)")
+        head = (f"the device orders {self.ordered} pair(s) in {self.rounds} rounds "
+                f"(sign test, p < {ORDER_ALPHA:g})")
+        if not self.misordered:
+            return f"{head}, all of them as the simulator does"
+        misses = ", ".join(f"{m.faster} ahead of {m.slower} in {m.wins} of {m.rounds}"
+                           + (" (predicted equal)" if m.predicted_equal else "") for m in self.misordered)
+        return f"{head}; the simulator misorders {len(self.misordered)}: {misses}"
 
 
 def rank(rows: Sequence[Row]) -> Ranking:
-    """Does the simulator order the cases as the device does (pair by pair)?"""
-    agree, swapped, tied = 0, [], []
-    real_ties = 0
+    """Does the simulator order the cases as the device does (pair by pair)? Both by the medians
+    of the real runs and by the pairs the device orders round by round (:mod:`halsim.roundorder`)."""
+    agree, swapped, tied, misordered = 0, [], [], []
+    real_ties = ordered = 0
+    rounds = min((len(r.round_seconds) for r in rows), default=0)
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
             a, b = rows[i], rows[j]
@@ -173,7 +214,8 @@ def rank(rows: Sequence[Row]) -> Ranking:
             dm = a.seconds - b.seconds
             noise = abs(dm) <= a.spread * a.seconds + b.spread * b.seconds
             real_ties += dm == 0
-            if abs(dp) <= TIE * max(a.predicted_seconds, b.predicted_seconds):
+            predicted_equal = abs(dp) <= TIE * max(a.predicted_seconds, b.predicted_seconds)
+            if predicted_equal:
                 tied.append((a.case.label, b.case.label, noise))
             elif dp * dm > 0:
                 agree += 1
@@ -181,10 +223,18 @@ def rank(rows: Sequence[Row]) -> Ranking:
                 sim_first = a if dp < 0 else b
                 real_first = a if dm < 0 else b
                 swapped.append((sim_first.case.label, real_first.case.label, noise))
+            by_round = round_order(a.round_seconds[:rounds], b.round_seconds[:rounds])
+            if by_round.ordered:
+                ordered += 1
+                faster, slower = (a, b) if by_round.first_faster else (b, a)
+                if predicted_equal or faster.predicted_seconds > slower.predicted_seconds:
+                    wins = by_round.first_wins if faster is a else by_round.rounds - by_round.first_wins
+                    misordered.append(Misordered(faster.case.label, slower.case.label, wins, by_round.rounds,
+                                                 predicted_equal))
     pairs = len(rows) * (len(rows) - 1) / 2
     scale = ((pairs - len(tied)) * (pairs - real_ties)) ** 0.5
     tau = (agree - len(swapped)) / scale if scale else 1.0
-    return Ranking(agree, swapped, tied, tau)
+    return Ranking(agree, swapped, tied, tau, rounds, ordered, misordered)
 
 
 @dataclass
@@ -236,6 +286,8 @@ class Comparison:
                 "pairs_agree": ranking.agree,
                 "swapped": [{"sim_faster": a, "real_faster": b, "within_spread": n} for a, b, n in ranking.swapped],
                 "predicted_equal": [{"a": a, "b": b, "within_spread": n} for a, b, n in ranking.tied],
+                "orders_as_rounds": ranking.orders_as_rounds, "pairs_ordered_by_rounds": ranking.ordered,
+                "misordered": [m._asdict() for m in ranking.misordered],
                 "noise_floor": floor.to_dict() if (floor := self.noise_floor) else None,
                 "notes": list(self.notes)}
 

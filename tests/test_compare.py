@@ -138,6 +138,37 @@ def test_ranking_counts_swaps():
     tied = rank([row("staged", 1.0, [1.0, 1.0]), row("direct", 1.001, [2.0, 2.0])])
     assert tied.tied and not tied.swapped and not tied.same_order
     assert rank([row("staged", 1.0, [1.0, 1.2]), row("direct", 1.001, [1.1, 1.1])]).same_order
+    # Two rounds order no pair by the sign test: the verdict says how many would.
+    assert noisy.orders_as_rounds is None and noisy.ordered == 0 and "2 round(s) cannot order" in noisy.describe()
+
+
+def test_ranking_judges_the_pairs_the_rounds_order():
+    from halsim.compare import Misordered, Row
+    from halsim.report import Report
+
+    def report(seconds):
+        return Report("p", "p", "d", "overlapped", False, seconds, 1, 1.0, 0, 0, 0, 0, 0, 0, "upload", "f")
+
+    def row(name, predicted, measured):
+        return Row(Case(parse_policy(name)), report(predicted), [report(m) for m in measured])
+
+    rounds = [1.0, 1.3, 0.9, 1.2, 1.1, 1.0, 1.4, 0.95]
+    # direct ran 3 % ahead of staged in all 8 rounds; their half-ranges overlap, so the spread
+    # test lets the simulator's swap pass, the rounds do not.
+    staged, direct = row("staged", 1.0, rounds), row("direct", 1.1, [t * 0.97 for t in rounds])
+    far = row("import", 5.0, [t * 4 for t in rounds])  # behind both in every round, and predicted so
+    ranking = rank([staged, direct, far])
+    assert ranking.swapped_beyond_noise == 0 and not ranking.same_order
+    assert (ranking.rounds, ranking.ordered) == (8, 3) and ranking.orders_as_rounds is False
+    assert ranking.misordered == [Misordered(direct.case.label, staged.case.label, 8, 8, False)]
+    assert f"{direct.case.label} ahead of {staged.case.label} in 8 of 8" in ranking.describe()
+    # Predicted level: still a miss, as a tie the device breaks every round.
+    level = rank([staged, row("direct", 1.001, [t * 0.97 for t in rounds]), far])
+    assert level.misordered[0].predicted_equal and level.orders_as_rounds is False
+    # Swapped within rounds that change places: no order to miss.
+    shuffled = rank([staged, row("direct", 1.1, [t * 0.97 for t in rounds[1:] + rounds[:1]]), far])
+    assert shuffled.orders_as_rounds is True and shuffled.ordered == 2 and "all of them as the simulator" in (
+        shuffled.describe())
 
 
 def test_cli_compare(model, platform, tmp_path):

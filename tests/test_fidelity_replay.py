@@ -42,8 +42,9 @@ def test_a_stored_run_refits_and_writes_its_files_beside_it(tmp_path):
     assert "over " not in done.stdout  # one run: no summary over runs
 
 
-def _summary(median, worst, tau, cases):
-    return {"now": {"median": median, "worst": worst, "tau": tau}, "cases": cases}
+def _summary(median, worst, tau, cases, ordering=(("a", 1.0, (1.0,)), ("b", 2.0, (2.0,))), rounds_order=None):
+    return {"now": {"median": median, "worst": worst, "tau": tau, "misordered": [], "rounds_order": rounds_order},
+            "cases": cases, "ordering": list(ordering)}
 
 
 def test_the_summary_over_runs_gives_each_case_its_bias_and_scatter(capsys):
@@ -53,11 +54,38 @@ def test_the_summary_over_runs_gives_each_case_its_bias_and_scatter(capsys):
     out = capsys.readouterr().out
     assert "over 2 runs" in out and "mean median |error| 5.00%" in out and "mean worst 16.00%" in out
     assert "mean tau-b 0.850" in out and "1 meet both targets" in out
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+    assert "runs of 6 rounds or more" not in out  # one round a run orders no pair
+    assert "pooled over the 2 runs (2 rounds): the device orders 0 pairs" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
     assert rows["a"] == ["2", "+15.0%", "15.0%", "1"]  # mean +15 %; one run over 15 %
     assert rows["b"] == ["2", "+1.0%", "3.0%", "0"]
     assert rows["x"] == ["(extra)", "1", "-20.0%", "20.0%", "1"]
     assert out.splitlines()[-1].startswith("x (extra)")  # extras after the scored cases
+
+
+def test_the_order_pooled_over_runs_names_the_pairs_a_fit_misorders(capsys):
+    # a ran ahead of b in 7 of 10 rounds of each run: in neither run alone beyond chance (p 0.34),
+    # but in 14 of 20 pooled rounds (p 0.12) still not; c trails both in every round.
+    def ordering(a_predicted):
+        a = (1.0,) * 7 + (3.0,) * 3
+        return (("a", a_predicted, a), ("b", 2.0, (2.0,) * 10), ("c", 5.0, (9.0,) * 10))
+
+    runs = [_summary(0.03, 0.1, 0.9, [], ordering(1.0), True), _summary(0.03, 0.1, 0.9, [], ordering(2.005), True)]
+    rounds, ordered, misses = fidelity_replay.pooled_order(runs)
+    assert (rounds, ordered, misses) == (20, 2, [])  # a/b unordered; c behind both, as both fits put it
+    # Twenty rounds of a ahead of b in each of three runs, and one fit that puts a level with b.
+    many = ("a", 1.0, (1.0,) * 20), ("b", 1.5, (2.0,) * 20)
+    runs = [_summary(0.03, 0.1, 0.9, [], many, True) for _ in range(2)]
+    runs.append(_summary(0.03, 0.1, 0.9, [], (("a", 1.5, (1.0,) * 20), ("b", 1.501, (2.0,) * 20)), False))
+    rounds, ordered, misses = fidelity_replay.pooled_order(runs)
+    assert (rounds, ordered) == (60, 1) and [(f, s, o.first_wins, o.rounds, w, n) for f, s, o, w, n in misses] == [
+        ("a", "b", 60, 60, 1, 3)]
+    print_overall(runs)
+    out = capsys.readouterr().out
+    assert "2 of 3 runs of 6 rounds or more order every pair" in out
+    assert "a ran ahead of b in 60 of 60 rounds (p 2e-18); 1 of 3 fits put it behind or level" in out
+    with pytest.raises(SystemExit, match="same cases"):
+        fidelity_replay.pooled_order([runs[0], _summary(0.03, 0.1, 0.9, [], (("a", 1.0, (1.0,)),))])
 
 
 def _interleaved_run(rounds: int) -> dict:
