@@ -349,8 +349,37 @@ def pooled_order(summaries: list[dict]) -> tuple[int, int, list[tuple[str, str, 
     return sum(rounds_of), ordered, misses
 
 
+def runs_against_runs(summaries: list[dict]) -> tuple[int, int, int]:
+    """The device against itself: of every two runs given, the pairs both order round by round, and how
+    many of those they order opposite ways; then how many runs have the exact order of medians another
+    run has."""
+    orders = []
+    for s in summaries:
+        rounds = min(len(seconds) for _, _, seconds in s["ordering"])
+        by_pair = {}
+        for (a, _, ta), (b, _, tb) in itertools.combinations(s["ordering"], 2):
+            by_round = round_order(ta[:rounds], tb[:rounds])
+            if by_round.ordered:
+                by_pair[a, b] = by_round.first_faster
+        orders.append(by_pair)
+    both = opposite = 0
+    for one, other in itertools.combinations(orders, 2):
+        for pair in one.keys() & other.keys():
+            both += 1
+            opposite += one[pair] != other[pair]
+    exact = []
+    for s in summaries:
+        medians = {label: statistics.median(seconds) for label, _, seconds in s["ordering"]}
+        exact.append(tuple(sorted(medians, key=medians.get)))
+    repeated = sum(exact.count(order) > 1 for order in exact)
+    return both, opposite, repeated
+
+
 def print_pooled_order(summaries: list[dict]) -> None:
     rounds, ordered, misses = pooled_order(summaries)
+    both, opposite, repeated = runs_against_runs(summaries)
+    print(f"the device against itself: of pairs that two runs both order round by round, {opposite} of {both} "
+          f"ordered opposite ways; {repeated} of {len(summaries)} runs have another run's exact order of medians")
     print(f"pooled over the {len(summaries)} runs ({rounds} rounds): the device orders {ordered} pairs (sign test, "
           f"p < {ORDER_ALPHA:g}); {len(misses)} of them some run's fit does not order so")
     for fast, slow, by_round, wrong, runs in misses:

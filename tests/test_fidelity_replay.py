@@ -84,6 +84,11 @@ def test_the_order_pooled_over_runs_names_the_pairs_a_fit_misorders(capsys):
     out = capsys.readouterr().out
     assert "2 of 3 runs of 6 rounds or more order every pair" in out
     assert "a ran ahead of b in 60 of 60 rounds (p 2e-18); 1 of 3 fits put it behind or level" in out
+    # Each run orders a ahead of b in its 20 rounds: 3 pairs of runs agree, and all 3 runs share one order.
+    assert fidelity_replay.runs_against_runs(runs) == (3, 0, 3)
+    flipped = _summary(0.03, 0.1, 0.9, [], (("a", 1.0, (3.0,) * 20), ("b", 1.5, (2.0,) * 20)), True)
+    assert fidelity_replay.runs_against_runs(runs[:1] + [flipped]) == (1, 1, 0)
+    assert "1 of 3 runs" not in out and "0 of 3 ordered opposite ways; 3 of 3 runs have another run's" in out
     with pytest.raises(SystemExit, match="same cases"):
         fidelity_replay.pooled_order([runs[0], _summary(0.03, 0.1, 0.9, [], (("a", 1.0, (1.0,)),))])
 
