@@ -226,10 +226,12 @@ def main() -> int:
                (f"worst |error| <= {WORST_ERROR_TARGET:.0%}", result.worst_error <= WORST_ERROR_TARGET),
                ("same ranking", ranking.same_order),
                ("ranking within the spread of real runs", ranking.swapped_beyond_noise == 0),
-               ("same order of every pair the rounds order (sign test)", bool(ranking.orders_as_rounds)),
+               ("same order of every pair the rounds order (sign test)", ranking.orders_as_rounds),
                (">= 10 configurations", len(result.rows) >= 10)]
     for what, met in targets:
-        console.print(f"  {'met' if met else 'NOT met'}: {what}", highlight=False)
+        # None: too few rounds to order any pair, so nothing to judge (the JSON keeps null).
+        verdict = "met" if met else "NOT met" if met is not None else f"not judged ({result.repeat} rounds)"
+        console.print(f"  {verdict}: {what}", highlight=False)
 
     product = getattr(device, "product", device.name)
     header = (f"## {product} ({device.name}), {result.when[:10]}\n\n"

@@ -321,17 +321,29 @@ def main() -> int:
     return 0
 
 
+def same_cases(summaries: list[dict]) -> list[str]:
+    """The scored cases' labels, which every run given must share (in one order) for their rounds to be
+    set side by side; ValueError naming the first run that differs."""
+    labels = [label for label, _, _ in summaries[0]["ordering"]]
+    for s in summaries[1:]:
+        if [label for label, _, _ in s["ordering"]] != labels:
+            raise ValueError(f"{s['name']} scores other cases than {summaries[0]['name']}")
+    return labels
+
+
+def _rounds(summary: dict) -> int:
+    """A run's rounds: as many for every case (a case that ran fewer would shift the pairing)."""
+    return min(len(seconds) for _, _, seconds in summary["ordering"])
+
+
 def pooled_order(summaries: list[dict]) -> tuple[int, int, list[tuple[str, str, RoundOrder, int, int]]]:
     """The device's order of each pair over every round of every run given (runs of the same cases),
     against each run's fit: the rounds pooled, the pairs they order, and of those the ones some fit
     misorders: (faster, slower, the pooled rounds' order of faster against slower, runs whose fit puts
     slower ahead or predicts a tie, runs)."""
-    labels = [label for label, _, _ in summaries[0]["ordering"]]
-    if any([label for label, _, _ in s["ordering"]] != labels for s in summaries):
-        raise SystemExit("pooling the rounds of runs wants runs of the same cases")
-    # Each run's rounds, as many for every case, run after run: round k of one case beside round k of another.
-    rounds_of = [min(len(seconds) for _, _, seconds in s["ordering"]) for s in summaries]
-    pooled = [[t for s, n in zip(summaries, rounds_of) for t in s["ordering"][k][2][:n]] for k in range(len(labels))]
+    labels = same_cases(summaries)
+    # Run after run, each cut to its own rounds: round k of one case stays beside round k of another.
+    pooled = [[t for s in summaries for t in s["ordering"][k][2][:_rounds(s)]] for k in range(len(labels))]
     ordered, misses = 0, []
     for i, j in itertools.combinations(range(len(labels)), 2):
         by_round = round_order(pooled[i], pooled[j])
@@ -346,40 +358,53 @@ def pooled_order(summaries: list[dict]) -> tuple[int, int, list[tuple[str, str, 
             wrong += p_fast > p_slow or abs(p_fast - p_slow) <= TIE * max(p_fast, p_slow)
         if wrong:
             misses.append((labels[fast], labels[slow], by_round, wrong, len(summaries)))
-    return sum(rounds_of), ordered, misses
+    return sum(_rounds(s) for s in summaries), ordered, misses
 
 
-def runs_against_runs(summaries: list[dict]) -> tuple[int, int, int]:
-    """The device against itself: of every two runs given, the pairs both order round by round, and how
-    many of those they order opposite ways; then how many runs have the exact order of medians another
-    run has."""
-    orders = []
+CLOSE = 0.10  # pairs whose medians lie this close (relative) are the ones a ranking can get wrong
+
+
+def runs_against_runs(summaries: list[dict]) -> dict[str, tuple[int, int, int] | int]:
+    """The device against itself. For each run and each other run: of the pairs the first orders round
+    by round, how many the other orders the same way, leaves unordered, or orders the opposite way
+    (``all``), and the same for pairs whose medians lie within :data:`CLOSE` in the first (``close``);
+    then how many runs have the exact order of medians another run has (``repeated``)."""
+    labels = same_cases(summaries)
+    orders, medians = [], []
     for s in summaries:
-        rounds = min(len(seconds) for _, _, seconds in s["ordering"])
+        rounds = _rounds(s)
         by_pair = {}
         for (a, _, ta), (b, _, tb) in itertools.combinations(s["ordering"], 2):
             by_round = round_order(ta[:rounds], tb[:rounds])
             if by_round.ordered:
                 by_pair[a, b] = by_round.first_faster
         orders.append(by_pair)
-    both = opposite = 0
-    for one, other in itertools.combinations(orders, 2):
-        for pair in one.keys() & other.keys():
-            both += 1
-            opposite += one[pair] != other[pair]
-    exact = []
-    for s in summaries:
-        medians = {label: statistics.median(seconds) for label, _, seconds in s["ordering"]}
-        exact.append(tuple(sorted(medians, key=medians.get)))
-    repeated = sum(exact.count(order) > 1 for order in exact)
-    return both, opposite, repeated
+        medians.append({label: statistics.median(seconds[:rounds]) for label, _, seconds in s["ordering"]})
+    counts = {"all": [0, 0, 0], "close": [0, 0, 0]}
+    for k, other in itertools.permutations(range(len(summaries)), 2):
+        m = medians[k]
+        for (a, b), first_faster in orders[k].items():
+            outcome = 1 if (a, b) not in orders[other] else 0 if orders[other][a, b] == first_faster else 2
+            counts["all"][outcome] += 1
+            if abs(m[a] - m[b]) <= CLOSE * min(m[a], m[b]):
+                counts["close"][outcome] += 1
+    exact = [tuple(sorted(labels, key=m.get)) for m in medians]
+    return {"all": tuple(counts["all"]), "close": tuple(counts["close"]),
+            "repeated": sum(exact.count(order) > 1 for order in exact)}
 
 
 def print_pooled_order(summaries: list[dict]) -> None:
-    rounds, ordered, misses = pooled_order(summaries)
-    both, opposite, repeated = runs_against_runs(summaries)
-    print(f"the device against itself: of pairs that two runs both order round by round, {opposite} of {both} "
-          f"ordered opposite ways; {repeated} of {len(summaries)} runs have another run's exact order of medians")
+    try:
+        rounds, ordered, misses = pooled_order(summaries)
+        against = runs_against_runs(summaries)
+    except ValueError as err:
+        print(f"no order pooled over runs: {err}")
+        return
+    for which, what in (("all", "pairs"), ("close", f"pairs within {CLOSE:.0%}")):
+        same, unordered, opposite = against[which]
+        print(f"the device against itself, {what}: of those one run orders round by round, another orders "
+              f"{same} the same way, {unordered} not at all, {opposite} the opposite way")
+    print(f"{against['repeated']} of {len(summaries)} runs have another run's exact order of medians")
     print(f"pooled over the {len(summaries)} runs ({rounds} rounds): the device orders {ordered} pairs (sign test, "
           f"p < {ORDER_ALPHA:g}); {len(misses)} of them some run's fit does not order so")
     for fast, slow, by_round, wrong, runs in misses:
@@ -397,8 +422,8 @@ def print_overall(summaries: list[dict]) -> None:
           f"{met} meet both targets (median <= {MEDIAN_ERROR_TARGET:.0%}, worst <= {WORST_ERROR_TARGET:.0%})")
     judged = [n for n in now if n["rounds_order"] is not None]
     if judged:
-        print(f"{sum(n['rounds_order'] for n in judged)} of {len(judged)} runs of {min_rounds()} rounds or more "
-              f"order every pair their rounds order (sign test, p < {ORDER_ALPHA:g}) as the device does")
+        print(f"{sum(n['rounds_order'] for n in judged)} of {len(judged)} runs of {min_rounds()} rounds or more: "
+              f"the fit orders every pair the rounds order (sign test, p < {ORDER_ALPHA:g}) as the device does")
     print_pooled_order(summaries)
     pairs = [(s["now"], s["paired"]) for s in summaries if s.get("paired")]
     if pairs:

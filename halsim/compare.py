@@ -147,7 +147,7 @@ class Misordered(NamedTuple):
     faster: str  # the case that ran faster in most rounds
     slower: str
     wins: int  # rounds in which ``faster`` ran faster
-    rounds: int
+    rounds: int  # rounds the two did not tie
     predicted_equal: bool  # the simulator predicted a tie (else it put ``slower`` ahead)
 
 

@@ -169,6 +169,14 @@ def test_ranking_judges_the_pairs_the_rounds_order():
     shuffled = rank([staged, row("direct", 1.1, [t * 0.97 for t in rounds[1:] + rounds[:1]]), far])
     assert shuffled.orders_as_rounds is True and shuffled.ordered == 2 and "all of them as the simulator" in (
         shuffled.describe())
+    # The faster case first in the pair, 7 of 8 rounds (one tied): its wins, not the other's.
+    first = row("direct", 1.1, [t * 0.97 for t in rounds[:6]] + [rounds[6], rounds[7] * 0.97])
+    ahead = rank([first, row("staged", 1.0, rounds)])
+    assert ahead.misordered == [Misordered(first.case.label, "staged:chunk=64MiB,readers=1", 7, 7, False)]
+    # Six rounds can order a pair, five cannot.
+    assert rank([row("staged", 1.0, rounds[:6]), row("direct", 1.1, [t * 0.97 for t in rounds[:6]])]).misordered
+    five = rank([row("staged", 1.0, rounds[:5]), row("direct", 1.1, [t * 0.97 for t in rounds[:5]])])
+    assert five.orders_as_rounds is None and not five.misordered and five.ordered == 0
 
 
 def test_cli_compare(model, platform, tmp_path):

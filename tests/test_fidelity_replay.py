@@ -42,9 +42,10 @@ def test_a_stored_run_refits_and_writes_its_files_beside_it(tmp_path):
     assert "over " not in done.stdout  # one run: no summary over runs
 
 
-def _summary(median, worst, tau, cases, ordering=(("a", 1.0, (1.0,)), ("b", 2.0, (2.0,))), rounds_order=None):
-    return {"now": {"median": median, "worst": worst, "tau": tau, "misordered": [], "rounds_order": rounds_order},
-            "cases": cases, "ordering": list(ordering)}
+def _summary(median, worst, tau, cases, ordering=(("a", 1.0, (1.0,)), ("b", 2.0, (2.0,))), rounds_order=None,
+             name="run.raw.json"):
+    return {"name": name, "now": {"median": median, "worst": worst, "tau": tau, "misordered": [],
+                                  "rounds_order": rounds_order}, "cases": cases, "ordering": list(ordering)}
 
 
 def test_the_summary_over_runs_gives_each_case_its_bias_and_scatter(capsys):
@@ -56,16 +57,22 @@ def test_the_summary_over_runs_gives_each_case_its_bias_and_scatter(capsys):
     assert "mean tau-b 0.850" in out and "1 meet both targets" in out
     assert "runs of 6 rounds or more" not in out  # one round a run orders no pair
     assert "pooled over the 2 runs (2 rounds): the device orders 0 pairs" in out
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["a"], ["b"], ["x"])}
     assert rows["a"] == ["2", "+15.0%", "15.0%", "1"]  # mean +15 %; one run over 15 %
     assert rows["b"] == ["2", "+1.0%", "3.0%", "0"]
     assert rows["x"] == ["(extra)", "1", "-20.0%", "20.0%", "1"]
     assert out.splitlines()[-1].startswith("x (extra)")  # extras after the scored cases
+    # Runs of other cases: no pooled order, named, and the rest of the summary still comes.
+    runs[1]["ordering"], runs[1]["name"] = [("a", 1.0, (1.0,))], "other.raw.json"
+    print_overall(runs)
+    out = capsys.readouterr().out
+    assert "no order pooled over runs: other.raw.json scores other cases than run.raw.json" in out
+    assert out.splitlines()[-1].startswith("x (extra)")
 
 
 def test_the_order_pooled_over_runs_names_the_pairs_a_fit_misorders(capsys):
     # a ran ahead of b in 7 of 10 rounds of each run: in neither run alone beyond chance (p 0.34),
-    # but in 14 of 20 pooled rounds (p 0.12) still not; c trails both in every round.
+    # nor in the 14 of 20 pooled rounds (p 0.12); c trails both in every round.
     def ordering(a_predicted):
         a = (1.0,) * 7 + (3.0,) * 3
         return (("a", a_predicted, a), ("b", 2.0, (2.0,) * 10), ("c", 5.0, (9.0,) * 10))
@@ -82,15 +89,32 @@ def test_the_order_pooled_over_runs_names_the_pairs_a_fit_misorders(capsys):
         ("a", "b", 60, 60, 1, 3)]
     print_overall(runs)
     out = capsys.readouterr().out
-    assert "2 of 3 runs of 6 rounds or more order every pair" in out
+    assert "2 of 3 runs of 6 rounds or more: the fit orders every pair" in out
     assert "a ran ahead of b in 60 of 60 rounds (p 2e-18); 1 of 3 fits put it behind or level" in out
-    # Each run orders a ahead of b in its 20 rounds: 3 pairs of runs agree, and all 3 runs share one order.
-    assert fidelity_replay.runs_against_runs(runs) == (3, 0, 3)
-    flipped = _summary(0.03, 0.1, 0.9, [], (("a", 1.0, (3.0,) * 20), ("b", 1.5, (2.0,) * 20)), True)
-    assert fidelity_replay.runs_against_runs(runs[:1] + [flipped]) == (1, 1, 0)
-    assert "1 of 3 runs" not in out and "0 of 3 ordered opposite ways; 3 of 3 runs have another run's" in out
-    with pytest.raises(SystemExit, match="same cases"):
-        fidelity_replay.pooled_order([runs[0], _summary(0.03, 0.1, 0.9, [], (("a", 1.0, (1.0,)),))])
+    # The second case faster: named first, and the fit that puts it behind counted.
+    behind = [_summary(0.03, 0.1, 0.9, [], (("a", 1.0, (2.0,) * 10), ("b", 2.0, (1.0,) * 10)), True),
+              _summary(0.03, 0.1, 0.9, [], (("a", 2.0, (2.0,) * 10), ("b", 1.0, (1.0,) * 10)), True)]
+    rounds, ordered, misses = fidelity_replay.pooled_order(behind)
+    assert [(f, s, o.first_wins, w) for f, s, o, w, _ in misses] == [("b", "a", 20, 1)]
+    # Each run cut to its own rounds: a fourth round of b alone must not shift the pairing of the next run.
+    ragged = [_summary(0.03, 0.1, 0.9, [], (("a", 1.0, (1.0,) * 6), ("b", 2.0, (2.0,) * 6 + (0.5,))), True)] * 2
+    assert fidelity_replay.pooled_order(ragged)[:2] == (12, 1)
+
+
+def test_the_device_against_itself():
+    ahead = ("a", 1.0, (1.0,) * 10), ("b", 1.5, (1.05,) * 10), ("c", 2.0, (3.0,) * 10)
+    runs = [_summary(0.03, 0.1, 0.9, [], ahead, True) for _ in range(3)]
+    # Every run orders all 3 pairs; each of the 6 (run, other run) pairs agrees on them; a/b lie within 10 %.
+    assert fidelity_replay.runs_against_runs(runs) == {"all": (18, 0, 0), "close": (6, 0, 0), "repeated": 3}
+    flipped = ("a", 1.0, (1.05,) * 10), ("b", 1.5, (1.0,) * 10), ("c", 2.0, (3.0,) * 10)
+    mixed = ("a", 1.0, (1.0,) * 5 + (1.2,) * 5), ("b", 1.5, (1.05,) * 10), ("c", 2.0, (3.0,) * 10)
+    against = fidelity_replay.runs_against_runs(runs[:1] + [_summary(0.03, 0.1, 0.9, [], flipped, True),
+                                                            _summary(0.03, 0.1, 0.9, [], mixed, True)])
+    # a/b: the first two runs order it opposite ways, the third leaves it unordered (5 of 10 each way),
+    # though its medians put b ahead, as the second run's do: those two share an exact order.
+    assert against["close"] == (0, 2, 2) and against["all"] == (12, 2, 2) and against["repeated"] == 2
+    with pytest.raises(ValueError, match="other.raw.json scores other cases"):
+        fidelity_replay.runs_against_runs([runs[0], _summary(0.03, 0.1, 0.9, [], ahead[:2], name="other.raw.json")])
 
 
 def _interleaved_run(rounds: int) -> dict:
