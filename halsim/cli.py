@@ -300,13 +300,16 @@ def compare(
     trace: Optional[Path] = typer.Option(None, "--trace", help="Perfetto JSON: sim and real as separate processes."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG: each case's sim timeline above its real one."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the comparison as JSON."),
+    fixed_order: bool = typer.Option(False, "--fixed-order", help="Run the cases in the order given every round "
+                                     "(default: warm, then cold cases, each in a fresh random order a round)."),
 ) -> None:
     """Run policies in the simulator and on a device on the same file: predicted vs measured."""
     from halsim.compare import cases, compare as run
 
     with _errors():
         with _count_progress("comparing") as update:
-            result = run(path, device, platform, cases(policy, cache), repeat=repeat, mode=mode, progress=update)
+            result = run(path, device, platform, cases(policy, cache), repeat=repeat, mode=mode, progress=update,
+                         shuffle=not fixed_order)
         out.print(result.table())
         out.print(result.summary(), highlight=False)
         for note in result.notes:

@@ -9,7 +9,8 @@ the simulator ranks the cases in the hardware's order.
 
 Real runs go round after round over the cases (not one case repeated), so a
 burst of load from elsewhere spoils one sample of many cases and the medians
-drop it. Cold cases drop the file from the page cache before each run
+drop it; within a round the warm cases, then the cold ones, run in a fresh
+random order. Cold cases drop the file from the page cache before each run
 (:mod:`halsim.pagecache`).
 """
 
@@ -19,6 +20,7 @@ import datetime
 import json
 import math
 import os
+import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +251,7 @@ class Comparison:
     host: str = ""
     when: str = ""
     notes: list[str] = field(default_factory=list)
+    running_order: list[list[str]] = field(default_factory=list)  # each round's cases, in the order they ran
 
     @property
     def errors(self) -> list[float]:
@@ -289,7 +292,7 @@ class Comparison:
                 "orders_as_rounds": ranking.orders_as_rounds, "pairs_ordered_by_rounds": ranking.ordered,
                 "misordered": [m._asdict() for m in ranking.misordered],
                 "noise_floor": floor.to_dict() if (floor := self.noise_floor) else None,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "running_order": self.running_order}
 
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -436,7 +439,8 @@ def pooled(parts: Sequence[Comparison], platform: "str | os.PathLike | Platform"
             for k, (case, p) in enumerate(zip(cases, predicted))]
     notes = _policy_notes(rows)  # the parts' notes were about the platform each was run against
     return Comparison(rows, first.device, spec.name, first.file, first.file_bytes, sum(p.repeat for p in parts),
-                      first.mode, host=first.host, when=first.when, notes=notes)
+                      first.mode, host=first.host, when=first.when, notes=notes,
+                      running_order=[order for part in parts for order in part.running_order])
 
 
 def compare(
@@ -449,8 +453,15 @@ def compare(
     mode: str = "overlapped",
     warmup: bool = True,
     progress: ProgressFn | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
 ) -> Comparison:
-    """Simulate and run every case on ``path``; ``runs`` are Cases or policies (warm)."""
+    """Simulate and run every case on ``path``; ``runs`` are Cases or policies (warm).
+
+    ``shuffle``: each round runs the warm cases, then the cold ones, each group in a fresh random
+    order (``random.Random(seed)``), so no case always runs right after the same one and a case's
+    place in the round cannot order it against another in the rounds (:mod:`halsim.roundorder`);
+    the file is still warmed once a round. False: every round in the order given."""
     import halsim
     from halsim import pagecache
     from halsim.calibrate import host_description
@@ -489,9 +500,25 @@ def compare(
         cached = not case.cold
         return report
 
+    shuffler = random.Random(seed)
+
+    def running_order(round_: int) -> list[int]:
+        given = list(range(len(todo)))
+        if not shuffle or round_ < 0:
+            return given
+        warm, cold = [k for k in given if not todo[k].cold], [k for k in given if todo[k].cold]
+        shuffler.shuffle(warm)
+        shuffler.shuffle(cold)
+        return warm + cold
+
+    ran: list[list[str]] = []
     # Round 0 (optional) warms code paths, threads and drivers for each case; its runs are dropped.
     for round_ in range(-1 if warmup else 0, repeat):
-        for k, case in enumerate(todo):
+        order = running_order(round_)
+        if round_ >= 0:
+            ran.append([todo[k].label for k in order])
+        for k in order:
+            case = todo[k]
             if progress:
                 progress(done, total, case.label)
             report = run(case) if not (round_ < 0 and case.cold) else run(Case(case.policy))  # warm-ups: warm
@@ -504,7 +531,8 @@ def compare(
     notes += _policy_notes(rows)
     return Comparison(rows, target.name, spec.name, path, os.path.getsize(path), repeat, mode,
                       host=host_description(),
-                      when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), notes=notes)
+                      when=datetime.datetime.now().astimezone().isoformat(timespec="seconds"), notes=notes,
+                      running_order=ran)
 
 
 __all__ = ["Case", "cases", "Row", "Ranking", "rank", "TIE", "Comparison", "compare", "pooled", "predict", "lane_rows",

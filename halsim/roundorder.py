@@ -15,10 +15,12 @@ to equal cases 6 % of the time.
 
 What it cannot tell: each of a comparison's ~120 pairs is tested alone, so two
 equally fast cases come out ordered about 2 % of the time at 10 rounds (9 or 10
-of 10), and a run that misorders one close pair may have met such a chance. And
-the cases run in the same order every round, so a case that always follows
-another (a cold one, a calibration round) carries that position into the
-test, which no simulator predicts. On the H100 runs 69-79 a pair one run
+of 10), and a run that misorders one close pair may have met such a chance.
+Where the cases run in the same order every round (``compare(shuffle=False)``,
+and every stored run before the twenty-fourth session), a case that always
+follows another carries that position into the test, which no simulator
+predicts; ``compare`` therefore shuffles the warm cases, and the cold ones,
+afresh each round. On the H100 runs 69-79 a pair one run
 ordered was ordered the same way by another run in 97 % of cases and never the
 opposite way; but of pairs within 10 % of each other, only 10 of 50 (the rest
 unordered): close pairs a run orders are mostly that run's own state.

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import halsim
 from halsim.calibrate import Config, calibrate
 from halsim.cli import app
-from halsim.compare import STEP_LANES, Case, cases, compare, rank
+from halsim.compare import STEP_LANES, Case, cases, compare, pooled, rank
 from halsim.formats import write_safetensors_layout
 from halsim.noise import noise_floor
 from halsim.platform import load_platform
@@ -247,16 +247,46 @@ def test_every_warm_case_after_a_cold_one_runs_on_a_fresh_warm_cache(model, plat
     monkeypatch.setattr(pagecache, "drop", drop)
     monkeypatch.setattr(halsim, "upload", upload)
     warm_case, cold_case = Case(parse_policy(POLICIES[0])), Case(parse_policy("staged"), cold=True)
-    compare(model, "cpu", platform, [warm_case, cold_case, warm_case], repeat=2, warmup=False)
     warm_spec, cold_spec = f"upload {warm_case.policy.spec()}", f"upload {cold_case.policy.spec()}"
-    state = "none"
-    for event in events:
-        if event in ("fresh", "drop"):
-            state = event
-        elif event == cold_spec:
-            assert state == "drop"
-            state = "cold"
-        elif event == warm_spec:
-            assert state in ("fresh", "warm run"), events
-            state = "warm run"
-    assert events.count("fresh") == 3 and events.count(warm_spec) == 4, events
+
+    def check(fresh_warms):
+        state = "none"
+        for event in events:
+            if event in ("fresh", "drop"):
+                state = event
+            elif event == cold_spec:
+                assert state == "drop"
+                state = "cold"
+            elif event == warm_spec:
+                assert state in ("fresh", "warm run"), events
+                state = "warm run"
+        assert events.count("fresh") == fresh_warms and events.count(warm_spec) == 4, events
+
+    # In the order given, the second warm case of each round follows a cold one: 3 fresh warms.
+    compare(model, "cpu", platform, [warm_case, cold_case, warm_case], repeat=2, warmup=False, shuffle=False)
+    check(3)
+    # Shuffled, warm cases run before cold ones: one fresh warm a round.
+    events.clear()
+    compare(model, "cpu", platform, [warm_case, cold_case, warm_case], repeat=2, warmup=False)
+    check(2)
+
+
+def test_rounds_shuffle_warm_then_cold_cases(model, platform):
+    """Each round runs the warm cases, then the cold ones, each group in a fresh order, so a case's
+    place in the round cannot order it (halsim.roundorder); the order given with shuffle=False."""
+    todo = cases(POLICIES[:3], "both")
+    seen: list[str] = []
+    shuffled = compare(model, "cpu", platform, todo, repeat=4, warmup=False, seed=3,
+            progress=lambda done, total, label: seen.append(label) if done < total else None)
+    rounds = [seen[k:k + len(todo)] for k in range(0, len(seen), len(todo))]
+    warm, cold = [c.label for c in todo if not c.cold], [c.label for c in todo if c.cold]
+    assert len(rounds) == 4
+    for order in rounds:
+        assert sorted(order[:3]) == sorted(warm) and sorted(order[3:]) == sorted(cold)
+    assert len({tuple(order) for order in rounds}) > 1  # the order changes from round to round
+    assert shuffled.running_order == rounds and shuffled.to_dict()["running_order"] == rounds
+    assert pooled([shuffled, shuffled], platform).running_order == rounds * 2
+    seen.clear()
+    compare(model, "cpu", platform, todo, repeat=2, warmup=False, shuffle=False,
+            progress=lambda done, total, label: seen.append(label) if done < total else None)
+    assert seen == [c.label for c in todo] * 2
