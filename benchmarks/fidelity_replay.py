@@ -38,6 +38,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from halsim.calibrate import BENCHES, Measurement, Measurements
 from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, predict, rank, relative_spread
@@ -393,6 +394,28 @@ def runs_against_runs(summaries: list[dict]) -> dict[str, tuple[int, int, int] |
             "repeated": sum(exact.count(order) > 1 for order in exact)}
 
 
+def oracle_misses(summaries: list[dict]) -> list[int]:
+    """The ranking's noise floor, from the runs themselves: for each run, how many of the pairs its
+    rounds order a model would misorder that knew each case's time as the median of every other
+    run's rounds (put the slower ahead, or level within the tie)."""
+    labels = same_cases(summaries)
+    misses = []
+    for k, s in enumerate(summaries):
+        others = [o for j, o in enumerate(summaries) if j != k]
+        truth = {label: statistics.median(t for o in others for t in o["ordering"][i][2][:_rounds(o)])
+                 for i, label in enumerate(labels)}
+        predicted = [(label, truth[label], seconds) for label, _, seconds in s["ordering"]]
+        misses.append(len(rank_rows(predicted).misordered))
+    return misses
+
+
+def rank_rows(ordering: list[tuple[str, float, tuple[float, ...]]]):
+    """:func:`halsim.compare.rank` of (label, predicted seconds, real rounds) rows (of a case, rank reads
+    only its label)."""
+    return rank([ReplayRow(SimpleNamespace(label=label), predicted, statistics.median(seconds),
+                           relative_spread(seconds), tuple(seconds)) for label, predicted, seconds in ordering])
+
+
 def print_pooled_order(summaries: list[dict]) -> None:
     try:
         rounds, ordered, misses = pooled_order(summaries)
@@ -405,6 +428,10 @@ def print_pooled_order(summaries: list[dict]) -> None:
         print(f"the device against itself, {what}: of those one run orders round by round, another orders "
               f"{same} the same way, {unordered} not at all, {opposite} the opposite way")
     print(f"{against['repeated']} of {len(summaries)} runs have another run's exact order of medians")
+    if len(summaries) > 1:
+        oracle = oracle_misses(summaries)
+        print(f"a model that knew each case's median over the other runs would misorder a pair the rounds order "
+              f"in {sum(n > 0 for n in oracle)} of {len(summaries)} runs ({sum(oracle)} pairs)")
     print(f"pooled over the {len(summaries)} runs ({rounds} rounds): the device orders {ordered} pairs (sign test, "
           f"p < {ORDER_ALPHA:g}); {len(misses)} of them some run's fit does not order so")
     for fast, slow, by_round, wrong, runs in misses:

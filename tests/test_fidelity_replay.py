@@ -113,6 +113,11 @@ def test_the_device_against_itself():
     # a/b: the first two runs order it opposite ways, the third leaves it unordered (5 of 10 each way),
     # though its medians put b ahead, as the second run's do: those two share an exact order.
     assert against["close"] == (0, 2, 2) and against["all"] == (12, 2, 2) and against["repeated"] == 2
+    # A model that knew the other runs' medians orders runs that agree as they do; against a run that
+    # flips a/b, the two others each get a level truth (the tie misses) and the flipped one a/b reversed.
+    assert fidelity_replay.oracle_misses(runs) == [0, 0, 0]
+    assert fidelity_replay.oracle_misses(runs[:2] + [_summary(0.03, 0.1, 0.9, [], flipped, True)]) == [1, 1, 1]
+    assert fidelity_replay.oracle_misses(runs + [_summary(0.03, 0.1, 0.9, [], flipped, True)]) == [0, 0, 0, 1]
     with pytest.raises(ValueError, match="other.raw.json scores other cases"):
         fidelity_replay.runs_against_runs([runs[0], _summary(0.03, 0.1, 0.9, [], ahead[:2], name="other.raw.json")])
 
