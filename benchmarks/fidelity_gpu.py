@@ -174,7 +174,9 @@ def main() -> int:
         # Everything measured, before the fit (minutes of CPU on a slow host): a run cut off while
         # fitting keeps its data, and fidelity_replay.py fits it anywhere.
         scored, further = split(pooled(parts, DRAFT_PLATFORM))
-        raw = {"device": device.name, "calibration": {"measurements": Measurements.pooled(measured).to_dict()},
+        # The card's product name too: a lent machine's kind may stand for more than one card.
+        raw = {"device": device.name, "product": getattr(device, "product", device.name),
+               "calibration": {"measurements": Measurements.pooled(measured).to_dict()},
                "comparison": scored.to_dict(), "extra": further.to_dict() if extra else None}
         args.out.with_suffix(".raw.json").write_text(json.dumps(raw, indent=1, default=str))
         stamp(f"wrote {args.out}.raw.json")
