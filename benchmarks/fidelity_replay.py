@@ -35,6 +35,7 @@ import json
 import os
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +44,8 @@ from types import SimpleNamespace
 from halsim.calibrate import BENCHES, Measurement, Measurements
 from halsim.compare import MEDIAN_ERROR_TARGET, WORST_ERROR_TARGET, Case, predict, rank, relative_spread
 from halsim.fit import fit_platform
-from halsim.noise import TIE
 from halsim.policies import parse_policy
-from halsim.roundorder import ORDER_ALPHA, RoundOrder, min_rounds, round_order
+from halsim.roundorder import ORDER_ALPHA, RoundOrder, min_rounds, sign_test
 from halsim.units import parse_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -345,21 +345,19 @@ def pooled_order(summaries: list[dict]) -> tuple[int, int, list[tuple[str, str, 
     labels = same_cases(summaries)
     # Run after run, each cut to its own rounds: round k of one case stays beside round k of another.
     pooled = [[t for s in summaries for t in s["ordering"][k][2][:_rounds(s)]] for k in range(len(labels))]
-    ordered, misses = 0, []
-    for i, j in itertools.combinations(range(len(labels)), 2):
-        by_round = round_order(pooled[i], pooled[j])
-        if not by_round.ordered:
-            continue
-        ordered += 1
-        fast, slow = (i, j) if by_round.first_faster else (j, i)
-        by_round = round_order(pooled[fast], pooled[slow])
-        wrong = 0
-        for s in summaries:
-            p_fast, p_slow = s["ordering"][fast][1], s["ordering"][slow][1]
-            wrong += p_fast > p_slow or abs(p_fast - p_slow) <= TIE * max(p_fast, p_slow)
-        if wrong:
-            misses.append((labels[fast], labels[slow], by_round, wrong, len(summaries)))
-    return sum(_rounds(s) for s in summaries), ordered, misses
+    # Each run's fit ranked against all the pooled rounds: rank() decides what is ordered and what is missed.
+    rankings = [rank_rows([(label, predicted, pooled[k]) for k, (label, predicted, _) in enumerate(s["ordering"])])
+                for s in summaries]
+    wrong = Counter((m.faster, m.slower) for ranking in rankings for m in ranking.misordered)
+    missed = {(m.faster, m.slower): m for ranking in rankings for m in ranking.misordered}
+    position = {label: k for k, label in enumerate(labels)}
+
+    def in_case_order(pair: tuple[str, str]) -> list[int]:
+        return sorted(position[label] for label in pair)
+
+    misses = [(m.faster, m.slower, RoundOrder(m.wins, m.rounds, sign_test(m.wins, m.rounds)), wrong[pair],
+               len(summaries)) for pair, m in sorted(missed.items(), key=lambda item: in_case_order(item[0]))]
+    return sum(_rounds(s) for s in summaries), rankings[0].ordered, misses
 
 
 CLOSE = 0.10  # pairs whose medians lie this close (relative) are the ones a ranking can get wrong
@@ -371,23 +369,16 @@ def runs_against_runs(summaries: list[dict]) -> dict[str, tuple[int, int, int] |
     (``all``), and the same for pairs whose medians lie within :data:`CLOSE` in the first (``close``);
     then how many runs have the exact order of medians another run has (``repeated``)."""
     labels = same_cases(summaries)
-    orders, medians = [], []
-    for s in summaries:
-        rounds = _rounds(s)
-        by_pair = {}
-        for (a, _, ta), (b, _, tb) in itertools.combinations(s["ordering"], 2):
-            by_round = round_order(ta[:rounds], tb[:rounds])
-            if by_round.ordered:
-                by_pair[a, b] = by_round.first_faster
-        orders.append(by_pair)
-        medians.append({label: statistics.median(seconds[:rounds]) for label, _, seconds in s["ordering"]})
+    orders = [set(rank_rows(s["ordering"]).ordered_pairs) for s in summaries]
+    medians = [{label: statistics.median(seconds[:_rounds(s)]) for label, _, seconds in s["ordering"]}
+               for s in summaries]
     counts = {"all": [0, 0, 0], "close": [0, 0, 0]}
     for k, other in itertools.permutations(range(len(summaries)), 2):
         m = medians[k]
-        for (a, b), first_faster in orders[k].items():
-            outcome = 1 if (a, b) not in orders[other] else 0 if orders[other][a, b] == first_faster else 2
+        for faster, slower in orders[k]:
+            outcome = 0 if (faster, slower) in orders[other] else 2 if (slower, faster) in orders[other] else 1
             counts["all"][outcome] += 1
-            if abs(m[a] - m[b]) <= CLOSE * min(m[a], m[b]):
+            if abs(m[faster] - m[slower]) <= CLOSE * min(m[faster], m[slower]):
                 counts["close"][outcome] += 1
     exact = [tuple(sorted(labels, key=m.get)) for m in medians]
     return {"all": tuple(counts["all"]), "close": tuple(counts["close"]),

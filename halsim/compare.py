@@ -160,8 +160,13 @@ class Ranking:
     tied: list[tuple[str, str, bool]]  # pairs predicted equal: (a, b, the device cannot tell them apart either)
     tau: float  # Kendall's tau-b: 1 = same order, -1 = reversed
     rounds: int = 0  # real runs a case, paired by round
-    ordered: int = 0  # pairs the device orders round by round
+    ordered_pairs: list[tuple[str, str]] = field(default_factory=list)  # (faster, slower): the device orders them
     misordered: list[Misordered] = field(default_factory=list)  # of those, the ones the simulator does not
+
+    @property
+    def ordered(self) -> int:
+        """How many pairs the device orders round by round."""
+        return len(self.ordered_pairs)
 
     @property
     def same_order(self) -> bool:
@@ -206,8 +211,8 @@ class Ranking:
 def rank(rows: Sequence[Row]) -> Ranking:
     """Does the simulator order the cases as the device does (pair by pair)? Both by the medians
     of the real runs and by the pairs the device orders round by round (:mod:`halsim.roundorder`)."""
-    agree, swapped, tied, misordered = 0, [], [], []
-    real_ties = ordered = 0
+    agree, swapped, tied, ordered, misordered = 0, [], [], [], []
+    real_ties = 0
     rounds = min((len(r.round_seconds) for r in rows), default=0)
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
@@ -227,8 +232,8 @@ def rank(rows: Sequence[Row]) -> Ranking:
                 swapped.append((sim_first.case.label, real_first.case.label, noise))
             by_round = round_order(a.round_seconds[:rounds], b.round_seconds[:rounds])
             if by_round.ordered:
-                ordered += 1
                 faster, slower = (a, b) if by_round.first_faster else (b, a)
+                ordered.append((faster.case.label, slower.case.label))
                 if predicted_equal or faster.predicted_seconds > slower.predicted_seconds:
                     wins = by_round.first_wins if faster is a else by_round.rounds - by_round.first_wins
                     misordered.append(Misordered(faster.case.label, slower.case.label, wins, by_round.rounds,
